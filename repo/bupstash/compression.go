@@ -1,0 +1,158 @@
+package bupstash
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/pierrec/lz4/v4"
+)
+
+// Compression is the footer byte that ends every leaf plaintext, secret
+// metadata blob and interior node, naming how the bytes before it are
+// compressed (§6).
+type Compression byte
+
+// The compression footers Bupstash 0.10 to 0.12 write.
+const (
+	footerNone = 0
+	footerLZ4  = 1
+	footerZstd = 2
+
+	CompressionNone Compression = footerNone
+	CompressionLZ4  Compression = footerLZ4
+	CompressionZstd Compression = footerZstd // 0.11.0 and later
+)
+
+// maxDecompressedSize is Bupstash's COMPRESS_MAX_SIZE.
+const maxDecompressedSize = 64 << 20
+
+// ErrCompression reports a payload that does not decompress as its footer
+// says.
+var ErrCompression = errors.New("bad compressed payload")
+
+var zstdDecoder = sync.OnceValue(func() *zstd.Decoder {
+	d, err := zstd.NewReader(nil,
+		zstd.WithDecoderMaxMemory(maxDecompressedSize),
+		zstd.WithDecoderMaxWindow(maxDecompressedSize),
+		zstd.WithDecoderConcurrency(0))
+	if err != nil {
+		panic(err) // only for invalid options
+	}
+	return d
+})
+
+// decompress strips b's compression footer and returns the payload. With
+// footer 0 the result aliases b.
+func decompress(b []byte) ([]byte, error) {
+	if len(b) == 0 {
+		return nil, fmt.Errorf("%w: empty (no footer)", ErrCompression)
+	}
+	payload := b[:len(b)-1]
+	switch b[len(b)-1] {
+	case footerNone:
+		return payload, nil
+	case footerLZ4:
+		if len(payload) < 4 {
+			return nil, fmt.Errorf("%w: lz4 payload too short", ErrCompression)
+		}
+		size := binary.LittleEndian.Uint32(payload[len(payload)-4:])
+		if size > maxDecompressedSize {
+			return nil, fmt.Errorf("%w: lz4 size %d exceeds the 64 MiB limit", ErrCompression, size)
+		}
+		out := make([]byte, size)
+		n, err := lz4.UncompressBlock(payload[:len(payload)-4], out)
+		if err != nil {
+			return nil, fmt.Errorf("%w: lz4: %w", ErrCompression, err)
+		}
+		if n != int(size) {
+			return nil, fmt.Errorf("%w: lz4 gave %d bytes, footer declares %d", ErrCompression, n, size)
+		}
+		return out, nil
+	case footerZstd:
+		var h zstd.Header
+		if err := h.Decode(payload); err != nil {
+			return nil, fmt.Errorf("%w: zstd header: %w", ErrCompression, err)
+		}
+		var dst []byte
+		if h.HasFCS {
+			if h.FrameContentSize > maxDecompressedSize {
+				return nil, fmt.Errorf("%w: zstd size %d exceeds the 64 MiB limit", ErrCompression, h.FrameContentSize)
+			}
+			dst = make([]byte, 0, h.FrameContentSize)
+		}
+		out, err := zstdDecoder().DecodeAll(payload, dst)
+		if err != nil {
+			return nil, fmt.Errorf("%w: zstd: %w", ErrCompression, err)
+		}
+		if h.HasFCS && uint64(len(out)) != h.FrameContentSize {
+			return nil, fmt.Errorf("%w: zstd gave %d bytes, header declares %d", ErrCompression, len(out), h.FrameContentSize)
+		}
+		return out, nil
+	default:
+		return nil, fmt.Errorf("%w: compression type %d is from a newer bupstash", ErrCompression, b[len(b)-1])
+	}
+}
+
+// decompressedSize returns the payload length that decompress would return,
+// reading only the head and tail of the plaintext: head holds its first
+// bytes (at least zstd.HeaderMaxSize when available), tail its last 5.
+// ok is false when the size is not recorded (a zstd frame without a content
+// size).
+func decompressedSize(plainLen int, head, tail []byte) (size int64, ok bool, err error) {
+	if plainLen == 0 || len(tail) == 0 {
+		return 0, false, fmt.Errorf("%w: empty (no footer)", ErrCompression)
+	}
+	switch tail[len(tail)-1] {
+	case footerNone:
+		return int64(plainLen - 1), true, nil
+	case footerLZ4:
+		if plainLen < 5 || len(tail) < 5 {
+			return 0, false, fmt.Errorf("%w: lz4 payload too short", ErrCompression)
+		}
+		return int64(binary.LittleEndian.Uint32(tail[len(tail)-5:])), true, nil
+	case footerZstd:
+		var h zstd.Header
+		if err := h.Decode(head); err != nil {
+			return 0, false, fmt.Errorf("%w: zstd header: %w", ErrCompression, err)
+		}
+		if !h.HasFCS {
+			return 0, false, nil
+		}
+		return int64(h.FrameContentSize), true, nil
+	default:
+		return 0, false, fmt.Errorf("%w: compression type %d is from a newer bupstash", ErrCompression, tail[len(tail)-1])
+	}
+}
+
+// Compress returns the footer-framed encoding of b: compressed with c if
+// that makes it smaller, else stored with footer 0, as Bupstash's writers
+// do. Used by tests and the test-repository generator.
+func Compress(b []byte, c Compression) []byte {
+	switch c {
+	case CompressionLZ4:
+		out := make([]byte, lz4.CompressBlockBound(len(b))+5)
+		n, err := lz4.CompressBlock(b, out, nil)
+		if err == nil && n > 0 && n+4 < len(b) {
+			out = binary.LittleEndian.AppendUint32(out[:n], uint32(len(b)))
+			return append(out, footerLZ4)
+		}
+	case CompressionZstd:
+		out := zstdEncoder().EncodeAll(b, nil)
+		if len(out) < len(b) {
+			return append(out, footerZstd)
+		}
+	}
+	out := make([]byte, 0, len(b)+1)
+	return append(append(out, b...), footerNone)
+}
+
+var zstdEncoder = sync.OnceValue(func() *zstd.Encoder {
+	e, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderCRC(false))
+	if err != nil {
+		panic(err)
+	}
+	return e
+})

@@ -1,0 +1,314 @@
+package bupstash
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"sync"
+
+	"lukechampine.com/blake3"
+)
+
+// span locates a byte sequence in a tree's leaves: from byte start of leaf
+// first to byte end (exclusive) of leaf last. end < 0 means the end of the
+// last leaf, used for whole streams whose leaf lengths are not recorded.
+type span struct {
+	first, last uint64
+	start, end  int64
+	size        int64
+}
+
+// spanFromCursor turns an index entry's relative cursor into a span (§8.4).
+// A cursor ending at offset 0 of leaf c+delta takes nothing from that leaf.
+func spanFromCursor(c, delta uint64, start, end uint64, size uint64) span {
+	s := span{first: c, last: c + delta, start: int64(start), end: int64(end), size: int64(size)}
+	if delta > 0 && end == 0 {
+		s.last--
+		s.end = -1
+	}
+	return s
+}
+
+// section reads a span at any offset. It learns, leaf by leaf, where each
+// leaf's bytes start within the span; a read needs the lengths of the
+// leaves before its offset, which are cheap to probe (see hashTree.leafLen)
+// when they have not been decoded yet.
+type section struct {
+	tree *hashTree
+	sp   span
+
+	mu  sync.Mutex
+	cum []int64 // cum[k] = span offset where leaf first+k begins; grows as lengths are learned
+}
+
+func newSection(t *hashTree, sp span) *section {
+	return &section{tree: t, sp: sp, cum: []int64{0}}
+}
+
+// contribution returns the range [lo, hi) that leaf k of the span
+// contributes, given the leaf's length (unused when the range is fixed).
+func (s *section) contribution(k uint64, leafLen int64) (lo, hi int64) {
+	if k == 0 {
+		lo = s.sp.start
+	}
+	hi = leafLen
+	if s.sp.first+k == s.sp.last && s.sp.end >= 0 {
+		hi = s.sp.end
+	}
+	return lo, hi
+}
+
+// locate returns the span-relative leaf k holding offset off, and where
+// that leaf's contribution begins in the span.
+func (s *section) locate(ctx context.Context, off int64) (k uint64, leafStart int64, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for {
+		known := len(s.cum) - 1 // leaves 0..known-1 have known bounds
+		if known > 0 && off < s.cum[known] {
+			// Largest k with cum[k] <= off.
+			i := sort.Search(known+1, func(i int) bool { return s.cum[i] > off }) - 1
+			return uint64(i), s.cum[i], nil
+		}
+		idx := s.sp.first + uint64(known)
+		if idx > s.sp.last {
+			return 0, 0, fmt.Errorf("%w: the file's leaves hold %d bytes, its size is %d", ErrCorrupt, s.cum[known], s.sp.size)
+		}
+		var n int64
+		if idx != s.sp.last || s.sp.end < 0 {
+			// Unlock while probing: it may read a chunk.
+			s.mu.Unlock()
+			n, err = s.tree.leafLen(ctx, idx)
+			s.mu.Lock()
+			if err != nil {
+				return 0, 0, err
+			}
+			if len(s.cum)-1 != known { // another reader extended it meanwhile
+				continue
+			}
+		}
+		lo, hi := s.contribution(uint64(known), n)
+		if lo > hi {
+			return 0, 0, &ChunkError{Item: s.tree.item, Tree: s.tree.kind, Leaf: int64(idx),
+				Err: fmt.Errorf("%w: cursor range [%d, %d) does not fit the %d-byte leaf", ErrCorrupt, lo, hi, n)}
+		}
+		s.cum = append(s.cum, s.cum[known]+hi-lo)
+	}
+}
+
+// readAt reads from the span like io.ReaderAt, returning also the
+// span-relative index of the last leaf touched (for readahead).
+func (s *section) readAt(ctx context.Context, p []byte, off int64) (n int, lastLeaf uint64, err error) {
+	if off < 0 {
+		return 0, 0, errors.New("negative offset")
+	}
+	if off >= s.sp.size {
+		return 0, 0, io.EOF
+	}
+	want := int(min(int64(len(p)), s.sp.size-off))
+	k, leafStart, err := s.locate(ctx, off)
+	if err != nil {
+		return 0, 0, err
+	}
+	for n < want {
+		idx := s.sp.first + k
+		if idx > s.sp.last {
+			return n, k, fmt.Errorf("%w: the file's leaves end before its size %d", ErrCorrupt, s.sp.size)
+		}
+		data, err := s.tree.leaf(ctx, idx)
+		if err != nil {
+			return n, k, err
+		}
+		lo, hi := s.contribution(k, int64(len(data)))
+		if lo > hi || hi > int64(len(data)) {
+			return n, k, &ChunkError{Item: s.tree.item, Tree: s.tree.kind, Leaf: int64(idx),
+				Err: fmt.Errorf("%w: cursor range [%d, %d) does not fit the %d-byte leaf", ErrCorrupt, lo, hi, len(data))}
+		}
+		if idx == s.sp.last && leafStart+hi-lo != s.sp.size {
+			return n, k, &ChunkError{Item: s.tree.item, Tree: s.tree.kind, Leaf: int64(idx),
+				Err: fmt.Errorf("%w: the file's leaves hold %d bytes, its size is %d", ErrCorrupt, leafStart+hi-lo, s.sp.size)}
+		}
+		pos := lo + (off + int64(n) - leafStart)
+		if pos < hi {
+			n += copy(p[n:want], data[pos:hi])
+		}
+		leafStart += hi - lo
+		k++
+	}
+	if n < len(p) {
+		return n, k - 1, io.EOF
+	}
+	return n, k - 1, nil
+}
+
+// File is a regular file's content inside an item (or a raw item's whole
+// data stream). It is safe for concurrent use; each reader should use its
+// own FileReader so that sequential access can be detected per reader.
+type File struct {
+	sec  *section
+	base int64 // offset of the file in the section (non-zero only for V1/V2 entries)
+	size int64
+	hash *[32]byte // BLAKE3 of the content, when the index records it
+	desc string    // "item <id> path <p>", for messages
+}
+
+// Size returns the file's length in bytes.
+func (f *File) Size() int64 { return f.size }
+
+// NewReader returns a reader over f.
+func (f *File) NewReader() *FileReader { return &FileReader{f: f} }
+
+// FileReader reads a File. ReadAtContext may be called concurrently; the
+// io.Reader methods use an internal position and must not be.
+type FileReader struct {
+	f *File
+
+	mu       sync.Mutex
+	next     int64  // where the last read ended
+	streak   int    // consecutive sequential reads
+	prefetch uint64 // leaves (tree indexes) before this one have been prefetched
+	hasher   *blake3.Hasher
+	hashed   int64 // bytes hashed so far (reads were sequential from 0 up to here); -1 once checked
+
+	pos int64
+}
+
+// maxReadahead bounds the bytes a sequential reader asks to be decoded
+// ahead of it, and readaheadLeaves the number of leaves.
+const (
+	maxReadahead    = 64 << 20
+	readaheadLeaves = 8
+)
+
+// ReadAtContext reads len(p) bytes at off, touching only the leaves that
+// cover them. Sequential readers get leaves decoded ahead of them, in
+// parallel, and have the whole content checked against the index's
+// content hash when they reach the end.
+func (r *FileReader) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
+	f := r.f
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if off >= f.size {
+		return 0, io.EOF
+	}
+	end := min(int64(len(p)), f.size-off)
+	n, last, err := f.sec.readAt(ctx, p[:end], f.base+off)
+	if err == io.EOF && int64(n) == end {
+		err = nil
+	}
+	if err != nil {
+		return n, err
+	}
+	if herr := r.track(ctx, p[:n], off, last); herr != nil {
+		return n, herr
+	}
+	if int64(n) < int64(len(p)) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// track updates sequential-access state, starts readahead, and feeds the
+// content hash.
+func (r *FileReader) track(ctx context.Context, got []byte, off int64, last uint64) error {
+	f := r.f
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if off == r.next {
+		r.streak++
+	} else {
+		r.streak = 0
+	}
+	r.next = off + int64(len(got))
+
+	if r.streak >= 1 {
+		r.readahead(ctx, last)
+	}
+
+	if f.hash != nil && r.hashed >= 0 && off == r.hashed {
+		if r.hasher == nil {
+			r.hasher = blake3.New(32, nil)
+		}
+		r.hasher.Write(got)
+		r.hashed += int64(len(got))
+		if r.hashed == f.size {
+			sum := r.hasher.Sum(nil)
+			r.hasher = nil
+			r.hashed = -1 // checked; never again for this reader
+			if !bytes.Equal(sum, f.hash[:]) {
+				return fmt.Errorf("%s: %w: content does not match the hash in the index", f.desc, ErrCorrupt)
+			}
+		}
+	}
+	return nil
+}
+
+// readahead asks for the leaves after last to be decoded in the background:
+// the window grows with the streak, up to readaheadLeaves leaves or
+// maxReadahead bytes (and a quarter of the cache, so prefetched leaves are
+// not evicted before they are read).
+func (r *FileReader) readahead(ctx context.Context, last uint64) {
+	sec := r.f.sec
+	first := sec.sp.first + last + 1
+	if first > sec.sp.last {
+		return
+	}
+	leafLen := int64(1 << 20)
+	if l, ok := sec.tree.lengths.get(first - 1); ok && l > 0 {
+		leafLen = l
+	}
+	budget := min(int64(maxReadahead), sec.tree.repo.cache.MaxBytes()/4)
+	window := min(uint64(1)<<min(r.streak, 6), readaheadLeaves, uint64(max(budget/leafLen, 1)))
+	stop := min(first+window-1, sec.sp.last)
+	if r.prefetch < first {
+		r.prefetch = first
+	}
+	for ; r.prefetch <= stop; r.prefetch++ {
+		sec.tree.prefetch(ctx, r.prefetch)
+	}
+}
+
+// ReadAt implements io.ReaderAt.
+func (r *FileReader) ReadAt(p []byte, off int64) (int, error) {
+	return r.ReadAtContext(context.Background(), p, off)
+}
+
+// Read implements io.Reader.
+func (r *FileReader) Read(p []byte) (int, error) {
+	n, err := r.ReadAtContext(context.Background(), p, r.pos)
+	r.pos += int64(n)
+	return n, err
+}
+
+// WriteTo implements io.WriterTo with large reads, so io.Copy moves whole
+// leaves at a time.
+func (r *FileReader) WriteTo(w io.Writer) (int64, error) {
+	return r.WriteToContext(context.Background(), w)
+}
+
+// WriteToContext copies the rest of the file to w.
+func (r *FileReader) WriteToContext(ctx context.Context, w io.Writer) (int64, error) {
+	buf := make([]byte, 1<<20)
+	var total int64
+	for {
+		n, err := r.ReadAtContext(ctx, buf, r.pos)
+		r.pos += int64(n)
+		if n > 0 {
+			m, werr := w.Write(buf[:n])
+			total += int64(m)
+			if werr != nil {
+				return total, werr
+			}
+		}
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+}

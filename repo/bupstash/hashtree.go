@@ -1,0 +1,343 @@
+package bupstash
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/backupfs/backupfs/cache"
+	"github.com/backupfs/backupfs/crypto/box"
+	"github.com/klauspost/compress/zstd"
+	"lukechampine.com/blake3"
+)
+
+// A hash tree turns a byte stream, split into content-defined leaves, into
+// one root address (§7). Leaves are encrypted and addressed by keyed BLAKE3
+// of their plaintext; interior nodes are plain lists of (leaf count, child
+// address) entries addressed by unkeyed BLAKE3. The counts let a reader
+// reach leaf N by reading only `height` nodes.
+
+// nodeEntrySize is the size of one interior node entry: a u64 leaf count
+// and a child address.
+const nodeEntrySize = 8 + 32
+
+// ChunkError reports a chunk that is missing or fails verification. It names
+// the item, the tree and the chunk, so that one log line is enough to find
+// the damage.
+type ChunkError struct {
+	Item    Xid
+	Tree    string // "data" or "index"
+	Leaf    int64  // leaf index, or -1 for an interior node
+	Address Address
+	Err     error
+}
+
+func (e *ChunkError) Error() string {
+	what := "interior node"
+	if e.Leaf >= 0 {
+		what = fmt.Sprintf("leaf %d", e.Leaf)
+	}
+	return fmt.Sprintf("item %s: %s %s, chunk %s: %v", e.Item, e.Tree, what, e.Address, e.Err)
+}
+
+func (e *ChunkError) Unwrap() error { return e.Err }
+
+// hashTree reads one tree of one item.
+type hashTree struct {
+	repo    *Repository
+	item    Xid
+	kind    string // "data" or "index", for messages
+	meta    TreeMeta
+	opener  *box.Opener
+	hashKey [32]byte // keyed-BLAKE3 key of the leaves
+	space   uint64   // cache space of the leaves
+
+	lengths leafLengths
+
+	// window remembers the last height-1 node walked, so consecutive
+	// leaves cost no descent.
+	window atomic.Pointer[nodeWindow]
+}
+
+type nodeWindow struct {
+	first   uint64 // index of the node's first leaf
+	entries []byte
+}
+
+func (r *Repository) newTree(it *Item, kind string, meta TreeMeta, opener *box.Opener, part1, part2 [32]byte) *hashTree {
+	hk := hashKey(part1, part2)
+	return &hashTree{
+		repo:    r,
+		item:    it.ID,
+		kind:    kind,
+		meta:    meta,
+		opener:  opener,
+		hashKey: hk,
+		space:   r.leafSpace(hk),
+		lengths: leafLengths{count: meta.DataChunkCount},
+	}
+}
+
+func (t *hashTree) chunkErr(leaf int64, addr Address, err error) error {
+	var ce *ChunkError
+	if errors.As(err, &ce) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return &ChunkError{Item: t.item, Tree: t.kind, Leaf: leaf, Address: addr, Err: err}
+}
+
+// node returns the verified entries of an interior node.
+func (t *hashTree) node(ctx context.Context, addr Address) ([]byte, error) {
+	b, err := t.repo.cache.Get(ctx, cache.Key{Space: t.repo.nodeSpace, Addr: addr}, func(ctx context.Context) ([]byte, error) {
+		return t.repo.readNode(ctx, addr)
+	})
+	if err != nil {
+		return nil, t.chunkErr(-1, addr, err)
+	}
+	return b, nil
+}
+
+func (r *Repository) readNode(ctx context.Context, addr Address) ([]byte, error) {
+	b, err := r.store.readChunk(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	return parseNode(b, addr)
+}
+
+// parseNode checks a stored interior node against its address and returns
+// its entries.
+func parseNode(b []byte, addr Address) ([]byte, error) {
+	if len(b) == 0 || b[len(b)-1] != footerNone {
+		// Bupstash refuses this too: nodes are not authenticated by a key,
+		// so decompressing them would expose the decompressor to anyone
+		// who can write to the repository.
+		return nil, fmt.Errorf("%w: interior node is compressed", ErrCorrupt)
+	}
+	entries := b[:len(b)-1]
+	if len(entries) == 0 || len(entries)%nodeEntrySize != 0 {
+		return nil, fmt.Errorf("%w: interior node of %d bytes", ErrCorrupt, len(entries))
+	}
+	if sum := blake3.Sum256(entries); !bytes.Equal(sum[:], addr[:]) {
+		return nil, fmt.Errorf("%w: interior node does not match its address", ErrCorrupt)
+	}
+	return entries, nil
+}
+
+// leafAddress returns the address of leaf n, descending from the root and
+// checking at every level that the children's counts add up to what the
+// parent promised (§7.3).
+func (t *hashTree) leafAddress(ctx context.Context, n uint64) (Address, error) {
+	if n >= t.meta.DataChunkCount {
+		return Address{}, &ChunkError{Item: t.item, Tree: t.kind, Leaf: int64(n), Address: t.meta.Address,
+			Err: fmt.Errorf("%w: leaf %d is past the tree's %d leaves", ErrCorrupt, n, t.meta.DataChunkCount)}
+	}
+	if t.meta.Height == 0 {
+		return t.meta.Address, nil
+	}
+	if w := t.window.Load(); w != nil && n >= w.first && n-w.first < uint64(len(w.entries)/nodeEntrySize) {
+		return entryAddress(w.entries, n-w.first), nil
+	}
+	addr, count, base := t.meta.Address, t.meta.DataChunkCount, uint64(0)
+	for h := t.meta.Height; h > 0; h-- {
+		entries, err := t.node(ctx, addr)
+		if err != nil {
+			return Address{}, err
+		}
+		var sum, childCount, childBase uint64
+		var child Address
+		found := false
+		for i := 0; i < len(entries); i += nodeEntrySize {
+			c := binary.LittleEndian.Uint64(entries[i:])
+			if c == 0 || (h == 1 && c != 1) || sum+c < sum {
+				return Address{}, t.chunkErr(-1, addr, fmt.Errorf("%w: bad leaf count %d at height %d", ErrCorrupt, c, h))
+			}
+			if !found && n < base+sum+c {
+				found = true
+				child, childCount, childBase = entryAddress(entries, uint64(i/nodeEntrySize)), c, base+sum
+			}
+			sum += c
+		}
+		if sum != count {
+			return Address{}, t.chunkErr(-1, addr, fmt.Errorf("%w: node holds %d leaves, its parent says %d", ErrCorrupt, sum, count))
+		}
+		if !found {
+			return Address{}, t.chunkErr(-1, addr, fmt.Errorf("%w: leaf %d not under this node", ErrCorrupt, n))
+		}
+		if h == 1 {
+			t.window.Store(&nodeWindow{first: base, entries: entries})
+		}
+		addr, count, base = child, childCount, childBase
+	}
+	return addr, nil
+}
+
+func entryAddress(entries []byte, i uint64) (a Address) {
+	copy(a[:], entries[i*nodeEntrySize+8:])
+	return a
+}
+
+func (t *hashTree) leafCount() uint64 { return t.meta.DataChunkCount }
+
+// leaf returns the verified plaintext of leaf n.
+func (t *hashTree) leaf(ctx context.Context, n uint64) ([]byte, error) {
+	addr, err := t.leafAddress(ctx, n)
+	if err != nil {
+		return nil, err
+	}
+	b, err := t.repo.cache.Get(ctx, cache.Key{Space: t.space, Addr: addr}, t.leafFill(n, addr))
+	if err == nil {
+		// The fill recorded the length under the index it was started for;
+		// identical leaves elsewhere in the tree share its address.
+		err = t.lengths.set(n, int64(len(b)))
+	}
+	if err != nil {
+		return nil, t.chunkErr(int64(n), addr, err)
+	}
+	return b, nil
+}
+
+// prefetch starts decoding leaf n in the background if a slot is free.
+func (t *hashTree) prefetch(ctx context.Context, n uint64) {
+	if n >= t.meta.DataChunkCount {
+		return
+	}
+	addr, err := t.leafAddress(ctx, n)
+	if err != nil {
+		return // the foreground read will report it
+	}
+	t.repo.cache.Prefetch(ctx, cache.Key{Space: t.space, Addr: addr}, t.leafFill(n, addr))
+}
+
+// leafFill fetches, decrypts, decompresses and verifies a leaf.
+func (t *hashTree) leafFill(n uint64, addr Address) cache.FillFunc {
+	return func(ctx context.Context) ([]byte, error) {
+		env, err := t.repo.store.readChunk(ctx, addr)
+		if err != nil {
+			return nil, err
+		}
+		plain, err := t.opener.Open(nil, env)
+		if err != nil {
+			return nil, err
+		}
+		data, err := decompress(plain)
+		if err != nil {
+			return nil, err
+		}
+		h := blake3.New(32, t.hashKey[:])
+		h.Write(data)
+		var sum Address
+		h.Sum(sum[:0])
+		if sum != addr {
+			return nil, fmt.Errorf("%w: leaf content does not match its address", ErrCorrupt)
+		}
+		if err := t.lengths.set(n, int64(len(data))); err != nil {
+			return nil, err
+		}
+		return data, nil
+	}
+}
+
+// leafLen returns the plaintext length of leaf n. Lengths are recorded
+// nowhere in the format; they are learned from decoded leaves, or probed:
+// the envelope is authenticated and only its first and last bytes are
+// decrypted, which hold the decompressed size for every footer except a
+// zstd frame without a content size.
+func (t *hashTree) leafLen(ctx context.Context, n uint64) (int64, error) {
+	if l, ok := t.lengths.get(n); ok {
+		return l, nil
+	}
+	addr, err := t.leafAddress(ctx, n)
+	if err != nil {
+		return 0, err
+	}
+	if b, ok := t.repo.cache.Peek(cache.Key{Space: t.space, Addr: addr}); ok {
+		return int64(len(b)), t.lengths.set(n, int64(len(b)))
+	}
+	size, ok, err := t.probeLen(ctx, addr)
+	if err != nil {
+		return 0, t.chunkErr(int64(n), addr, err)
+	}
+	if !ok {
+		b, err := t.leaf(ctx, n)
+		if err != nil {
+			return 0, err
+		}
+		return int64(len(b)), nil
+	}
+	return size, t.lengths.set(n, size)
+}
+
+func (t *hashTree) probeLen(ctx context.Context, addr Address) (int64, bool, error) {
+	env, err := t.repo.store.readChunk(ctx, addr)
+	if err != nil {
+		return 0, false, err
+	}
+	k, err := t.opener.Key(env)
+	if err != nil {
+		return 0, false, err
+	}
+	if err := box.VerifyWithKey(&k, env); err != nil {
+		return 0, false, err
+	}
+	plainLen := box.PlaintextLen(len(env))
+	if plainLen <= 0 {
+		return 0, false, fmt.Errorf("%w: empty leaf plaintext (no footer)", ErrCorrupt)
+	}
+	head := make([]byte, min(plainLen, zstd.HeaderMaxSize))
+	tail := make([]byte, min(plainLen, 5))
+	if err := box.DecryptAtWithKey(&k, env, 0, head); err != nil {
+		return 0, false, err
+	}
+	if err := box.DecryptAtWithKey(&k, env, plainLen-len(tail), tail); err != nil {
+		return 0, false, err
+	}
+	size, ok, err := decompressedSize(plainLen, head, tail)
+	if err == nil && ok && size > maxDecompressedSize {
+		err = fmt.Errorf("%w: leaf declares %d bytes", ErrCompression, size)
+	}
+	return size, ok, err
+}
+
+// leafLengths records the plaintext lengths of a tree's leaves as they are
+// learned. The table is allocated on first use: most trees are only ever
+// read sequentially or not at all.
+type leafLengths struct {
+	count uint64
+	mu    sync.Mutex
+	n     []int64 // -1 = unknown
+}
+
+func (l *leafLengths) get(i uint64) (int64, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.n == nil || i >= uint64(len(l.n)) || l.n[i] < 0 {
+		return 0, false
+	}
+	return l.n[i], true
+}
+
+// set records leaf i's length. Learning two different lengths for the same
+// leaf (a probe and a decode disagreeing) means corruption.
+func (l *leafLengths) set(i uint64, n int64) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if i >= l.count {
+		return nil
+	}
+	if l.n == nil {
+		l.n = make([]int64, l.count)
+		for j := range l.n {
+			l.n[j] = -1
+		}
+	}
+	if old := l.n[i]; old >= 0 && old != n {
+		return fmt.Errorf("%w: leaf %d decodes to %d bytes but its header declared %d", ErrCorrupt, i, n, old)
+	}
+	l.n[i] = n
+	return nil
+}

@@ -1,0 +1,360 @@
+package bupstash
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"path"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/backupfs/backupfs/repo/bupstash/bare"
+	"lukechampine.com/blake3"
+)
+
+// ErrCorrupt reports data that fails an integrity check: Bupstash's
+// "corrupt or tampered".
+var ErrCorrupt = errors.New("corrupt or tampered data")
+
+// maxItemFileSize bounds an item file. Bupstash writers stay under 34 KiB.
+const maxItemFileSize = 1 << 20
+
+// maxTreeHeight is the deepest hash tree Bupstash writes.
+const maxTreeHeight = 10
+
+// TreeMeta locates a hash tree: its root address, its height (0 means the
+// root is the only leaf) and its number of leaves.
+type TreeMeta struct {
+	Height         uint64
+	DataChunkCount uint64
+	Address        Address
+}
+
+// Item is one backup: a snapshot with an index (a saved file tree) or a raw
+// data stream. The fields after SendKeyID come from the encrypted secret
+// metadata and are valid once the item has been listed with a key that can
+// read them.
+type Item struct {
+	ID           Xid
+	Format       int // metadata version: 1, 2 or 3
+	PrimaryKeyID Xid
+	Timestamp    time.Time
+	DataTree     TreeMeta
+	IndexTree    *TreeMeta // nil for a raw item
+
+	SendKeyID Xid // the key (primary or sub) that made the item
+	Tags      map[string]string
+	DataSize  uint64
+	IndexSize uint64
+
+	dataHashPart2, indexHashPart2 [32]byte
+}
+
+// HasIndex reports whether the item is a snapshot with a file tree.
+func (it *Item) HasIndex() bool { return it.IndexTree != nil }
+
+// FileName returns the name a raw item's data should be shown under: its
+// "name" tag when that is a safe single path component, else "data".
+func (it *Item) FileName() string {
+	n := it.Tags["name"]
+	if n == "" || n == "." || n == ".." || strings.ContainsAny(n, "/\x00") || len(n) > 255 {
+		return "data"
+	}
+	return n
+}
+
+// decodeItem parses an item file (or oplog AddItem metadata), checks the
+// binding between its plaintext and its secret metadata, and decrypts the
+// latter with the repository key.
+func (r *Repository) decodeItem(id Xid, b []byte) (*Item, error) {
+	if len(b) > maxItemFileSize {
+		return nil, fmt.Errorf("%w: item file is %d bytes", ErrCorrupt, len(b))
+	}
+	d := bare.NewDecoder(b)
+	it := &Item{ID: id}
+	switch v := d.Uint(); {
+	case d.Err() != nil:
+	case v <= 2:
+		it.Format = int(v) + 1
+	case v <= 5:
+		return nil, fmt.Errorf("item metadata format %d is from a newer bupstash", v+1)
+	default:
+		return nil, fmt.Errorf("%w: unknown item metadata format %d", ErrCorrupt, v+1)
+	}
+	it.PrimaryKeyID = d.Array16()
+	var millis uint64
+	if it.Format >= 2 {
+		millis = d.U64()
+		it.Timestamp = time.UnixMilli(int64(millis)).UTC()
+	}
+	it.DataTree = decodeTreeMeta(d)
+	if d.Option() {
+		t := decodeTreeMeta(d)
+		it.IndexTree = &t
+	}
+	encrypted := d.Data()
+	if err := d.Finish(); err != nil {
+		return nil, fmt.Errorf("%w: item file: %w", ErrCorrupt, err)
+	}
+	for _, t := range []*TreeMeta{&it.DataTree, it.IndexTree} {
+		if t == nil {
+			continue
+		}
+		if t.Height > maxTreeHeight || t.DataChunkCount == 0 || (t.Height == 0 && t.DataChunkCount != 1) {
+			return nil, fmt.Errorf("%w: impossible tree shape (height %d, %d chunks)", ErrCorrupt, t.Height, t.DataChunkCount)
+		}
+	}
+	if it.PrimaryKeyID != r.key.PrimaryKeyID {
+		return it, ErrOtherKey
+	}
+
+	plain, err := r.metaOpener.Open(nil, encrypted)
+	if err != nil {
+		return nil, fmt.Errorf("secret metadata: %w", err)
+	}
+	secret, err := decompress(plain)
+	if err != nil {
+		return nil, fmt.Errorf("secret metadata: %w", err)
+	}
+	if err := it.decodeSecret(secret); err != nil {
+		return nil, err
+	}
+	return it, nil
+}
+
+func decodeTreeMeta(d *bare.Decoder) TreeMeta {
+	return TreeMeta{Height: d.Uint(), DataChunkCount: d.Uint(), Address: d.Array32()}
+}
+
+func (t TreeMeta) encode(e *bare.Encoder) {
+	e.Uint(t.Height)
+	e.Uint(t.DataChunkCount)
+	e.Fixed(t.Address[:])
+}
+
+// plainHash is the hash that the secret metadata must contain: BLAKE3 of
+// the canonical encoding of the plaintext part, bound to the item id since
+// format 3 so metadata cannot be swapped between items (§5.2).
+func (it *Item) plainHash() [32]byte {
+	var e bare.Encoder
+	if it.Format == 3 {
+		e.U8(3)
+		e.Fixed(it.ID[:])
+	}
+	e.Fixed(it.PrimaryKeyID[:])
+	if it.Format >= 2 {
+		e.U64(uint64(it.Timestamp.UnixMilli()))
+	}
+	it.DataTree.encode(&e)
+	e.Option(it.IndexTree != nil)
+	if it.IndexTree != nil {
+		it.IndexTree.encode(&e)
+	}
+	return blake3.Sum256(e.Buf)
+}
+
+func (it *Item) decodeSecret(b []byte) error {
+	d := bare.NewDecoder(b)
+	hash := d.Array32()
+	it.SendKeyID = d.Array16()
+	it.indexHashPart2 = d.Array32()
+	it.dataHashPart2 = d.Array32()
+	if it.Format == 1 {
+		ts := d.String()
+		if d.Err() == nil {
+			t, err := time.Parse(time.RFC3339Nano, ts)
+			if err != nil {
+				return fmt.Errorf("%w: secret metadata timestamp %q: %w", ErrCorrupt, ts, err)
+			}
+			it.Timestamp = t.UTC()
+		}
+	}
+	n := d.Uint()
+	if n > uint64(d.Remaining()) {
+		return fmt.Errorf("%w: secret metadata: %d tags cannot fit", ErrCorrupt, n)
+	}
+	it.Tags = make(map[string]string, n)
+	for i := uint64(0); i < n && d.Err() == nil; i++ {
+		k := d.String()
+		it.Tags[k] = d.String()
+	}
+	it.DataSize = d.Uint()
+	it.IndexSize = d.Uint()
+	if err := d.Finish(); err != nil {
+		return fmt.Errorf("%w: secret metadata: %w", ErrCorrupt, err)
+	}
+	if want := it.plainHash(); !bytes.Equal(hash[:], want[:]) {
+		return fmt.Errorf("%w: item metadata does not match its signed hash", ErrCorrupt)
+	}
+	if it.IndexTree == nil && it.IndexSize != 0 {
+		return fmt.Errorf("%w: index size %d without an index tree", ErrCorrupt, it.IndexSize)
+	}
+	return nil
+}
+
+// ItemError reports an item that could not be listed.
+type ItemError struct {
+	ID  Xid
+	Err error
+}
+
+func (e *ItemError) Error() string { return fmt.Sprintf("item %s: %v", e.ID, e.Err) }
+func (e *ItemError) Unwrap() error { return e.Err }
+
+// Items returns the live items (those with a file in items/, §5.4), oldest
+// first. Items made under another primary key are skipped with a warning.
+// Items that fail to decode are left out and reported in the returned
+// error (an errors.Join of *ItemError), alongside the good ones.
+//
+// Item files never change once written, so each is read and decrypted once
+// per Repository; later calls only list the directory.
+func (r *Repository) Items(ctx context.Context) ([]*Item, error) {
+	var ids []Xid
+	var fresh map[Xid][]byte
+	err := r.readMeta(ctx, func(v *metaView) error {
+		names, err := v.listDir("items")
+		if err != nil {
+			return fmt.Errorf("%s: listing items: %w", r.dir, err)
+		}
+		fresh = make(map[Xid][]byte)
+		for _, n := range names {
+			if !isHexName(n, 32) { // skips *.removed and strays
+				continue
+			}
+			id, err := ParseXid(n)
+			if err != nil {
+				continue
+			}
+			ids = append(ids, id)
+			r.mu.Lock()
+			_, known := r.items[id]
+			r.mu.Unlock()
+			if known {
+				continue
+			}
+			b, err := v.readFile(path.Join("items", n))
+			if err != nil {
+				return fmt.Errorf("%s: reading item %s: %w", r.dir, n, err)
+			}
+			fresh[id] = b
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	errs := r.decodeItems(ctx, fresh)
+
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	live := make(map[Xid]bool, len(ids))
+	items := make([]*Item, 0, len(ids))
+	for _, id := range ids {
+		live[id] = true
+		if it := r.items[id]; it != nil {
+			items = append(items, it)
+		}
+	}
+	for id := range r.items {
+		if !live[id] {
+			delete(r.items, id) // removed since the last listing
+		}
+	}
+	sort.Slice(items, func(i, j int) bool {
+		a, b := items[i], items[j]
+		if !a.Timestamp.Equal(b.Timestamp) {
+			return a.Timestamp.Before(b.Timestamp)
+		}
+		return bytes.Compare(a.ID[:], b.ID[:]) < 0
+	})
+	return items, errors.Join(errs...)
+}
+
+// decodeItems decrypts new item files in parallel: each has its own
+// ephemeral key, so each costs an X25519 operation.
+func (r *Repository) decodeItems(ctx context.Context, files map[Xid][]byte) []error {
+	type result struct {
+		id  Xid
+		it  *Item
+		err error
+	}
+	work := make(chan Xid)
+	results := make(chan result)
+	var wg sync.WaitGroup
+	for range min(len(files), 8) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for id := range work {
+				it, err := r.decodeItem(id, files[id])
+				results <- result{id, it, err}
+			}
+		}()
+	}
+	go func() {
+		defer close(work)
+		for id := range files {
+			select {
+			case work <- id:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	go func() { wg.Wait(); close(results) }()
+
+	var errs []error
+	for res := range results {
+		switch {
+		case errors.Is(res.err, ErrOtherKey):
+			r.mu.Lock()
+			first := !r.reported[res.id]
+			r.reported[res.id] = true
+			r.mu.Unlock()
+			if first {
+				r.log.Warn("skipping item made under another primary key", "repo", r.dir, "item", res.id, "key", res.it.PrimaryKeyID)
+			}
+		case res.err != nil:
+			errs = append(errs, &ItemError{ID: res.id, Err: res.err})
+		default:
+			r.mu.Lock()
+			r.items[res.id] = res.it
+			r.mu.Unlock()
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		errs = append(errs, err)
+	}
+	return errs
+}
+
+// ErrNoItem reports that no live item matches an id or prefix.
+var ErrNoItem = errors.New("no such item")
+
+// ErrAmbiguousItem reports an id prefix matching several items.
+var ErrAmbiguousItem = errors.New("item id prefix is ambiguous")
+
+// FindItem returns the live item whose id is idOrPrefix or starts with it.
+func FindItem(items []*Item, idOrPrefix string) (*Item, error) {
+	p := strings.ToLower(idOrPrefix)
+	if p == "" || !isHexName(p, len(p)) {
+		return nil, fmt.Errorf("%w %q: not an item id", ErrNoItem, idOrPrefix)
+	}
+	var found *Item
+	for _, it := range items {
+		if strings.HasPrefix(it.ID.String(), p) {
+			if found != nil {
+				return nil, fmt.Errorf("%w: %q matches %s and %s", ErrAmbiguousItem, idOrPrefix, found.ID, it.ID)
+			}
+			found = it
+		}
+	}
+	if found == nil {
+		return nil, fmt.Errorf("%w %q", ErrNoItem, idOrPrefix)
+	}
+	return found, nil
+}

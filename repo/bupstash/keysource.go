@@ -1,0 +1,127 @@
+package bupstash
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+)
+
+// LoadKey reads and parses a key file.
+func LoadKey(path string) (*Key, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading key: %w", err)
+	}
+	k, err := ParseKey(data)
+	if err != nil {
+		return nil, fmt.Errorf("key %s: %w", path, err)
+	}
+	return k, nil
+}
+
+// ErrNoKey means no key was given and none is configured in the environment.
+var ErrNoKey = errors.New("no key: use --key, or set BUPSTASH_KEY or BUPSTASH_KEY_COMMAND")
+
+// KeyFromEnv finds the key the way Bupstash does: the path in BUPSTASH_KEY,
+// else the standard output of BUPSTASH_KEY_COMMAND (split into words like a
+// shell would, but run without one). Unlike Bupstash, a command that exits
+// with an error is reported instead of its output being parsed.
+func KeyFromEnv(ctx context.Context, getenv func(string) string) (*Key, error) {
+	if p := getenv("BUPSTASH_KEY"); p != "" {
+		return LoadKey(p)
+	}
+	if cmd := getenv("BUPSTASH_KEY_COMMAND"); cmd != "" {
+		return KeyFromCommand(ctx, cmd)
+	}
+	return nil, ErrNoKey
+}
+
+// KeyFromCommand runs command and parses the key it prints.
+func KeyFromCommand(ctx context.Context, command string) (*Key, error) {
+	args, err := SplitWords(command)
+	if err != nil {
+		return nil, fmt.Errorf("BUPSTASH_KEY_COMMAND: %w", err)
+	}
+	if len(args) == 0 {
+		return nil, errors.New("BUPSTASH_KEY_COMMAND must not be empty")
+	}
+	c := exec.CommandContext(ctx, args[0], args[1:]...)
+	c.Stdin, c.Stderr = os.Stdin, os.Stderr // a passphrase prompt (gpg) must reach the user
+	var out bytes.Buffer
+	c.Stdout = &out
+	if err := c.Run(); err != nil {
+		return nil, fmt.Errorf("running BUPSTASH_KEY_COMMAND: %w", err)
+	}
+	k, err := ParseKey(out.Bytes())
+	if err != nil {
+		return nil, fmt.Errorf("output of BUPSTASH_KEY_COMMAND: %w", err)
+	}
+	return k, nil
+}
+
+// SplitWords splits s into words with POSIX shell quoting rules (single
+// quotes, double quotes with backslash escapes, backslashes, # comments) but
+// no expansions, as the shlex crate Bupstash uses does.
+func SplitWords(s string) ([]string, error) {
+	var words []string
+	var cur strings.Builder
+	inWord := false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == ' ' || c == '\t' || c == '\n':
+			if inWord {
+				words = append(words, cur.String())
+				cur.Reset()
+				inWord = false
+			}
+		case c == '#' && !inWord:
+			for i < len(s) && s[i] != '\n' {
+				i++
+			}
+		case c == '\\':
+			i++
+			if i == len(s) {
+				return nil, errors.New("trailing backslash")
+			}
+			if s[i] != '\n' {
+				cur.WriteByte(s[i])
+			}
+			inWord = true
+		case c == '\'':
+			j := strings.IndexByte(s[i+1:], '\'')
+			if j < 0 {
+				return nil, errors.New("unterminated single quote")
+			}
+			cur.WriteString(s[i+1 : i+1+j])
+			i += j + 1
+			inWord = true
+		case c == '"':
+			i++
+			for ; i < len(s) && s[i] != '"'; i++ {
+				if s[i] == '\\' && i+1 < len(s) && strings.IndexByte("$`\"\\\n", s[i+1]) >= 0 {
+					i++
+					if s[i] == '\n' {
+						continue
+					}
+				}
+				cur.WriteByte(s[i])
+			}
+			if i == len(s) {
+				return nil, errors.New("unterminated double quote")
+			}
+			inWord = true
+		default:
+			cur.WriteByte(c)
+			inWord = true
+		}
+	}
+	if inWord {
+		words = append(words, cur.String())
+	}
+	return words, nil
+}
