@@ -1,0 +1,95 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/backupfs/backupfs/repo/bupstash"
+)
+
+func runCat(ctx context.Context, e *env, args []string) error {
+	fset := newFlagSet(e, "cat", "[--repo DIR] [--key FILE] ITEM [PATH]")
+	var rf repoFlags
+	rf.register(fset)
+	pos, err := parseInterleaved(fset, args)
+	if err != nil {
+		return helpRequested(fset, err)
+	}
+	if len(pos) < 1 || len(pos) > 2 {
+		return fmt.Errorf("%w: want ITEM [PATH]", errUsage)
+	}
+	r, it, err := rf.item(ctx, e, pos[0])
+	if err != nil {
+		return err
+	}
+	o := r.OpenItem(it)
+	target := ""
+	if len(pos) == 2 {
+		target = cleanPath(pos[1])
+	}
+
+	switch {
+	case !it.HasIndex():
+		if target != "" && target != it.FileName() {
+			return fmt.Errorf("item %s: %s: %w", it.ID, target, errNoSuchPath)
+		}
+		f, err := o.Data()
+		if err != nil {
+			return fmt.Errorf("item %s: %w", it.ID, err)
+		}
+		_, err = f.NewReader().WriteToContext(ctx, e.stdout)
+		return err
+	case target == "":
+		// A whole snapshot: the same tar stream `bupstash get` writes.
+		return bupstash.WriteTar(ctx, o, e.stdout)
+	}
+
+	ent, err := findEntry(ctx, o, target)
+	if err != nil {
+		return err
+	}
+	switch ent.Type() {
+	case bupstash.ModeRegular:
+	case bupstash.ModeDir:
+		return fmt.Errorf("item %s: %s: is a directory", it.ID, target)
+	case bupstash.ModeSymlink:
+		return fmt.Errorf("item %s: %s: is a symbolic link to %q", it.ID, target, ent.Link)
+	default:
+		return fmt.Errorf("item %s: %s: %w", it.ID, target, errNotRegular)
+	}
+	f, err := o.File(ent)
+	if err != nil {
+		return fmt.Errorf("item %s: %s: %w", it.ID, target, err)
+	}
+	if _, err := f.NewReader().WriteToContext(ctx, e.stdout); err != nil {
+		return fmt.Errorf("%s: %w", target, err)
+	}
+	return nil
+}
+
+// findEntry scans the index for path. The whole index is read, so that a
+// path stored twice resolves to its last entry, as the mount shows it.
+func findEntry(ctx context.Context, o *bupstash.OpenItem, path string) (*bupstash.IndexEntry, error) {
+	idx, err := o.Index()
+	if err != nil {
+		return nil, fmt.Errorf("item %s: %w", o.Item().ID, err)
+	}
+	var found *bupstash.IndexEntry
+	for {
+		ent, err := idx.Next(ctx)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		if string(ent.Path) == path {
+			found = ent
+		}
+	}
+	if found == nil {
+		return nil, fmt.Errorf("item %s: %s: %w", o.Item().ID, path, errNoSuchPath)
+	}
+	return found, nil
+}

@@ -1,0 +1,155 @@
+// Command backupfs shows backups as ordinary files: it mounts Bupstash
+// repositories and Backupy blob stores as a read-only FUSE filesystem, and
+// offers the same readers as plain commands (list, ls, cat) where FUSE is
+// not available.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+const usage = `usage: backupfs <command> [flags] [arguments]
+
+Commands:
+  list    list the items of a Bupstash repository
+  ls      list the files of an item, like ls -l
+  cat     write an item's data, or a file inside it, to standard output
+  version print the version
+
+Run 'backupfs <command> -h' for a command's flags. The repository and key
+default to $BUPSTASH_REPOSITORY and $BUPSTASH_KEY (or $BUPSTASH_KEY_COMMAND).
+`
+
+// errUsage marks errors in how the command was called (exit status 2).
+var errUsage = errors.New("usage")
+
+type command struct {
+	run func(ctx context.Context, env *env, args []string) error
+}
+
+var commands = map[string]command{
+	"list": {runList},
+	"ls":   {runLs},
+	"cat":  {runCat},
+	"version": {func(_ context.Context, e *env, _ []string) error {
+		fmt.Fprintln(e.stdout, "backupfs", version)
+		return nil
+	}},
+}
+
+// env is what a command may touch, so that tests can run commands in
+// process.
+type env struct {
+	stdout, stderr io.Writer
+	getenv         func(string) string
+	log            *slog.Logger
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Getenv)
+	stop()
+	os.Exit(code)
+}
+
+// run executes one command line and returns the exit status. Every failure
+// becomes one line on stderr; a panic is reported the same way rather than
+// as a trace.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) (code int) {
+	e := &env{
+		stdout: stdout,
+		stderr: stderr,
+		getenv: getenv,
+		log:    slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			fmt.Fprintf(stderr, "backupfs: internal error: %v\n", r)
+			code = 1
+		}
+	}()
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(stderr, usage)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	cmd, ok := commands[args[0]]
+	if !ok {
+		fmt.Fprintf(stderr, "backupfs: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	err := cmd.run(ctx, e, args[1:])
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errUsage):
+		fmt.Fprintf(stderr, "backupfs %s: %v\n", args[0], strings.TrimPrefix(err.Error(), "usage: "))
+		return 2
+	case errors.Is(err, context.Canceled):
+		fmt.Fprintln(stderr, "backupfs: interrupted")
+		return 130
+	default:
+		fmt.Fprintf(stderr, "backupfs %s: %v\n", args[0], err)
+		return 1
+	}
+}
+
+// parseInterleaved parses flags that may appear before, between or after
+// positional arguments, which the flag package alone does not allow.
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	fs.SetOutput(io.Discard)
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, fmt.Errorf("%w: %v", errUsage, err)
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return positional, nil
+		}
+		if args[0] == "--" {
+			return append(positional, args[1:]...), nil
+		}
+		positional = append(positional, args[0])
+		args = args[1:]
+	}
+}
+
+// newFlagSet returns a flag set whose -h prints usage text to stderr.
+func newFlagSet(e *env, name, synopsis string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(e.stderr, "usage: backupfs %s %s\n\nFlags:\n", name, synopsis)
+		fs.SetOutput(e.stderr)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// helpRequested reports -h/--help, which parseInterleaved hands back as
+// flag.ErrHelp after the flag set has printed nothing (output discarded).
+func helpRequested(fs *flag.FlagSet, err error) error {
+	if errors.Is(err, flag.ErrHelp) {
+		fs.Usage()
+	}
+	return err
+}
