@@ -292,26 +292,37 @@ func (r *IndexReader) Skipped() int { return r.skipped }
 // (absolute, "..", empty components, NUL) are skipped, but still advance
 // the stream positions.
 func (r *IndexReader) Next(ctx context.Context) (*IndexEntry, error) {
-	if r.err != nil {
-		return nil, r.err
+	e := new(IndexEntry)
+	if err := r.nextBorrowed(ctx, e); err != nil {
+		return nil, err
 	}
-	e, err := r.next(ctx)
+	cloneEntry(e)
+	return e, nil
+}
+
+// nextBorrowed decodes the next entry into e without copying: its byte
+// fields alias the reader's buffer and are valid until the next call.
+func (r *IndexReader) nextBorrowed(ctx context.Context, e *IndexEntry) error {
+	if r.err != nil {
+		return r.err
+	}
+	err := r.next(ctx, e)
 	if err != nil {
 		r.err = err
 	}
-	return e, err
+	return err
 }
 
-func (r *IndexReader) next(ctx context.Context) (*IndexEntry, error) {
+func (r *IndexReader) next(ctx context.Context, e *IndexEntry) error {
 	for {
 		if r.pos < len(r.buf) {
 			d := bare.NewDecoder(r.buf[r.pos:])
-			var e IndexEntry
-			err := decodeEntry(d, &e)
+			*e = IndexEntry{}
+			err := decodeEntry(d, e)
 			if err == nil {
 				r.pos += d.Offset()
-				if err := r.place(&e); err != nil {
-					return nil, err
+				if err := r.place(e); err != nil {
+					return err
 				}
 				if !validPath(e.Path) {
 					r.skipped++
@@ -320,19 +331,18 @@ func (r *IndexReader) next(ctx context.Context) (*IndexEntry, error) {
 					}
 					continue
 				}
-				cloneEntry(&e)
-				return &e, nil
+				return nil
 			}
 			if !errors.Is(err, io.ErrUnexpectedEOF) {
-				return nil, fmt.Errorf("item %s: index entry %d: %w", r.item.ID, r.entries, wrapCorrupt(err))
+				return fmt.Errorf("item %s: index entry %d: %w", r.item.ID, r.entries, wrapCorrupt(err))
 			}
 		}
 		if r.leaf >= r.leaves.leafCount() {
-			return nil, r.finish()
+			return r.finish()
 		}
 		data, err := r.leaves.leaf(ctx, r.leaf)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		r.leaves.prefetch(ctx, r.leaf+1)
 		r.leaf++
@@ -398,7 +408,11 @@ func cloneEntry(e *IndexEntry) {
 	if e.Link != nil {
 		e.Link = bytes.Clone(e.Link)
 	}
-	for i := range e.Xattrs {
-		e.Xattrs[i].Value = bytes.Clone(e.Xattrs[i].Value)
+	if e.Xattrs != nil {
+		xs := make([]Xattr, len(e.Xattrs))
+		for i, x := range e.Xattrs {
+			xs[i] = Xattr{Name: x.Name, Value: bytes.Clone(x.Value)}
+		}
+		e.Xattrs = xs
 	}
 }

@@ -1,0 +1,504 @@
+package bupstash
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"unsafe"
+)
+
+// Tree is a snapshot's file tree decoded once into a compact, navigable
+// form: one fixed-size record per entry, names in a shared arena, and each
+// directory's children as a sorted run of record numbers. A million-entry
+// snapshot costs about 125 bytes per entry besides the names. Trees are
+// immutable and safe for concurrent use.
+//
+// Record 0 is the snapshot root. Records are numbered in index order, so
+// rebuilding a tree from the same index gives the same numbers; callers
+// may derive stable inode numbers from them.
+type Tree struct {
+	item   *Item
+	nodes  []treeNode
+	names  []byte
+	kids   []uint32
+	extras []nodeExtra
+}
+
+// treeNode is one entry. Field order keeps it free of padding.
+type treeNode struct {
+	size      uint64
+	mtime     int64
+	ctime     int64
+	chunk     uint64 // first leaf (formats 3–5) or stream offset (formats 1–2)
+	mtimeNsec uint32
+	ctimeNsec uint32
+	mode      uint32
+	uid       uint32
+	gid       uint32
+	nlink     uint32
+	parent    uint32
+	nameOff   uint32
+	delta     uint32
+	start     uint32
+	end       uint32
+	inode     uint32 // record whose inode this one shares (itself unless hard-linked)
+	extra     uint32 // 1-based index into extras, 0 for none
+	kidsOff   uint32
+	kidsLen   uint32
+	nameLen   uint16
+	flags     uint16
+	hash      [32]byte
+}
+
+const (
+	flagHash      = 1 << iota // hash holds the content hash
+	flagCursor                // chunk/delta/start/end form a relative cursor
+	flagSparse                // the source file had holes
+	flagSynthetic             // a directory the index implies but does not contain
+	flagHardlink              // saved with a link count above 1: inode names its group
+)
+
+// nodeExtra holds what few entries have.
+type nodeExtra struct {
+	link         []byte
+	xattrs       []Xattr
+	major, minor uint32
+}
+
+// TreeNodeSize is the size of one entry's fixed record.
+const TreeNodeSize = int(unsafe.Sizeof(treeNode{}))
+
+// NodeAttr are an entry's attributes as a filesystem presents them.
+type NodeAttr struct {
+	Mode                 uint32
+	Size                 uint64
+	UID, GID             uint32
+	Nlink                uint32 // the saved link count, or more if the snapshot itself has more links
+	Mtime, Ctime         int64
+	MtimeNsec, CtimeNsec uint32
+	Inode                uint32 // record number shared by hard links
+	DevMajor, DevMinor   uint32
+	Sparse               bool
+}
+
+// ErrTooLarge reports an index with more entries than a Tree can number.
+var ErrTooLarge = errors.New("snapshot has too many entries")
+
+// LoadTree reads the item's whole index into a Tree.
+func (o *OpenItem) LoadTree(ctx context.Context) (*Tree, error) {
+	idx, err := o.Index()
+	if err != nil {
+		return nil, err
+	}
+	b := newTreeBuilder(o.item)
+	var e IndexEntry
+	for {
+		err := idx.nextBorrowed(ctx, &e)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		if err := b.add(&e); err != nil {
+			return nil, fmt.Errorf("item %s: %q: %w", o.item.ID, e.Path, err)
+		}
+	}
+	return b.finish(), nil
+}
+
+type treeBuilder struct {
+	t     *Tree
+	dirs  map[string]uint32    // directory path → record; "" is the root
+	links map[[2]uint64]uint32 // (device, inode) of hard-linked files → first record
+}
+
+func newTreeBuilder(it *Item) *treeBuilder {
+	t := &Tree{item: it, extras: []nodeExtra{{}}}
+	b := &treeBuilder{t: t, dirs: map[string]uint32{"": 0}, links: map[[2]uint64]uint32{}}
+	// The root exists even when the index lacks a "." entry.
+	t.nodes = append(t.nodes, b.syntheticDir(0, nil))
+	return b
+}
+
+// syntheticDir is a directory the index implies (a parent of some entry)
+// without describing it: 0755, owned by root, dated like the item.
+func (b *treeBuilder) syntheticDir(parent uint32, name []byte) treeNode {
+	n := treeNode{
+		mode:   ModeDir | 0o755,
+		nlink:  2,
+		parent: parent,
+		mtime:  b.t.item.Timestamp.Unix(),
+		ctime:  b.t.item.Timestamp.Unix(),
+		flags:  flagSynthetic,
+	}
+	n.mtimeNsec = uint32(b.t.item.Timestamp.Nanosecond())
+	n.ctimeNsec = n.mtimeNsec
+	b.setName(&n, name)
+	return n
+}
+
+func (b *treeBuilder) setName(n *treeNode, name []byte) {
+	n.nameOff = uint32(len(b.t.names))
+	n.nameLen = uint16(len(name))
+	b.t.names = append(b.t.names, name...)
+}
+
+// dir returns the record of the directory at path, synthesizing it and its
+// missing ancestors.
+func (b *treeBuilder) dir(path []byte) (uint32, error) {
+	if i, ok := b.dirs[string(path)]; ok {
+		return i, nil
+	}
+	parentPath, name := splitPath(path)
+	parent, err := b.dir(parentPath)
+	if err != nil {
+		return 0, err
+	}
+	if len(b.t.nodes) >= math.MaxUint32-1 {
+		return 0, ErrTooLarge
+	}
+	i := uint32(len(b.t.nodes))
+	b.t.nodes = append(b.t.nodes, b.syntheticDir(parent, name))
+	b.dirs[string(path)] = i
+	return i, nil
+}
+
+func splitPath(p []byte) (parent, name []byte) {
+	if i := bytes.LastIndexByte(p, '/'); i >= 0 {
+		return p[:i], p[i+1:]
+	}
+	return nil, p
+}
+
+func (b *treeBuilder) add(e *IndexEntry) error {
+	if len(e.Path) > 0 && string(e.Path) != "." {
+		if _, name := splitPath(e.Path); len(name) > math.MaxUint16 {
+			return fmt.Errorf("%w: name of %d bytes", ErrCorrupt, len(name))
+		}
+	}
+	var n treeNode
+	if err := fillNode(&n, e); err != nil {
+		return err
+	}
+	if e.Link != nil || e.Xattrs != nil || e.DevMajor != 0 || e.DevMinor != 0 {
+		if len(b.t.extras) >= math.MaxUint32 {
+			return ErrTooLarge
+		}
+		n.extra = uint32(len(b.t.extras))
+		x := nodeExtra{link: bytes.Clone(e.Link), major: uint32(e.DevMajor), minor: uint32(e.DevMinor)}
+		for _, xa := range e.Xattrs {
+			x.xattrs = append(x.xattrs, Xattr{Name: xa.Name, Value: bytes.Clone(xa.Value)})
+		}
+		b.t.extras = append(b.t.extras, x)
+	}
+
+	if string(e.Path) == "." {
+		b.replace(0, n)
+		return nil
+	}
+	parentPath, name := splitPath(e.Path)
+	parent, err := b.dir(parentPath)
+	if err != nil {
+		return err
+	}
+	n.parent = parent
+	if e.IsDir() {
+		// A directory seen before (implied by an earlier child, or stored
+		// twice) keeps its record: its children already point at it.
+		if i, ok := b.dirs[string(e.Path)]; ok {
+			b.replace(i, n)
+			return nil
+		}
+	}
+	if len(b.t.nodes) >= math.MaxUint32-1 {
+		return ErrTooLarge
+	}
+	b.setName(&n, name)
+	i := uint32(len(b.t.nodes))
+	n.inode = i
+	if !e.IsDir() && e.Nlink > 1 {
+		// Hard links: same device and inode, as Bupstash groups them.
+		key := [2]uint64{e.NormDev, e.Ino}
+		if first, ok := b.links[key]; ok {
+			n.inode = first
+		} else {
+			b.links[key] = i
+		}
+		n.flags |= flagHardlink
+	}
+	b.t.nodes = append(b.t.nodes, n)
+	if e.IsDir() {
+		b.dirs[string(e.Path)] = i
+	}
+	return nil
+}
+
+// replace gives record i the attributes of n, keeping its place in the tree.
+func (b *treeBuilder) replace(i uint32, n treeNode) {
+	old := b.t.nodes[i]
+	n.parent, n.nameOff, n.nameLen = old.parent, old.nameOff, old.nameLen
+	b.t.nodes[i] = n
+}
+
+func fillNode(n *treeNode, e *IndexEntry) error {
+	*n = treeNode{
+		size:      e.Size,
+		mtime:     e.Mtime,
+		ctime:     e.Ctime,
+		mtimeNsec: e.MtimeNsec,
+		ctimeNsec: e.CtimeNsec,
+		mode:      e.Mode,
+		uid:       clamp32(e.UID),
+		gid:       clamp32(e.GID),
+		nlink:     clamp32(e.Nlink),
+	}
+	if e.DataHash != nil {
+		n.hash = *e.DataHash
+		n.flags |= flagHash
+	}
+	if e.Sparse {
+		n.flags |= flagSparse
+	}
+	if e.HasCursor {
+		if e.ChunkDelta > math.MaxUint32 || e.StartOffset > math.MaxUint32 || e.EndOffset > math.MaxUint32 {
+			return fmt.Errorf("%w: cursor out of range", ErrCorrupt)
+		}
+		n.flags |= flagCursor
+		n.chunk, n.delta, n.start, n.end = e.FirstChunk, uint32(e.ChunkDelta), uint32(e.StartOffset), uint32(e.EndOffset)
+	} else {
+		n.chunk = e.StreamOffset
+	}
+	return nil
+}
+
+// clamp32 maps ids beyond 32 bits to the kernel's overflow id.
+func clamp32(v uint64) uint32 {
+	if v > math.MaxUint32 {
+		return 65534
+	}
+	return uint32(v)
+}
+
+// finish links children to their directories, sorts them by name, resolves
+// duplicate names (the later entry wins, as a later write would), and
+// computes link counts.
+func (b *treeBuilder) finish() *Tree {
+	t := b.t
+	b.dirs = nil
+	nodes := t.nodes
+
+	// Counting sort of records by parent, in record order.
+	count := make([]uint32, len(nodes)+1)
+	for i := 1; i < len(nodes); i++ {
+		count[nodes[i].parent+1]++
+	}
+	for i := 1; i < len(count); i++ {
+		count[i] += count[i-1]
+	}
+	t.kids = make([]uint32, max(len(nodes)-1, 0))
+	next := slices.Clone(count[:len(nodes)])
+	for i := 1; i < len(nodes); i++ {
+		p := nodes[i].parent
+		t.kids[next[p]] = uint32(i)
+		next[p]++
+	}
+	for d := range nodes {
+		off, end := count[d], count[d+1]
+		if off == end {
+			continue
+		}
+		run := t.kids[off:end]
+		if !slices.IsSortedFunc(run, t.compareRecords) {
+			slices.SortStableFunc(run, t.compareRecords)
+		}
+		// Duplicates are adjacent now, in record order: keep the last.
+		w := 0
+		for r := 0; r < len(run); r++ {
+			if w > 0 && bytes.Equal(t.Name(run[w-1]), t.Name(run[r])) {
+				run[w-1] = run[r]
+				continue
+			}
+			run[w] = run[r]
+			w++
+		}
+		nodes[d].kidsOff, nodes[d].kidsLen = off, uint32(w)
+	}
+
+	// Link counts are the saved ones (what the source had), raised where
+	// the snapshot itself has more: a directory has at least 2 plus one
+	// per subdirectory here, a hard-linked file at least as many links as
+	// its group has names here. A snapshot may omit a directory's
+	// subdirectories or a file's other links, never add any.
+	reachable := make([]bool, len(nodes))
+	reachable[0] = true
+	for d := range nodes { // parents precede their children in record order
+		if !reachable[d] {
+			continue
+		}
+		for _, k := range t.Children(uint32(d)) {
+			reachable[k] = true
+		}
+	}
+	names := map[uint32]uint32{}
+	for i := range nodes {
+		n := &nodes[i]
+		switch {
+		case n.mode&ModeType == ModeDir:
+			links := uint32(2)
+			for _, k := range t.Children(uint32(i)) {
+				if nodes[k].mode&ModeType == ModeDir {
+					links++
+				}
+			}
+			n.nlink = max(n.nlink, links)
+		case n.flags&flagHardlink != 0 && reachable[i]:
+			names[n.inode]++
+		default:
+			n.nlink = max(n.nlink, 1)
+		}
+	}
+	for i := range nodes {
+		if n := &nodes[i]; n.flags&flagHardlink != 0 {
+			n.nlink = max(n.nlink, names[n.inode])
+		}
+	}
+	return t
+}
+
+func (t *Tree) compareRecords(a, b uint32) int { return bytes.Compare(t.Name(a), t.Name(b)) }
+
+// Item returns the item the tree belongs to.
+func (t *Tree) Item() *Item { return t.item }
+
+// Len returns the number of records.
+func (t *Tree) Len() int { return len(t.nodes) }
+
+// Bytes estimates the memory the tree holds.
+func (t *Tree) Bytes() int64 {
+	n := int64(len(t.nodes))*int64(TreeNodeSize) + int64(cap(t.names)) + int64(len(t.kids))*4
+	for _, x := range t.extras {
+		n += int64(unsafe.Sizeof(x)) + int64(len(x.link))
+		for _, xa := range x.xattrs {
+			n += int64(unsafe.Sizeof(xa)) + int64(len(xa.Name)+len(xa.Value))
+		}
+	}
+	return n
+}
+
+// valid reports whether n is a record number.
+func (t *Tree) valid(n uint32) bool { return int(n) < len(t.nodes) }
+
+// Name returns a record's name (the root's is empty). It aliases the tree.
+func (t *Tree) Name(n uint32) []byte {
+	r := &t.nodes[n]
+	return t.names[r.nameOff : r.nameOff+uint32(r.nameLen) : r.nameOff+uint32(r.nameLen)]
+}
+
+// Parent returns a record's directory (the root is its own parent).
+func (t *Tree) Parent(n uint32) uint32 { return t.nodes[n].parent }
+
+// Path returns a record's path from the snapshot root, for messages.
+func (t *Tree) Path(n uint32) string {
+	if n == 0 || !t.valid(n) {
+		return "."
+	}
+	var parts [][]byte
+	for ; n != 0; n = t.nodes[n].parent {
+		parts = append(parts, t.Name(n))
+	}
+	slices.Reverse(parts)
+	return string(bytes.Join(parts, []byte{'/'}))
+}
+
+// Children returns a directory's entries sorted by name. The slice aliases
+// the tree and must not be modified.
+func (t *Tree) Children(dir uint32) []uint32 {
+	if !t.valid(dir) {
+		return nil
+	}
+	r := &t.nodes[dir]
+	return t.kids[r.kidsOff : r.kidsOff+r.kidsLen : r.kidsOff+r.kidsLen]
+}
+
+// Lookup finds name in a directory.
+func (t *Tree) Lookup(dir uint32, name []byte) (uint32, bool) {
+	kids := t.Children(dir)
+	i, found := slices.BinarySearchFunc(kids, name, func(k uint32, name []byte) int {
+		return bytes.Compare(t.Name(k), name)
+	})
+	if !found {
+		return 0, false
+	}
+	return kids[i], true
+}
+
+// Attr returns a record's attributes.
+func (t *Tree) Attr(n uint32) NodeAttr {
+	r := &t.nodes[n]
+	a := NodeAttr{
+		Mode: r.mode, Size: r.size, UID: r.uid, GID: r.gid, Nlink: r.nlink,
+		Mtime: r.mtime, Ctime: r.ctime, MtimeNsec: r.mtimeNsec, CtimeNsec: r.ctimeNsec,
+		Inode: r.inode, Sparse: r.flags&flagSparse != 0,
+	}
+	if r.mode&ModeType != ModeRegular {
+		a.Size = 0
+	}
+	if x := t.extra(n); x != nil {
+		a.DevMajor, a.DevMinor = x.major, x.minor
+	}
+	return a
+}
+
+// IsDir reports whether a record is a directory.
+func (t *Tree) IsDir(n uint32) bool { return t.nodes[n].mode&ModeType == ModeDir }
+
+func (t *Tree) extra(n uint32) *nodeExtra {
+	if x := t.nodes[n].extra; x != 0 {
+		return &t.extras[x]
+	}
+	return nil
+}
+
+// Link returns a symlink's target.
+func (t *Tree) Link(n uint32) []byte {
+	if x := t.extra(n); x != nil {
+		return x.link
+	}
+	return nil
+}
+
+// Xattrs returns a record's extended attributes, sorted by name.
+func (t *Tree) Xattrs(n uint32) []Xattr {
+	if x := t.extra(n); x != nil {
+		return x.xattrs
+	}
+	return nil
+}
+
+// ErrNotRegular reports an attempt to read something other than a regular
+// file.
+var ErrNotRegular = errors.New("not a regular file")
+
+// File returns the content of a regular file record, read through o.
+func (t *Tree) File(o *OpenItem, n uint32) (*File, error) {
+	r := &t.nodes[n]
+	if r.mode&ModeType != ModeRegular {
+		return nil, ErrNotRegular
+	}
+	e := IndexEntry{Path: []byte(t.Path(n)), Size: r.size, HasCursor: r.flags&flagCursor != 0}
+	if e.HasCursor {
+		e.FirstChunk, e.ChunkDelta, e.StartOffset, e.EndOffset = r.chunk, uint64(r.delta), uint64(r.start), uint64(r.end)
+	} else {
+		e.StreamOffset = r.chunk
+	}
+	if r.flags&flagHash != 0 {
+		h := r.hash
+		e.DataHash = &h
+	}
+	return o.File(&e)
+}
