@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/backupfs/backupfs/cache"
+	"github.com/backupfs/backupfs/crypto/box"
 	"lukechampine.com/blake3"
 )
 
@@ -378,6 +379,16 @@ func TestKeyKinds(t *testing.T) {
 		if err != nil || *k2 != *k {
 			t.Errorf("%s: re-encoded key differs: %v", key, err)
 		}
+	}
+	nk, err := NewPrimaryKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k2, err := ParseKey(EncodeKey(nk)); err != nil || *k2 != *nk || !k2.CanReadData() {
+		t.Fatalf("new key does not round-trip: %v", err)
+	}
+	if pk, _ := box.PublicKey(&nk.MetadataSK.V); pk != nk.MetadataPK.V {
+		t.Fatal("new key's public and secret halves do not match")
 	}
 	k, _ := LoadKey(testdata + "/bupstash-0.12.1/keys/put.key")
 	if !strings.Contains(k.PrimaryKeyID.String(), "b4516a10824916f79b9e909e0f8d42b8") {

@@ -2,6 +2,7 @@ package bupstash
 
 import (
 	"bytes"
+	"crypto/rand"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -189,6 +190,31 @@ func decodeKey(b []byte) (*Key, error) {
 	}
 	if err := d.Finish(); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadKey, err)
+	}
+	return k, nil
+}
+
+// NewPrimaryKey makes a new random primary key, as `bupstash new-key`
+// does. It is used by tests and the test-repository generator.
+func NewPrimaryKey() (*Key, error) {
+	k := &Key{Primary: true}
+	if _, err := rand.Read(k.ID[:]); err != nil {
+		return nil, err
+	}
+	k.PrimaryKeyID = k.ID
+	for _, f := range k.fields() {
+		if _, err := rand.Read(f.V[:]); err != nil {
+			return nil, err
+		}
+		f.OK = true
+	}
+	// The public halves follow from the secret ones.
+	for _, pair := range [][2]*keyField{{&k.DataPK, &k.DataSK}, {&k.IdxPK, &k.IdxSK}, {&k.MetadataPK, &k.MetadataSK}} {
+		pk, err := box.PublicKey(&pair[1].V)
+		if err != nil {
+			return nil, err
+		}
+		pair[0].V = pk
 	}
 	return k, nil
 }
