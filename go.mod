@@ -3,14 +3,13 @@ module github.com/backupfs/backupfs
 go 1.26.8
 
 require (
+	github.com/hanwen/go-fuse/v2 v2.12.1
 	github.com/hashicorp/golang-lru/v2 v2.0.7
 	github.com/klauspost/compress v1.20.3
 	github.com/pierrec/lz4/v4 v4.1.33
 	golang.org/x/crypto v0.58.0
+	golang.org/x/sys v0.49.0
 	lukechampine.com/blake3 v1.4.1
 )
 
-require (
-	github.com/klauspost/cpuid/v2 v2.0.9 // indirect
-	golang.org/x/sys v0.49.0 // indirect
-)
+require github.com/klauspost/cpuid/v2 v2.0.9 // indirect

@@ -1,0 +1,246 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/backupfs/backupfs/repo/bupstash"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// bupstashSource is a repository's directory in the mount:
+//
+//	ids/<item-id>/               a snapshot's tree, or a raw item's one file
+//	latest                       -> ids/<newest item>
+//	by-time/<time>               -> ../ids/<item>
+//	by-tag/<key>/<value>/<id>    -> ../../../ids/<id>
+type bupstashSource struct {
+	fs   *FS
+	name string
+	repo *bupstash.Repository
+
+	mu      sync.Mutex
+	checked time.Time
+	items   []*itemNode // oldest first
+	byID    map[string]*itemNode
+}
+
+// AddBupstash adds a repository as a top-level directory called name.
+func (f *FS) AddBupstash(name string, repo *bupstash.Repository) error {
+	s := &bupstashSource{fs: f, name: name, repo: repo}
+	dir := &staticDir{owner: f.owner, mtime: f.started, entries: s.listTop}
+	if err := f.addSource(name, dir); err != nil {
+		return err
+	}
+	// Read the item list now: a wrong key or a damaged repository should
+	// show up at mount time, not on the first ls.
+	_, err := s.list(context.Background())
+	return err
+}
+
+// list returns the current items, re-reading the repository's item list
+// when it was last read more than the refresh interval ago.
+func (s *bupstashSource) list(ctx context.Context) ([]*itemNode, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.byID != nil && time.Since(s.checked) < s.fs.opts.Refresh {
+		return s.items, nil
+	}
+	items, err := s.repo.Items(ctx)
+	if err != nil {
+		var ie *bupstash.ItemError
+		if !errors.As(err, &ie) {
+			if s.byID != nil {
+				// Keep showing what was there; say why it is stale.
+				s.fs.errs.report("list "+s.name, "cannot re-read the item list", err, "source", s.name)
+				return s.items, nil
+			}
+			return nil, err
+		}
+		// Damaged items are left out; the rest stay browsable.
+		s.fs.errs.report("items "+s.name, "some items cannot be read", err, "source", s.name)
+	}
+	s.checked = time.Now()
+	byID := make(map[string]*itemNode, len(items))
+	nodes := make([]*itemNode, 0, len(items))
+	for _, it := range items {
+		id := it.ID.String()
+		n := s.fs.items.intern(s.name+"/"+id, func(slot uint32) *itemNode {
+			return &itemNode{fs: s.fs, slot: slot, src: s, item: it, open: s.repo.OpenItem(it)}
+		})
+		byID[id] = n
+		nodes = append(nodes, n)
+	}
+	for id, n := range s.byID {
+		if byID[id] == nil {
+			n.removed.Store(true)
+			s.fs.trees.remove(n.slot)
+		}
+	}
+	s.items, s.byID = nodes, byID
+	return nodes, nil
+}
+
+func (s *bupstashSource) key(parts ...string) string {
+	return s.name + "\x00" + strings.Join(parts, "\x00")
+}
+
+func (s *bupstashSource) dir(key string, entries func(context.Context) ([]dirent, error)) uint64 {
+	return s.fs.nodes.intern(key, func() synthNode {
+		return &staticDir{owner: s.fs.owner, mtime: s.fs.started, entries: entries}
+	})
+}
+
+// link interns a symlink; its key includes the target, so a view whose
+// target changes (latest) gets a new node rather than a stale one.
+func (s *bupstashSource) link(key, target string, mtime time.Time) uint64 {
+	return s.fs.nodes.intern(key+"\x00"+target, func() synthNode {
+		return &symlink{owner: s.fs.owner, mtime: mtime, to: target}
+	})
+}
+
+func (s *bupstashSource) listTop(ctx context.Context) ([]dirent, error) {
+	items, err := s.list(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ents := []dirent{
+		{name: "by-tag", id: s.dir(s.key("by-tag"), s.listTagKeys), mode: fuse.S_IFDIR},
+		{name: "by-time", id: s.dir(s.key("by-time"), s.listByTime), mode: fuse.S_IFDIR},
+		{name: "ids", id: s.dir(s.key("ids"), s.listIDs), mode: fuse.S_IFDIR},
+	}
+	if len(items) > 0 {
+		newest := items[len(items)-1]
+		ents = append(ents, dirent{name: "latest", mode: syscall.S_IFLNK,
+			id: s.link(s.key("latest"), "ids/"+newest.item.ID.String(), newest.item.Timestamp)})
+	}
+	return ents, nil
+}
+
+func (s *bupstashSource) listIDs(ctx context.Context) ([]dirent, error) {
+	items, err := s.list(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ents := make([]dirent, len(items))
+	for i, n := range items {
+		ents[i] = dirent{name: n.item.ID.String(), id: n.id(0), mode: fuse.S_IFDIR}
+	}
+	sortDirents(ents)
+	return ents, nil
+}
+
+// timeNames names items by their time to the second, in UTC. Items made
+// in the same second get their id's first 8 characters appended, except
+// the oldest, so names are stable as newer items arrive.
+func timeNames(items []*itemNode) []string {
+	names := make([]string, len(items))
+	seen := map[string]bool{}
+	for i, n := range items {
+		name := n.item.Timestamp.UTC().Format("2006-01-02T15:04:05Z")
+		if seen[name] {
+			name += "_" + n.item.ID.String()[:8]
+		}
+		seen[name] = true
+		names[i] = name
+	}
+	return names
+}
+
+func (s *bupstashSource) listByTime(ctx context.Context) ([]dirent, error) {
+	items, err := s.list(ctx)
+	if err != nil {
+		return nil, err
+	}
+	names := timeNames(items)
+	ents := make([]dirent, len(items))
+	for i, n := range items {
+		id := n.item.ID.String()
+		ents[i] = dirent{name: names[i], mode: syscall.S_IFLNK,
+			id: s.link(s.key("by-time", id), "../ids/"+id, n.item.Timestamp)}
+	}
+	sortDirents(ents)
+	return ents, nil
+}
+
+func (s *bupstashSource) listTagKeys(ctx context.Context) ([]dirent, error) {
+	items, err := s.list(ctx)
+	if err != nil {
+		return nil, err
+	}
+	keys := map[string]bool{}
+	for _, n := range items {
+		for k := range n.item.Tags {
+			keys[k] = true
+		}
+	}
+	var ents []dirent
+	for k := range keys {
+		ents = append(ents, dirent{name: escapeName(k), mode: fuse.S_IFDIR,
+			id: s.dir(s.key("by-tag", k), func(ctx context.Context) ([]dirent, error) { return s.listTagValues(ctx, k) })})
+	}
+	sortDirents(ents)
+	return ents, nil
+}
+
+func (s *bupstashSource) listTagValues(ctx context.Context, key string) ([]dirent, error) {
+	items, err := s.list(ctx)
+	if err != nil {
+		return nil, err
+	}
+	values := map[string]bool{}
+	for _, n := range items {
+		if v, ok := n.item.Tags[key]; ok {
+			values[v] = true
+		}
+	}
+	var ents []dirent
+	for v := range values {
+		ents = append(ents, dirent{name: escapeName(v), mode: fuse.S_IFDIR,
+			id: s.dir(s.key("by-tag", key, v), func(ctx context.Context) ([]dirent, error) { return s.listTagged(ctx, key, v) })})
+	}
+	sortDirents(ents)
+	return ents, nil
+}
+
+func (s *bupstashSource) listTagged(ctx context.Context, key, value string) ([]dirent, error) {
+	items, err := s.list(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var ents []dirent
+	for _, n := range items {
+		if v, ok := n.item.Tags[key]; ok && v == value {
+			id := n.item.ID.String()
+			ents = append(ents, dirent{name: id, mode: syscall.S_IFLNK,
+				id: s.link(s.key("by-tag", key, value, id), "../../../ids/"+id, n.item.Timestamp)})
+		}
+	}
+	sortDirents(ents)
+	return ents, nil
+}
+
+func sortDirents(ents []dirent) {
+	sort.Slice(ents, func(i, j int) bool { return ents[i].name < ents[j].name })
+}
+
+// escapeName turns a tag key or value into a file name: '%', '/' and NUL
+// are percent-encoded, and the names "", "." and ".." (which cannot be
+// file names) become "%", "%2E" and "%2E%2E".
+func escapeName(s string) string {
+	switch s {
+	case "":
+		return "%"
+	case ".":
+		return "%2E"
+	case "..":
+		return "%2E%2E"
+	}
+	r := strings.NewReplacer("%", "%25", "/", "%2F", "\x00", "%00")
+	return r.Replace(s)
+}

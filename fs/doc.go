@@ -1,0 +1,14 @@
+// Package fs presents backup sources as a read-only FUSE filesystem.
+//
+// It speaks go-fuse's raw protocol API rather than its node API: node IDs
+// are computed from what they name (an item's slot and a record number of
+// its decoded index), so the filesystem keeps no per-inode state and a
+// million-entry snapshot costs nothing beyond its decoded index, however
+// many of its files the kernel has looked up. The views above the items
+// (sources, ids/, by-time/, by-tag/, latest) are a small table of
+// synthetic nodes.
+//
+// Everything inside an item is immutable, so the kernel is told to cache
+// it for long (entries, attributes, file pages, directory listings); the
+// lists of items are revalidated every second, since backups come and go.
+package fs

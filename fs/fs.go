@@ -1,0 +1,189 @@
+package fs
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// XattrMode says how extended attributes are served.
+type XattrMode int
+
+const (
+	// XattrsAuto serves the saved xattrs and lets the kernel cache the
+	// POSIX ACL queries that ls -l makes for every file.
+	XattrsAuto XattrMode = iota
+	// XattrsOn serves the saved xattrs; every query is a round trip.
+	XattrsOn
+	// XattrsOff answers ENOSYS once, after which the kernel stops asking:
+	// the fastest ls -l, but no xattrs.
+	XattrsOff
+)
+
+// ParseXattrMode parses "auto", "on" or "off".
+func ParseXattrMode(s string) (XattrMode, error) {
+	switch s {
+	case "auto", "":
+		return XattrsAuto, nil
+	case "on":
+		return XattrsOn, nil
+	case "off":
+		return XattrsOff, nil
+	}
+	return 0, fmt.Errorf("xattrs: want auto, on or off, not %q", s)
+}
+
+// Options configure a filesystem.
+type Options struct {
+	// UID and GID, when set, replace every file's owner, so a user can
+	// read a backup of files that were not theirs.
+	UID, GID *uint32
+	// IndexMemory bounds the bytes of decoded indexes kept; least recently
+	// used ones are dropped and decoded again when needed.
+	IndexMemory int64
+	// Refresh is how often, at most, a source's item list is re-read when
+	// someone looks at it. Zero means one second.
+	Refresh time.Duration
+	Xattrs  XattrMode
+	Logger  *slog.Logger
+}
+
+// DefaultIndexMemory is the default bound on decoded indexes.
+const DefaultIndexMemory = 512 << 20
+
+// blockSize is st_blksize: programs size their read buffers by it.
+const blockSize = 128 << 10
+
+// FS is a read-only filesystem over backup sources. It implements
+// fuse.RawFileSystem.
+type FS struct {
+	fuse.RawFileSystem // ENOSYS for whatever is not overridden
+
+	opts    Options
+	log     *slog.Logger
+	errs    *errorLog
+	started time.Time
+	owner   owner // of synthetic nodes
+
+	server *fuse.Server // set by Init, for cache invalidations
+
+	nodes   *nodeTable
+	items   itemTable
+	trees   *treeCache
+	handles handleTable
+
+	mu      sync.Mutex
+	sources []dirent // top-level directories, sorted by name
+	names   map[string]bool
+}
+
+// New returns an empty filesystem; add sources before mounting it.
+func New(opts Options) *FS {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.IndexMemory <= 0 {
+		opts.IndexMemory = DefaultIndexMemory
+	}
+	if opts.Refresh <= 0 {
+		opts.Refresh = time.Second
+	}
+	f := &FS{
+		RawFileSystem: fuse.NewDefaultRawFileSystem(),
+		opts:          opts,
+		log:           opts.Logger,
+		errs:          newErrorLog(opts.Logger),
+		started:       time.Now(),
+		owner:         owner{uint32(os.Getuid()), uint32(os.Getgid())},
+		trees:         newTreeCache(opts.IndexMemory),
+		names:         map[string]bool{},
+	}
+	if opts.UID != nil {
+		f.owner.uid = *opts.UID
+	}
+	if opts.GID != nil {
+		f.owner.gid = *opts.GID
+	}
+	f.nodes = newNodeTable(&staticDir{owner: f.owner, mtime: f.started, entries: f.listSources})
+	return f
+}
+
+func (f *FS) listSources(context.Context) ([]dirent, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.sources, nil
+}
+
+// addSource registers a top-level directory. Names must be unique.
+func (f *FS) addSource(name string, n synthNode) error {
+	if name == "" || name == "." || name == ".." || len(name) > 255 || containsSlashOrNUL(name) {
+		return fmt.Errorf("source name %q is not a valid file name", name)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.names[name] {
+		return fmt.Errorf("two sources are named %q; give one another name", name)
+	}
+	f.names[name] = true
+	id := f.nodes.intern(name, func() synthNode { return n })
+	f.sources = append(f.sources, dirent{name: name, id: id, mode: fuse.S_IFDIR})
+	sort.Slice(f.sources, func(i, j int) bool { return f.sources[i].name < f.sources[j].name })
+	return nil
+}
+
+func containsSlashOrNUL(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] == '/' || s[i] == 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// String names the filesystem for go-fuse.
+func (f *FS) String() string { return "backupfs" }
+
+// itemTable gives every item seen a slot, the high half of its node IDs.
+// Slots are never reused within a mount, so a node ID the kernel still
+// holds for a removed item can never name another one.
+type itemTable struct {
+	mu    sync.RWMutex
+	slots []*itemNode
+	byKey map[string]*itemNode
+}
+
+func (t *itemTable) get(slot uint32) *itemNode {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	if slot == 0 || int(slot) > len(t.slots) {
+		return nil
+	}
+	return t.slots[slot-1]
+}
+
+func (t *itemTable) intern(key string, make func(slot uint32) *itemNode) *itemNode {
+	t.mu.RLock()
+	n := t.byKey[key]
+	t.mu.RUnlock()
+	if n != nil {
+		return n
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if n := t.byKey[key]; n != nil {
+		return n
+	}
+	if t.byKey == nil {
+		t.byKey = map[string]*itemNode{}
+	}
+	n = make(uint32(len(t.slots) + 1))
+	t.slots = append(t.slots, n)
+	t.byKey[key] = n
+	return n
+}

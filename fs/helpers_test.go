@@ -1,0 +1,137 @@
+package fs_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/backupfs/backupfs/cache"
+	"github.com/backupfs/backupfs/fs"
+	"github.com/backupfs/backupfs/internal/fusetest"
+	"github.com/backupfs/backupfs/repo/bupstash"
+)
+
+const testdata = "../testdata"
+
+// fixture is a genuine Bupstash repository with what Bupstash printed for
+// it.
+type fixture struct {
+	name     string // source directory in the mount
+	repo     string
+	key      string
+	expected string // directory of list.jsonl and list-contents-*.jsonl
+	byTag    bool   // list-contents files named by the fixture tag
+}
+
+var fixtures = []fixture{
+	{name: "maxbupst", repo: "bupstash-0.10.3/small-0.10.3", key: "bupstash-0.10.3/maxbupst-testkey.key"},
+	{name: "simplegetput", repo: "bupstash-0.10.3/simplegetput-0.10.3", key: "bupstash-0.10.3/simplegetput-0.10.3/bupstash-test-primary.key"},
+	{name: "v0.10.3", repo: "bupstash-versions/v0.10.3/repo", key: "bupstash-versions/v0.10.3/primary.key", expected: "bupstash-versions/v0.10.3/expected", byTag: true},
+	{name: "v0.11.0", repo: "bupstash-versions/v0.11.0/repo", key: "bupstash-versions/v0.11.0/primary.key", expected: "bupstash-versions/v0.11.0/expected", byTag: true},
+	{name: "v0.11.1", repo: "bupstash-versions/v0.11.1/repo", key: "bupstash-versions/v0.11.1/primary.key", expected: "bupstash-versions/v0.11.1/expected", byTag: true},
+	{name: "v0.12.1", repo: "bupstash-0.12.1/repo", key: "bupstash-0.12.1/keys/primary.key", expected: "bupstash-0.12.1/expected"},
+}
+
+// logBuffer collects the filesystem's log lines for assertions.
+type logBuffer struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.lines = append(l.lines, strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Join(l.lines, "\n")
+}
+
+type source struct {
+	name, repo, key string
+}
+
+type mounted struct {
+	dir  string
+	log  *logBuffer
+	fs   *fs.FS
+	repo map[string]*bupstash.Repository
+}
+
+// mountSources mounts the given repositories, each as a source.
+func mountSources(t *testing.T, opts fs.Options, sources ...source) *mounted {
+	t.Helper()
+	m := &mounted{log: &logBuffer{}, repo: map[string]*bupstash.Repository{}}
+	opts.Logger = slog.New(slog.NewTextHandler(m.log, nil))
+	m.fs = fs.New(opts)
+	chunks := cache.New(64 << 20)
+	for _, s := range sources {
+		k, err := bupstash.LoadKey(filepath.Join(testdata, s.key))
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir := s.repo
+		if !filepath.IsAbs(dir) {
+			dir = filepath.Join(testdata, dir)
+		}
+		r, err := bupstash.Open(context.Background(), dir, k, bupstash.Options{Cache: chunks, Logger: opts.Logger})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := m.fs.AddBupstash(s.name, r); err != nil {
+			t.Fatal(err)
+		}
+		m.repo[s.name] = r
+	}
+	m.dir = fusetest.Mount(t, m.fs, fs.MountOptions{})
+	return m
+}
+
+// mountFixtures mounts every fixture repository, with its primary key.
+func mountFixtures(t *testing.T, opts fs.Options) *mounted {
+	var srcs []source
+	for _, f := range fixtures {
+		srcs = append(srcs, source{f.name, f.repo, f.key})
+	}
+	return mountSources(t, opts, srcs...)
+}
+
+func (m *mounted) path(parts ...string) string {
+	return filepath.Join(append([]string{m.dir}, parts...)...)
+}
+
+func readJSONL(t *testing.T, path string) []map[string]any {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []map[string]any
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if strings.TrimSpace(sc.Text()) == "" {
+			continue
+		}
+		d := json.NewDecoder(strings.NewReader(sc.Text()))
+		d.UseNumber()
+		var m map[string]any
+		if err := d.Decode(&m); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+func fsOptions() fs.Options { return fs.Options{} }

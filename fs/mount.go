@@ -1,0 +1,258 @@
+package fs
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"log"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// MountOptions configure how the filesystem is mounted.
+type MountOptions struct {
+	// AllowOther lets users other than the mounting one in (needs
+	// user_allow_other in /etc/fuse.conf for non-root users). Permissions
+	// are checked by the kernel against the saved modes either way.
+	AllowOther bool
+	// Debug logs every FUSE request and reply.
+	Debug bool
+}
+
+// Mount is a mounted filesystem.
+type Mount struct {
+	fs     *FS
+	server *fuse.Server
+	dir    string
+	done   chan struct{}
+}
+
+// Init implements fuse.RawFileSystem; it keeps the server for sending
+// cache invalidations.
+func (f *FS) Init(server *fuse.Server) { f.server = server }
+
+// Mount mounts the filesystem on dir and serves it until it is unmounted.
+func (f *FS) Mount(dir string, mo MountOptions) (*Mount, error) {
+	opts := &fuse.MountOptions{
+		AllowOther: mo.AllowOther,
+		// The kernel checks permissions against the saved modes and owners.
+		Options: []string{"default_permissions"},
+		FsName:  "backupfs",
+		Name:    "backupfs",
+		// Reads of up to 1 MiB, and up to 1 MiB of kernel readahead.
+		MaxWrite:     1 << 20,
+		MaxReadAhead: 1 << 20,
+		// Room for many reads in flight: readahead of several files.
+		MaxBackground: 64,
+		// Without the setuid helper when running as root.
+		DirectMount:      os.Geteuid() == 0,
+		DirectMountFlags: syscall.MS_RDONLY | syscall.MS_NOSUID | syscall.MS_NODEV,
+		// Contents never change: no invalidation on mtime.
+		ExplicitDataCacheControl: true,
+		EnableSymlinkCaching:     true,
+		DisableXAttrs:            f.opts.Xattrs == XattrsOff,
+		EnableAcl:                f.opts.Xattrs == XattrsAuto,
+		Debug:                    mo.Debug,
+		Logger:                   log.New(os.Stderr, "fuse: ", log.Lmicroseconds),
+		PanicHandler: func(v any) fuse.Status {
+			f.log.Error("internal error while serving a request; answered EIO", "panic", fmt.Sprint(v))
+			return fuse.EIO
+		},
+	}
+	if !opts.DirectMount {
+		// fusermount3 mounts; it takes the read-only flag as an option.
+		opts.Options = append(opts.Options, "ro", "nosuid", "nodev")
+		if _, err := exec.LookPath("fusermount3"); err != nil {
+			if _, err := exec.LookPath("fusermount"); err != nil {
+				return nil, errors.New("mounting as a non-root user needs fusermount3: install the fuse3 package")
+			}
+		}
+	}
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		return nil, fmt.Errorf("no FUSE device (/dev/fuse): load the fuse module or run where FUSE is available: %w", err)
+	}
+	server, err := fuse.NewServer(f, dir, opts)
+	if err != nil {
+		return nil, fmt.Errorf("mounting on %s: %w", dir, explainMountError(err))
+	}
+	m := &Mount{fs: f, server: server, dir: dir, done: make(chan struct{})}
+	go func() {
+		server.Serve()
+		close(m.done)
+	}()
+	if err := server.WaitMount(); err != nil {
+		_ = server.Unmount()
+		return nil, fmt.Errorf("mounting on %s: %w", dir, explainMountError(err))
+	}
+	return m, nil
+}
+
+func explainMountError(err error) error {
+	switch {
+	case errors.Is(err, syscall.EPERM), errors.Is(err, syscall.EACCES):
+		return fmt.Errorf("%w (not allowed: mount as root, or install fuse3 for fusermount3)", err)
+	case errors.Is(err, syscall.ENODEV):
+		return fmt.Errorf("%w (the kernel has no FUSE support loaded)", err)
+	}
+	return err
+}
+
+// Dir returns the mountpoint.
+func (m *Mount) Dir() string { return m.dir }
+
+// Done is closed when the filesystem is no longer served: it was
+// unmounted, by Unmount or from outside (umount, fusermount3 -u).
+func (m *Mount) Done() <-chan struct{} { return m.done }
+
+// Unmount unmounts the filesystem. If files are still open it detaches
+// the mount (a lazy unmount: it disappears from the namespace at once)
+// and keeps serving the open files for up to grace, so nothing is left
+// half-mounted.
+func (m *Mount) Unmount(grace time.Duration) error {
+	select {
+	case <-m.done:
+		return nil
+	default:
+	}
+	if err := m.server.Unmount(); err == nil {
+		<-m.done
+		return nil
+	}
+	if err := lazyUnmount(m.dir); err != nil {
+		return fmt.Errorf("unmounting %s: %w", m.dir, err)
+	}
+	select {
+	case <-m.done:
+	case <-time.After(grace):
+		m.fs.log.Warn("files were still open after unmounting; they now fail", "mountpoint", m.dir)
+	}
+	return nil
+}
+
+// lazyUnmount detaches a mount even while it is busy, or stale.
+func lazyUnmount(dir string) error {
+	if os.Geteuid() == 0 {
+		return syscall.Unmount(dir, syscall.MNT_DETACH)
+	}
+	bin, err := exec.LookPath("fusermount3")
+	if err != nil {
+		if bin, err = exec.LookPath("fusermount"); err != nil {
+			return errors.New("no fusermount3 to unmount with")
+		}
+	}
+	out, err := exec.Command(bin, "-u", "-z", dir).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s -u -z: %w: %s", bin, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// PrepareMountpoint checks that dir can be mounted on: an existing
+// directory, not already mounted, and neither inside nor above a source
+// (a mount above a repository would hide the repository from the very
+// process reading it). A stale mount left by a crashed run (its directory
+// answers "transport endpoint is not connected") is detached first.
+// It returns the cleaned absolute path.
+func PrepareMountpoint(dir string, sources []string) (string, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", err
+	}
+	// statfs always reaches a FUSE server, where a stat could be answered
+	// from the kernel's cache; a dead one answers ENOTCONN.
+	var sfs syscall.Statfs_t
+	if err := syscall.Statfs(abs, &sfs); errors.Is(err, syscall.ENOTCONN) {
+		if err := lazyUnmount(abs); err != nil {
+			return "", fmt.Errorf("%s holds a stale mount that cannot be removed: %w", abs, err)
+		}
+	}
+	_, err = os.Stat(abs)
+	if err != nil {
+		return "", fmt.Errorf("mountpoint: %w", err)
+	}
+	if real, err := filepath.EvalSymlinks(abs); err == nil {
+		abs = real
+	}
+	if fi, err := os.Stat(abs); err != nil || !fi.IsDir() {
+		return "", fmt.Errorf("mountpoint %s is not a directory", abs)
+	}
+	if mounted, fstype := isMountpoint(abs); mounted {
+		return "", fmt.Errorf("%s is already a mountpoint (%s); unmount it first", abs, fstype)
+	}
+	for _, s := range sources {
+		src, err := filepath.Abs(s)
+		if err != nil {
+			continue
+		}
+		if real, err := filepath.EvalSymlinks(src); err == nil {
+			src = real
+		}
+		if within(abs, src) {
+			return "", fmt.Errorf("mountpoint %s is inside the source %s: choose a directory outside it", abs, src)
+		}
+		if within(src, abs) {
+			return "", fmt.Errorf("mountpoint %s contains the source %s: mounting there would hide it", abs, src)
+		}
+	}
+	return abs, nil
+}
+
+// within reports whether path is dir or below it.
+func within(path, dir string) bool {
+	rel, err := filepath.Rel(dir, path)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
+}
+
+// isMountpoint looks dir up in /proc/self/mountinfo.
+func isMountpoint(dir string) (bool, string) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return false, ""
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 {
+			continue
+		}
+		if unescapeMountinfo(fields[4]) != dir {
+			continue
+		}
+		fstype := ""
+		for i, fl := range fields {
+			if fl == "-" && i+1 < len(fields) {
+				fstype = fields[i+1]
+			}
+		}
+		return true, fstype
+	}
+	return false, ""
+}
+
+// unescapeMountinfo undoes the octal escapes (\040 for space, …) of
+// /proc/self/mountinfo paths.
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}

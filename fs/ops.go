@@ -1,0 +1,401 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"io"
+	"syscall"
+	"time"
+
+	"github.com/backupfs/backupfs/repo/bupstash"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// This file implements the FUSE requests. Node IDs are resolved either to
+// an item record (itemNode + record) or to a synthetic node.
+
+// entryOf fills everything the kernel is told about a node: attributes
+// and how long to trust them.
+func (f *FS) entryOf(ctx context.Context, id uint64, out *fuse.EntryOut, entryTimeout time.Duration) error {
+	attrTimeout, err := f.attrOf(ctx, id, &out.Attr)
+	if err != nil {
+		return err
+	}
+	out.NodeId = id
+	out.SetEntryTimeout(entryTimeout)
+	out.SetAttrTimeout(attrTimeout)
+	return nil
+}
+
+func (f *FS) attrOf(ctx context.Context, id uint64, a *fuse.Attr) (time.Duration, error) {
+	if slot, record, ok := splitNodeID(id); ok {
+		n := f.items.get(slot)
+		if n == nil {
+			return 0, syscall.ESTALE
+		}
+		return n.attr(ctx, record, a)
+	}
+	s, ok := f.nodes.get(id)
+	if !ok {
+		return 0, syscall.ESTALE
+	}
+	if err := s.attr(ctx, a); err != nil {
+		return 0, err
+	}
+	a.Ino = id
+	return listTimeout, nil
+}
+
+// Lookup implements fuse.RawFileSystem.
+func (f *FS) Lookup(cancel <-chan struct{}, header *fuse.InHeader, name string, out *fuse.EntryOut) fuse.Status {
+	ctx := newContext(cancel)
+	if slot, dir, ok := splitNodeID(header.NodeId); ok {
+		n := f.items.get(slot)
+		if n == nil {
+			return fuse.Status(syscall.ESTALE)
+		}
+		record, err := n.lookup(ctx, dir, name)
+		if errors.Is(err, syscall.ENOENT) {
+			// Nothing appears inside an item later: cache the absence.
+			out.NodeId = 0
+			out.SetEntryTimeout(stableTimeout)
+			return fuse.OK
+		}
+		if err != nil {
+			return status(err)
+		}
+		return status(f.entryOf(ctx, n.id(record), out, stableTimeout))
+	}
+	d, err := f.synthDir(header.NodeId)
+	if err != nil {
+		return status(err)
+	}
+	ents, err := d.list(ctx)
+	if err != nil {
+		return status(err)
+	}
+	e, ok := lookupDirent(ents, name)
+	if !ok {
+		return fuse.ENOENT
+	}
+	return status(f.entryOf(ctx, e.id, out, listTimeout))
+}
+
+func (f *FS) synthDir(id uint64) (synthDir, error) {
+	s, ok := f.nodes.get(id)
+	if !ok {
+		return nil, syscall.ESTALE
+	}
+	d, ok := s.(synthDir)
+	if !ok {
+		return nil, syscall.ENOTDIR
+	}
+	return d, nil
+}
+
+// Forget implements fuse.RawFileSystem. Node IDs carry their meaning, so
+// there is nothing to release.
+func (f *FS) Forget(nodeid, nlookup uint64) {}
+
+// GetAttr implements fuse.RawFileSystem.
+func (f *FS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut) fuse.Status {
+	timeout, err := f.attrOf(newContext(cancel), in.NodeId, &out.Attr)
+	if err != nil {
+		return status(err)
+	}
+	out.SetTimeout(timeout)
+	return fuse.OK
+}
+
+// Readlink implements fuse.RawFileSystem.
+func (f *FS) Readlink(cancel <-chan struct{}, header *fuse.InHeader) ([]byte, fuse.Status) {
+	if slot, record, ok := splitNodeID(header.NodeId); ok {
+		n := f.items.get(slot)
+		if n == nil {
+			return nil, fuse.Status(syscall.ESTALE)
+		}
+		target, err := n.readlink(newContext(cancel), record)
+		return target, status(err)
+	}
+	s, ok := f.nodes.get(header.NodeId)
+	if !ok {
+		return nil, fuse.Status(syscall.ESTALE)
+	}
+	l, ok := s.(synthLink)
+	if !ok {
+		return nil, fuse.EINVAL
+	}
+	return []byte(l.target()), fuse.OK
+}
+
+// Access implements fuse.RawFileSystem. The kernel checks permissions
+// itself (default_permissions); only writing needs an answer here.
+func (f *FS) Access(cancel <-chan struct{}, in *fuse.AccessIn) fuse.Status {
+	if in.Mask&2 != 0 { // W_OK
+		return fuse.EROFS
+	}
+	return fuse.OK
+}
+
+// dirHandle is an open directory: a snapshot of a synthetic listing, or a
+// record of a decoded index (whose children never change).
+type dirHandle struct {
+	ents []dirent // synthetic directories
+
+	item   *itemNode // directories inside items
+	tree   *bupstash.Tree
+	record uint32
+	raw    bool // a raw item's directory: its one file
+}
+
+// OpenDir implements fuse.RawFileSystem.
+func (f *FS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+	ctx := newContext(cancel)
+	h := &dirHandle{}
+	if slot, record, ok := splitNodeID(in.NodeId); ok {
+		n := f.items.get(slot)
+		if n == nil {
+			return fuse.Status(syscall.ESTALE)
+		}
+		isDir, err := n.isDir(ctx, record)
+		if err != nil {
+			return status(err)
+		}
+		if !isDir {
+			return fuse.ENOTDIR
+		}
+		h.item, h.record = n, record
+		switch {
+		case !n.showsContents():
+		case !n.item.HasIndex():
+			h.raw = true
+		default:
+			if h.tree, err = n.tree(ctx); err != nil {
+				return status(err)
+			}
+		}
+		// An item's listings never change: let the kernel keep them.
+		out.OpenFlags |= fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE
+	} else {
+		d, err := f.synthDir(in.NodeId)
+		if err != nil {
+			return status(err)
+		}
+		if h.ents, err = d.list(ctx); err != nil {
+			return status(err)
+		}
+	}
+	out.Fh = f.handles.add(h)
+	return fuse.OK
+}
+
+// entries calls fn for the directory's entries from index from on ("."
+// and ".." are 0 and 1), until fn returns false.
+func (h *dirHandle) entries(from uint64, fn func(name string, id uint64, mode uint32, record uint32) bool) {
+	i := from
+	if i == 0 {
+		if !fn(".", 0, fuse.S_IFDIR, 0) {
+			return
+		}
+		i++
+	}
+	if i == 1 {
+		if !fn("..", 0, fuse.S_IFDIR, 0) {
+			return
+		}
+		i++
+	}
+	k := i - 2
+	switch {
+	case h.tree != nil:
+		kids := h.tree.Children(h.record)
+		for ; k < uint64(len(kids)); k++ {
+			a := h.tree.Attr(kids[k])
+			if !fn(string(h.tree.Name(kids[k])), h.item.id(a.Inode), a.Mode, a.Inode) {
+				return
+			}
+		}
+	case h.raw:
+		if k == 0 {
+			fn(h.item.item.FileName(), h.item.id(rawFileRecord), fuse.S_IFREG, rawFileRecord)
+		}
+	default:
+		for ; k < uint64(len(h.ents)); k++ {
+			e := h.ents[k]
+			if !fn(e.name, e.id, e.mode, 0) {
+				return
+			}
+		}
+	}
+}
+
+// ReadDir implements fuse.RawFileSystem.
+func (f *FS) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
+	h, ok := f.handles.get(in.Fh).(*dirHandle)
+	if !ok {
+		return fuse.EBADF
+	}
+	h.entries(in.Offset, func(name string, id uint64, mode uint32, _ uint32) bool {
+		return out.AddDirEntry(fuse.DirEntry{Name: name, Ino: id, Mode: mode})
+	})
+	return fuse.OK
+}
+
+// ReadDirPlus implements fuse.RawFileSystem. Attributes come from the
+// listing itself (the decoded index), so `ls -l` costs no further lookups.
+func (f *FS) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
+	ctx := newContext(cancel)
+	h, ok := f.handles.get(in.Fh).(*dirHandle)
+	if !ok {
+		return fuse.EBADF
+	}
+	var err error
+	h.entries(in.Offset, func(name string, id uint64, mode uint32, record uint32) bool {
+		eo := out.AddDirLookupEntry(fuse.DirEntry{Name: name, Ino: id, Mode: mode})
+		if eo == nil {
+			return false
+		}
+		if id == 0 { // "." and "..": the kernel knows them
+			return true
+		}
+		if h.tree != nil {
+			eo.SetAttrTimeout(h.item.fillAttr(h.tree, record, &eo.Attr))
+			eo.NodeId = id
+			eo.SetEntryTimeout(stableTimeout)
+			return true
+		}
+		timeout := listTimeout
+		if h.item != nil {
+			timeout = stableTimeout
+		}
+		if err = f.entryOf(ctx, id, eo, timeout); err != nil {
+			// The entry went away between listing and now; the
+			// kernel will look it up again and get ENOENT.
+			*eo = fuse.EntryOut{}
+			err = nil
+		}
+		return true
+	})
+	return status(err)
+}
+
+// ReleaseDir implements fuse.RawFileSystem.
+func (f *FS) ReleaseDir(in *fuse.ReleaseIn) { f.handles.remove(in.Fh) }
+
+// fileHandle is an open file with its own reader, so sequential access is
+// recognised (and read ahead) per open file.
+type fileHandle struct {
+	item   *itemNode
+	record uint32
+	path   string
+	file   *bupstash.File
+	r      *bupstash.FileReader
+}
+
+// Open implements fuse.RawFileSystem.
+func (f *FS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+	if in.Flags&syscall.O_ACCMODE != syscall.O_RDONLY || in.Flags&syscall.O_TRUNC != 0 {
+		return fuse.EROFS
+	}
+	slot, record, ok := splitNodeID(in.NodeId)
+	if !ok {
+		return fuse.EISDIR
+	}
+	n := f.items.get(slot)
+	if n == nil {
+		return fuse.Status(syscall.ESTALE)
+	}
+	ctx := newContext(cancel)
+	file, path, err := n.file(ctx, record)
+	if err != nil {
+		return status(err)
+	}
+	if n.isSparse(record) {
+		// The caller is about to read it: map the holes now, so its fstat
+		// sees the true st_blocks and lseek can skip them.
+		if _, err := n.zeroMap(ctx, record); err != nil {
+			f.errs.report(n.fileKey(record), "cannot map holes", err, n.logAttrs(path)...)
+			return status(err)
+		}
+	}
+	out.Fh = f.handles.add(&fileHandle{item: n, record: record, path: path, file: file, r: file.NewReader()})
+	// File contents never change: keep the page cache across opens.
+	out.OpenFlags |= fuse.FOPEN_KEEP_CACHE
+	return fuse.OK
+}
+
+// Read implements fuse.RawFileSystem. Only the leaves covering the range
+// are decoded; a damaged one fails this read with EIO and one log line,
+// and every other read goes on.
+func (f *FS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.ReadResult, fuse.Status) {
+	h, ok := f.handles.get(in.Fh).(*fileHandle)
+	if !ok {
+		return nil, fuse.EBADF
+	}
+	buf = buf[:min(uint64(len(buf)), uint64(in.Size))]
+	n, err := h.r.ReadAtContext(newContext(cancel), buf, int64(in.Offset))
+	if err != nil && err != io.EOF {
+		f.errs.report(h.logKey(), "read failed", err, append(h.item.logAttrs(h.path), "offset", in.Offset)...)
+		return nil, status(err)
+	}
+	return fuse.ReadResultData(buf[:n]), fuse.OK
+}
+
+func (h *fileHandle) logKey() string {
+	return h.item.src.name + "/" + h.item.item.ID.String() + "/" + h.path
+}
+
+// Release implements fuse.RawFileSystem.
+func (f *FS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) { f.handles.remove(in.Fh) }
+
+// StatFs implements fuse.RawFileSystem.
+func (f *FS) StatFs(cancel <-chan struct{}, header *fuse.InHeader, out *fuse.StatfsOut) fuse.Status {
+	*out = fuse.StatfsOut{Bsize: blockSize, Frsize: blockSize, NameLen: 255}
+	return fuse.OK
+}
+
+// The filesystem is read-only: every change is refused with EROFS (the
+// kernel refuses most before they reach us, as the mount is read-only).
+
+func (f *FS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut) fuse.Status {
+	return fuse.EROFS
+}
+func (f *FS) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, out *fuse.EntryOut) fuse.Status {
+	return fuse.EROFS
+}
+func (f *FS) Mkdir(cancel <-chan struct{}, in *fuse.MkdirIn, name string, out *fuse.EntryOut) fuse.Status {
+	return fuse.EROFS
+}
+func (f *FS) Unlink(cancel <-chan struct{}, header *fuse.InHeader, name string) fuse.Status {
+	return fuse.EROFS
+}
+func (f *FS) Rmdir(cancel <-chan struct{}, header *fuse.InHeader, name string) fuse.Status {
+	return fuse.EROFS
+}
+func (f *FS) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName, newName string) fuse.Status {
+	return fuse.EROFS
+}
+func (f *FS) Link(cancel <-chan struct{}, in *fuse.LinkIn, name string, out *fuse.EntryOut) fuse.Status {
+	return fuse.EROFS
+}
+func (f *FS) Symlink(cancel <-chan struct{}, header *fuse.InHeader, target, name string, out *fuse.EntryOut) fuse.Status {
+	return fuse.EROFS
+}
+func (f *FS) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, attr string, data []byte) fuse.Status {
+	return fuse.EROFS
+}
+func (f *FS) RemoveXAttr(cancel <-chan struct{}, header *fuse.InHeader, attr string) fuse.Status {
+	return fuse.EROFS
+}
+func (f *FS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
+	return fuse.EROFS
+}
+func (f *FS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
+	return 0, fuse.EROFS
+}
+func (f *FS) Fallocate(cancel <-chan struct{}, in *fuse.FallocateIn) fuse.Status {
+	return fuse.EROFS
+}
+func (f *FS) CopyFileRange(cancel <-chan struct{}, in *fuse.CopyFileRangeIn) (uint32, fuse.Status) {
+	return 0, fuse.EROFS
+}

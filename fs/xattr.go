@@ -1,0 +1,82 @@
+package fs
+
+import (
+	"syscall"
+
+	"github.com/backupfs/backupfs/repo/bupstash"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// xattrsOf returns a node's saved extended attributes. Synthetic nodes,
+// item directories and raw items have none.
+func (f *FS) xattrsOf(cancel <-chan struct{}, id uint64) ([]bupstash.Xattr, error) {
+	slot, record, ok := splitNodeID(id)
+	if !ok {
+		if _, ok := f.nodes.get(id); !ok {
+			return nil, syscall.ESTALE
+		}
+		return nil, nil
+	}
+	n := f.items.get(slot)
+	if n == nil {
+		return nil, syscall.ESTALE
+	}
+	if record == 0 || !n.item.HasIndex() {
+		return nil, nil
+	}
+	t, err := n.tree(newContext(cancel))
+	if err != nil {
+		return nil, err
+	}
+	if int(record) >= t.Len() {
+		return nil, syscall.ENOENT
+	}
+	return t.Xattrs(record), nil
+}
+
+// GetXAttr implements fuse.RawFileSystem: with an empty dest it reports the
+// value's size, as getxattr(2) does.
+func (f *FS) GetXAttr(cancel <-chan struct{}, header *fuse.InHeader, attr string, dest []byte) (uint32, fuse.Status) {
+	xs, err := f.xattrsOf(cancel, header.NodeId)
+	if err != nil {
+		return 0, status(err)
+	}
+	for _, x := range xs {
+		if x.Name != attr {
+			continue
+		}
+		if len(dest) == 0 {
+			return uint32(len(x.Value)), fuse.OK
+		}
+		if len(dest) < len(x.Value) {
+			return uint32(len(x.Value)), fuse.ERANGE
+		}
+		return uint32(copy(dest, x.Value)), fuse.OK
+	}
+	return 0, fuse.ENOATTR
+}
+
+// ListXAttr implements fuse.RawFileSystem: names, each NUL-terminated.
+func (f *FS) ListXAttr(cancel <-chan struct{}, header *fuse.InHeader, dest []byte) (uint32, fuse.Status) {
+	xs, err := f.xattrsOf(cancel, header.NodeId)
+	if err != nil {
+		return 0, status(err)
+	}
+	size := 0
+	for _, x := range xs {
+		size += len(x.Name) + 1
+	}
+	if len(dest) == 0 {
+		return uint32(size), fuse.OK
+	}
+	if len(dest) < size {
+		return uint32(size), fuse.ERANGE
+	}
+	off := 0
+	for _, x := range xs {
+		off += copy(dest[off:], x.Name)
+		dest[off] = 0
+		off++
+	}
+	return uint32(size), fuse.OK
+}
