@@ -26,6 +26,7 @@ Commands:
   list    list the items of a Bupstash repository
   ls      list the files of an item, like ls -l
   cat     write an item's data, or a file inside it, to standard output
+  backupy read Backupy blob stores (ls, cat, import-token)
   version print the version
 
 Run 'backupfs <command> -h' for a command's flags. The repository and key
@@ -43,6 +44,9 @@ var commands = map[string]command{
 	"list": {runList},
 	"ls":   {runLs},
 	"cat":  {runCat},
+	"backupy": {func(ctx context.Context, e *env, args []string) error {
+		return runBackupy(ctx, args, e.stdout, e.stderr)
+	}},
 	"version": {func(_ context.Context, e *env, _ []string) error {
 		fmt.Fprintln(e.stdout, "backupfs", version)
 		return nil

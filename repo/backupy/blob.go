@@ -1,0 +1,583 @@
+package backupy
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/backupfs/backupfs/cache"
+	"github.com/backupfs/backupfs/crypto/gcmframe"
+)
+
+// Blob is one object of the store. Its exported fields never change; a
+// changed object gets a new Blob on Refresh.
+type Blob struct {
+	Path    string    // object key: slash-separated, relative to the store
+	Size    int64     // object size S
+	ModTime time.Time // object modification time
+	Kind    Kind
+
+	store *Store
+	abs   string // file name
+	id    string // identity in the cache directory
+	space uint64 // chunk cache key space of the decrypted frames
+	// index locates the frames of an encrypted object (of its intact
+	// prefix if structErr is set).
+	index     *gcmframe.Index
+	structErr error
+
+	prepMu sync.Mutex // serialises prepare
+
+	mu       sync.Mutex
+	prepared bool
+	key      *blobKey // nil: not encrypted, or locked
+	pl       payload
+	files    []*File
+	dec      decodedState
+}
+
+// blobKey is the key that opened an object and what it is bound to.
+type blobKey struct {
+	dek    *DEK
+	cipher *gcmframe.Cipher
+	how    string // path, run, sha256 or trial
+	source string
+	sha    string // expected ciphertext SHA-256, "" if unknown
+	runID  string
+}
+
+// decodedState is what full passes have established.
+type decodedState struct {
+	size        int64  // decoded size of the main view, -1 if unknown
+	computedSHA string // ciphertext SHA-256 from a full pass
+	zstdOK      bool   // a full pass verified the zstd checksum
+	verified    bool   // and the ciphertext matched a known SHA-256
+	corrupt     error  // *CorruptError once corruption is detected
+}
+
+func (s *Store) newBlob(rel string, fi fs.FileInfo) (*Blob, error) {
+	b := &Blob{
+		Path:    rel,
+		Size:    fi.Size(),
+		ModTime: fi.ModTime(),
+		store:   s,
+		abs:     filepath.Join(s.root, filepath.FromSlash(rel)),
+		space:   cache.NewSpace(),
+		dec:     decodedState{size: -1},
+	}
+	b.id = objectID(s.root, rel, b.Size, b.ModTime)
+	f, err := b.openObject()
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b.Kind, b.index, b.structErr = classify(f, b.Size, rel)
+	if b.Kind == "" {
+		return nil, fmt.Errorf("reading %s: %w", rel, b.structErr)
+	}
+	if b.structErr != nil {
+		b.dec.corrupt = &CorruptError{Object: rel, Err: b.structErr}
+		s.log.Warn("backupy: damaged object", "object", rel, "err", b.structErr)
+	}
+	if e, ok := s.disk.lookup(b.id); ok {
+		b.dec.computedSHA = e.SHA256
+		b.dec.zstdOK = e.ZstdOK
+		b.dec.verified = e.Verified
+		if e.Decoded != nil {
+			b.dec.size = *e.Decoded
+		}
+		if e.Corrupt != "" && b.dec.corrupt == nil {
+			b.dec.corrupt = &CorruptError{Object: rel, Err: errors.New(e.Corrupt + " (found by an earlier full pass)")}
+		}
+	}
+	return b, nil
+}
+
+// objectID names an object version in the cache directory.
+func objectID(root, rel string, size int64, mtime time.Time) string {
+	h := sha256.New()
+	for _, s := range []string{root, rel, strconv.FormatInt(size, 10), strconv.FormatInt(mtime.UnixNano(), 10)} {
+		h.Write([]byte(s))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// openObject opens the object and checks it is still the listed version.
+func (b *Blob) openObject() (*os.File, error) {
+	f, err := os.Open(b.abs)
+	if err != nil {
+		return nil, fmt.Errorf("backupy: %w", err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("backupy: %w", err)
+	}
+	if fi.Size() != b.Size || !fi.ModTime().Equal(b.ModTime) {
+		f.Close()
+		return nil, fmt.Errorf("backupy: %s: %w", b.Path, ErrChanged)
+	}
+	return f, nil
+}
+
+// base is the object's base name without ".enc" (and, for unencrypted
+// objects, without a ".zst" the uploader may have added).
+func (b *Blob) base() string {
+	name := path.Base(b.Path)
+	trimmed := strings.TrimSuffix(name, ".enc")
+	if b.Kind == KindPlainZstd {
+		trimmed = strings.TrimSuffix(strings.TrimSuffix(trimmed, ".zst"), ".zstd")
+	}
+	if trimmed == "" {
+		return name
+	}
+	return trimmed
+}
+
+// RunID returns the run id from the matched token or keyring entry, or from
+// a "run_<id>" base name; "" if neither says.
+func (b *Blob) RunID() string {
+	b.mu.Lock()
+	k := b.key
+	b.mu.Unlock()
+	if k != nil && k.runID != "" {
+		return k.runID
+	}
+	if id, ok := strings.CutPrefix(b.base(), "run_"); ok {
+		return id
+	}
+	return ""
+}
+
+// KeyMatch says how the object's key was found: "path", "run", "sha256"
+// or "trial"; "" if it has none.
+func (b *Blob) KeyMatch() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.key == nil {
+		return ""
+	}
+	return b.key.how
+}
+
+// Locked reports whether the object is encrypted and no key opened it. It
+// is meaningful after Store.Files.
+func (b *Blob) Locked() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.Kind == KindEncrypted && b.key == nil
+}
+
+// State returns the user.backupy.state value: locked, encrypted,
+// unencrypted, verified or corrupt.
+func (b *Blob) State() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.stateLocked()
+}
+
+func (b *Blob) stateLocked() string {
+	switch {
+	case b.dec.corrupt != nil:
+		return "corrupt"
+	case b.dec.verified:
+		return "verified"
+	case b.Kind == KindEncrypted && b.key == nil:
+		return "locked"
+	case b.Kind == KindEncrypted || b.Kind == KindEmpty && b.index != nil:
+		return "encrypted"
+	}
+	return "unencrypted"
+}
+
+// Corrupt returns the corruption found in the object, or nil.
+func (b *Blob) Corrupt() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.dec.corrupt
+}
+
+// markCorrupt records an integrity failure, persists it and returns the
+// *CorruptError that reads of the object will fail with from now on.
+func (b *Blob) markCorrupt(cause error) error {
+	b.mu.Lock()
+	if b.dec.corrupt != nil {
+		err := b.dec.corrupt
+		b.mu.Unlock()
+		return err
+	}
+	err := &CorruptError{Object: b.Path, Err: cause}
+	b.dec.corrupt = err
+	b.dec.verified = false
+	b.mu.Unlock()
+	b.store.log.Error("backupy: object is corrupt; its decoded views will fail", "object", b.Path, "err", cause)
+	b.store.disk.update(b, func(e *indexEntry) { e.Corrupt = cause.Error() })
+	return err
+}
+
+// isIntegrityError reports whether err proves the object bytes are wrong
+// (as opposed to an I/O failure or a cancellation).
+func isIntegrityError(err error) bool {
+	for _, target := range []error{gcmframe.ErrAuth, gcmframe.ErrTruncated, gcmframe.ErrFrameSize, gcmframe.ErrTrailingData, gcmframe.ErrLayout, errZstd, errHashMismatch} {
+		if errors.Is(err, target) {
+			return true
+		}
+	}
+	return false
+}
+
+// usable returns the error every read of a decoded view fails with, if any.
+func (b *Blob) usable() error {
+	if err := b.store.errIfClosed(); err != nil {
+		return err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.dec.corrupt != nil {
+		return b.dec.corrupt
+	}
+	if b.Kind == KindEncrypted && b.key == nil {
+		return fmt.Errorf("backupy: %s: %w", b.Path, ErrLocked)
+	}
+	return nil
+}
+
+func (b *Blob) currentKey() *blobKey {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.key
+}
+
+// forgetKey drops the matched key and the derived views so the next use
+// matches again with the store's current keyring.
+func (b *Blob) forgetKey() {
+	b.prepMu.Lock()
+	defer b.prepMu.Unlock()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.key = nil
+	b.prepared = false
+	for _, f := range b.files {
+		f.stale.Store(true)
+	}
+	b.files = nil
+}
+
+// prepare matches a key and sniffs the payload, once. It reads at most
+// frame 0 (or the first MiB) and never waits for a decode pass.
+func (b *Blob) prepare(ctx context.Context) error {
+	b.prepMu.Lock()
+	defer b.prepMu.Unlock()
+	b.mu.Lock()
+	done := b.prepared
+	b.mu.Unlock()
+	if done {
+		return nil
+	}
+	if err := b.store.errIfClosed(); err != nil {
+		return err
+	}
+	var (
+		key *blobKey
+		pl  = payload{ext: ".bin", fcs: -1}
+	)
+	switch b.Kind {
+	case KindEncrypted:
+		k, frame0, err := b.matchKey(ctx)
+		if err != nil {
+			return err
+		}
+		key = k
+		if key != nil && frame0 != nil {
+			pl = sniffPayload(frame0)
+		}
+	case KindEmpty:
+		k, err := b.checkEmpty()
+		if err != nil {
+			return err
+		}
+		key = k
+	case KindPlainZstd:
+		prefix, err := b.readPrefix(gcmframe.PlainSize)
+		if err != nil {
+			return err
+		}
+		pl = sniffPayload(prefix)
+	}
+	b.mu.Lock()
+	b.key, b.pl = key, pl
+	b.mu.Unlock()
+	if key != nil || b.Kind == KindPlainZstd {
+		b.learnSizeFromPayload(ctx)
+	}
+	b.mu.Lock()
+	b.files = b.buildFiles()
+	b.prepared = true
+	b.mu.Unlock()
+	if key != nil || b.Kind == KindPlainZstd {
+		b.store.disk.update(b, func(e *indexEntry) {
+			e.Ext = pl.ext
+			if key != nil && key.dek != nil {
+				e.KeyID = key.dek.Fingerprint()
+			}
+		})
+	}
+	return nil
+}
+
+// learnSizeFromPayload sets the decoded size when it is known without a
+// decode pass: the compressed layer itself for non-zstd payloads, 0 for
+// empty objects, or the zstd Frame_Content_Size when the layer is exactly
+// that one frame.
+func (b *Blob) learnSizeFromPayload(ctx context.Context) {
+	b.mu.Lock()
+	pl, known, corrupt := b.pl, b.dec.size >= 0, b.dec.corrupt != nil
+	b.mu.Unlock()
+	var size int64 = -1
+	switch {
+	case known || corrupt:
+		return
+	case b.Kind == KindEmpty:
+		size = 0
+	case !pl.zstd:
+		size = b.compressedSize()
+	case pl.fcs >= 0 && b.compressedSize() <= fcsWalkLimit:
+		end, err := singleFrameEnd(func(p []byte, off int64) error {
+			_, err := b.readCompressedFull(ctx, p, off)
+			return err
+		}, pl, b.compressedSize())
+		if err == nil && end == b.compressedSize() {
+			size = pl.fcs
+		}
+	}
+	if size >= 0 {
+		b.mu.Lock()
+		if b.dec.size < 0 {
+			b.dec.size = size
+		}
+		b.mu.Unlock()
+	}
+}
+
+// fcsWalkLimit bounds the compressed size for which the block headers are
+// walked to confirm a Frame_Content_Size. The agent writes one only for
+// dumps under 128 KiB, so the walk touches one or two frames.
+const fcsWalkLimit = 4 << 20
+
+// readPrefix reads up to n bytes from the start of the object.
+func (b *Blob) readPrefix(n int64) ([]byte, error) {
+	f, err := b.openObject()
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	buf := make([]byte, min(n, b.Size))
+	if _, err := io.ReadFull(f, buf); err != nil {
+		return nil, fmt.Errorf("backupy: reading %s: %w", b.Path, err)
+	}
+	return buf, nil
+}
+
+// checkEmpty is the full pass of an empty object: hashing its at most
+// four bytes. An encrypted one has no frame to try keys on, so a key entry
+// is bound by selectors alone (path, run id, or this very hash), only to
+// learn the expected hash.
+func (b *Blob) checkEmpty() (*blobKey, error) {
+	data, err := b.readPrefix(b.Size)
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(data)
+	got := hex.EncodeToString(sum[:])
+	var key *blobKey
+	if b.index != nil {
+		kr := b.store.keyring()
+		if cands := kr.candidates(b.Path, got, ""); len(cands) > 0 && cands[0].how != "trial" {
+			sha, run := kr.binding(cands[0].entry.dek)
+			key = &blobKey{how: cands[0].how, source: cands[0].entry.source, sha: sha, runID: run}
+		}
+	}
+	if key != nil && key.sha != "" && key.sha != got {
+		b.markCorrupt(fmt.Errorf("%w: got %s, want %s", errHashMismatch, got, key.sha))
+		return key, nil
+	}
+	b.recordPass(0, got, key != nil && key.sha != "")
+	return key, nil
+}
+
+// matchKey finds the key of an encrypted object (format notes §8.6): keys
+// selected by path, run id and known hash first, then every other key, each
+// confirmed by decrypting frame 0, whose GCM tag makes a false match
+// practically impossible. It returns frame 0's plaintext with the key.
+func (b *Blob) matchKey(ctx context.Context) (*blobKey, []byte, error) {
+	kr := b.store.keyring()
+	hint := ""
+	if e, ok := b.store.disk.lookup(b.id); ok {
+		hint = e.KeyID
+	}
+	b.mu.Lock()
+	knownSHA := b.dec.computedSHA
+	b.mu.Unlock()
+	cands := kr.candidates(b.Path, knownSHA, hint)
+	if len(cands) == 0 || b.index.Frames() == 0 {
+		return nil, nil, nil
+	}
+	f, err := b.openObject()
+	if err != nil {
+		return nil, nil, err
+	}
+	fr := b.index.Frame(0)
+	body := make([]byte, fr.Len)
+	_, err = f.ReadAt(body, fr.Offset+gcmframe.HeaderSize)
+	f.Close()
+	if err != nil {
+		return nil, nil, fmt.Errorf("backupy: reading frame 0 of %s: %w", b.Path, err)
+	}
+	scratch := make([]byte, len(body))
+	for _, c := range cands {
+		if err := ctx.Err(); err != nil {
+			return nil, nil, context.Cause(ctx)
+		}
+		ciph, err := gcmframe.NewCipher(c.entry.dek.b[:])
+		if err != nil {
+			return nil, nil, err
+		}
+		copy(scratch, body)
+		pt, err := ciph.Open(scratch)
+		if err != nil {
+			if c.how != "trial" {
+				b.store.log.Warn("backupy: key selected for object does not open it", "object", b.Path, "selected_by", c.how, "source", c.entry.source, "key", c.entry.dek)
+			}
+			continue
+		}
+		frame0 := append([]byte(nil), pt...)
+		// Frame 0 is needed again for sniffing and by the first reads.
+		b.store.chunks.Get(ctx, b.frameKey(0), func(context.Context) ([]byte, error) { return frame0, nil })
+		sha, run := kr.binding(c.entry.dek)
+		if run == "" {
+			run = c.entry.runID
+		}
+		b.store.log.Debug("backupy: key matched", "object", b.Path, "by", c.how, "key", c.entry.dek)
+		return &blobKey{dek: c.entry.dek, cipher: ciph, how: c.how, source: c.entry.source, sha: sha, runID: run}, frame0, nil
+	}
+	return nil, nil, nil
+}
+
+func (b *Blob) frameKey(i int64) cache.Key {
+	k := cache.Key{Space: b.space}
+	binary.BigEndian.PutUint64(k.Addr[:8], uint64(i))
+	return k
+}
+
+// compressedSize returns the size of the compressed layer: N for an
+// encrypted object, S for an unencrypted one.
+func (b *Blob) compressedSize() int64 {
+	if b.index != nil {
+		return b.index.PlainSize()
+	}
+	return b.Size
+}
+
+// frame returns the plaintext of frame i through the shared chunk cache.
+func (b *Blob) frame(ctx context.Context, key *blobKey, i int64) ([]byte, error) {
+	return b.store.chunks.Get(ctx, b.frameKey(i), b.frameFill(key, i))
+}
+
+func (b *Blob) frameFill(key *blobKey, i int64) cache.FillFunc {
+	return func(context.Context) ([]byte, error) {
+		f, err := b.openObject()
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		pt, err := b.index.ReadFrame(f, key.cipher, i, nil)
+		if err != nil {
+			// Frame 0 opened with this key, so a failing frame is damage,
+			// not a wrong key.
+			if isIntegrityError(err) {
+				return nil, b.markCorrupt(err)
+			}
+			return nil, fmt.Errorf("backupy: %s: %w", b.Path, err)
+		}
+		return pt, nil
+	}
+}
+
+// readCompressedFull fills p from offset off of the compressed layer, or
+// fails; reads past the end fail with io.ErrUnexpectedEOF.
+func (b *Blob) readCompressedFull(ctx context.Context, p []byte, off int64) (int, error) {
+	n, err := b.readCompressed(ctx, nil, p, off)
+	if err == io.EOF && n < len(p) {
+		err = io.ErrUnexpectedEOF
+	}
+	if n == len(p) {
+		err = nil
+	}
+	return n, err
+}
+
+// readCompressed reads the compressed layer at off: decrypted frames for an
+// encrypted object, the file itself (through raw, if given) otherwise.
+func (b *Blob) readCompressed(ctx context.Context, raw io.ReaderAt, p []byte, off int64) (int, error) {
+	size := b.compressedSize()
+	if off >= size {
+		return 0, io.EOF
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	want := min(int64(len(p)), size-off)
+	if b.index == nil {
+		if raw == nil {
+			f, err := b.openObject()
+			if err != nil {
+				return 0, err
+			}
+			defer f.Close()
+			raw = f
+		}
+		n, err := raw.ReadAt(p[:want], off)
+		if err == nil && int64(n) < int64(len(p)) {
+			err = io.EOF
+		}
+		return n, err
+	}
+	key := b.currentKey()
+	if key == nil {
+		return 0, fmt.Errorf("backupy: %s: %w", b.Path, ErrLocked)
+	}
+	n := 0
+	for int64(n) < want {
+		pos := off + int64(n)
+		i := b.index.FrameAt(pos)
+		fr := b.index.Frame(i)
+		data, err := b.frame(ctx, key, i)
+		if err != nil {
+			return n, err
+		}
+		c := copy(p[n:want], data[pos-fr.PlainOffset:])
+		n += c
+		// Reading into the second half of a frame: decrypt the next one
+		// in the background, as sequential readers will want it.
+		if next := i + 1; next < b.index.Frames() && pos+int64(c)-fr.PlainOffset > int64(fr.PlainLen)/2 {
+			b.store.chunks.Prefetch(ctx, b.frameKey(next), b.frameFill(key, next))
+		}
+	}
+	if int64(n) < int64(len(p)) {
+		return n, io.EOF
+	}
+	return n, nil
+}

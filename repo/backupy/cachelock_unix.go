@@ -1,0 +1,31 @@
+//go:build unix
+
+package backupy
+
+import (
+	"errors"
+	"os"
+	"syscall"
+)
+
+var errLockBusy = errors.New("cache directory locked by another process")
+
+// lockDir takes an exclusive advisory lock on the file name, held until
+// the returned function is called or the process exits.
+func lockDir(name string) (func(), error) {
+	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, errLockBusy
+		}
+		return nil, err
+	}
+	return func() {
+		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		f.Close()
+	}, nil
+}

@@ -1,0 +1,358 @@
+package backupy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// diskCache is the cache directory: decoded dumps ("<id>.dat") and the
+// persistent index ("index.json") of what full passes found about each
+// object version (decoded size, checksums, key fingerprint).
+//
+// One process at a time owns the directory, through a lock file. A second
+// mount using the same directory reads the index (so it still lists exact
+// sizes) but decodes into a private directory that it removes on close.
+type diskCache struct {
+	dir      string // where data files go
+	shared   string // the cache directory proper
+	maxBytes int64
+	log      *slog.Logger
+	owner    bool // holds the lock: may write the shared index and data
+	unlock   func()
+
+	ctx    context.Context // ends when the store closes; jobs run under it
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // running jobs
+
+	mu      sync.Mutex
+	entries map[string]*indexEntry
+	jobs    map[string]*matJob
+	closed  bool
+
+	saveMu sync.Mutex
+}
+
+// indexEntry is what is known about one object version. It holds no key
+// material; KeyID is the key's fingerprint.
+type indexEntry struct {
+	Store    string `json:"store"`
+	Object   string `json:"object"`
+	Size     int64  `json:"size"`
+	MTime    int64  `json:"mtime_ns"`
+	Decoded  *int64 `json:"decoded,omitempty"`
+	SHA256   string `json:"sha256,omitempty"` // computed over the ciphertext
+	ZstdOK   bool   `json:"zstd_ok,omitempty"`
+	Verified bool   `json:"verified,omitempty"`
+	Corrupt  string `json:"corrupt,omitempty"`
+	KeyID    string `json:"key_id,omitempty"`
+	Ext      string `json:"ext,omitempty"`
+	Cached   int64  `json:"cached,omitempty"` // size of a complete data file, 0 if none
+	Used     int64  `json:"used_ns"`          // Unix nanoseconds of last use
+}
+
+type indexFile struct {
+	Version int                    `json:"version"`
+	Entries map[string]*indexEntry `json:"entries"`
+}
+
+const (
+	indexName    = "index.json"
+	indexVersion = 1
+	// maxIndexEntries bounds the index; the least recently used entries
+	// beyond it are dropped (they only cost a decode pass to relearn).
+	maxIndexEntries = 50000
+)
+
+// defaultCacheDir returns $XDG_CACHE_HOME/backupfs/backupy or
+// ~/.cache/backupfs/backupy.
+func defaultCacheDir() (string, error) {
+	if x := os.Getenv("XDG_CACHE_HOME"); x != "" && filepath.IsAbs(x) {
+		return filepath.Join(x, "backupfs", "backupy"), nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", fmt.Errorf("backupy: no cache directory: %w", err)
+	}
+	return filepath.Join(home, ".cache", "backupfs", "backupy"), nil
+}
+
+func openDiskCache(dir string, maxBytes int64, log *slog.Logger) (*diskCache, error) {
+	if dir == "" {
+		d, err := defaultCacheDir()
+		if err != nil {
+			return nil, err
+		}
+		dir = d
+	}
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("backupy: cache directory: %w", err)
+	}
+	// Decoded dumps are database contents: nobody else may read them.
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("backupy: cache directory: %w", err)
+	}
+	if fi, err := os.Stat(dir); err == nil && fi.Mode().Perm() != 0o700 {
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("backupy: cache directory %s is mode %v and cannot be made 0700: %w", dir, fi.Mode().Perm(), err)
+		}
+		log.Warn("backupy: cache directory was not private; set it to 0700", "dir", dir, "was", fi.Mode().Perm().String())
+	}
+	dc := &diskCache{dir: dir, shared: dir, maxBytes: maxBytes, log: log, entries: map[string]*indexEntry{}, jobs: map[string]*matJob{}}
+	dc.ctx, dc.cancel = context.WithCancel(context.Background())
+	unlock, err := lockDir(filepath.Join(dir, "lock"))
+	switch {
+	case err == nil:
+		dc.owner, dc.unlock = true, unlock
+	case errors.Is(err, errLockBusy):
+		private, err := os.MkdirTemp(dir, "private-")
+		if err != nil {
+			return nil, fmt.Errorf("backupy: cache directory: %w", err)
+		}
+		log.Info("backupy: cache directory in use by another process; decoding into a private directory", "dir", private)
+		dc.dir = private
+	default:
+		return nil, fmt.Errorf("backupy: locking cache directory: %w", err)
+	}
+	dc.load()
+	if dc.owner {
+		dc.sweep()
+	}
+	return dc, nil
+}
+
+func (dc *diskCache) load() {
+	b, err := os.ReadFile(filepath.Join(dc.shared, indexName))
+	if errors.Is(err, os.ErrNotExist) {
+		return
+	}
+	var f indexFile
+	if err == nil {
+		err = json.Unmarshal(b, &f)
+	}
+	if err != nil || f.Version != indexVersion || f.Entries == nil {
+		dc.log.Warn("backupy: ignoring unreadable size index", "file", filepath.Join(dc.shared, indexName), "err", err)
+		return
+	}
+	for id, e := range f.Entries {
+		if e != nil {
+			dc.entries[id] = e
+		}
+	}
+}
+
+// sweep reconciles data files with the index: files the index does not
+// know as complete (left by a crash) are removed, and entries whose file
+// is gone forget it.
+func (dc *diskCache) sweep() {
+	ents, err := os.ReadDir(dc.dir)
+	if err != nil {
+		return
+	}
+	present := map[string]int64{}
+	for _, de := range ents {
+		name := de.Name()
+		switch {
+		case strings.HasPrefix(name, "private-") && de.IsDir():
+			// Left behind by a mount that did not close; no live process
+			// can own it, as we hold the lock.
+			os.RemoveAll(filepath.Join(dc.dir, name))
+		case strings.HasSuffix(name, ".dat"):
+			id := strings.TrimSuffix(name, ".dat")
+			e := dc.entries[id]
+			fi, err := de.Info()
+			if e == nil || e.Cached == 0 || err != nil || fi.Size() != e.Cached {
+				os.Remove(filepath.Join(dc.dir, name))
+				continue
+			}
+			present[id] = fi.Size()
+		case strings.HasPrefix(name, indexName+".tmp"):
+			os.Remove(filepath.Join(dc.dir, name))
+		}
+	}
+	for id, e := range dc.entries {
+		if _, ok := present[id]; !ok {
+			e.Cached = 0
+		}
+	}
+	dc.mu.Lock()
+	dc.evictLocked()
+	dc.mu.Unlock()
+	dc.save()
+}
+
+func (dc *diskCache) dataPath(id string) string { return filepath.Join(dc.dir, id+".dat") }
+
+// lookup returns a copy of an object's entry.
+func (dc *diskCache) lookup(id string) (indexEntry, bool) {
+	dc.mu.Lock()
+	defer dc.mu.Unlock()
+	e, ok := dc.entries[id]
+	if !ok {
+		return indexEntry{}, false
+	}
+	return *e, true
+}
+
+// update changes an object's entry, creating it if needed, and saves the
+// index.
+func (dc *diskCache) update(b *Blob, fn func(*indexEntry)) {
+	dc.mu.Lock()
+	if dc.closed {
+		dc.mu.Unlock()
+		return
+	}
+	e := dc.entryLocked(b)
+	fn(e)
+	dc.mu.Unlock()
+	dc.save()
+}
+
+func (dc *diskCache) entryLocked(b *Blob) *indexEntry {
+	e, ok := dc.entries[b.id]
+	if !ok {
+		e = &indexEntry{Store: b.store.root, Object: b.Path, Size: b.Size, MTime: b.ModTime.UnixNano()}
+		dc.entries[b.id] = e
+	}
+	e.Used = time.Now().UnixNano()
+	return e
+}
+
+// save writes the index atomically. Only the lock owner writes it.
+func (dc *diskCache) save() {
+	dc.saveMu.Lock()
+	defer dc.saveMu.Unlock()
+	if !dc.owner {
+		return
+	}
+	dc.mu.Lock()
+	if len(dc.entries) > maxIndexEntries {
+		dc.pruneLocked()
+	}
+	b, err := json.Marshal(indexFile{Version: indexVersion, Entries: dc.entries})
+	dc.mu.Unlock()
+	if err != nil {
+		dc.log.Warn("backupy: encoding size index", "err", err)
+		return
+	}
+	tmp, err := os.CreateTemp(dc.shared, indexName+".tmp*")
+	if err != nil {
+		dc.log.Warn("backupy: saving size index", "err", err)
+		return
+	}
+	_, werr := tmp.Write(b)
+	cerr := tmp.Close()
+	if werr == nil && cerr == nil {
+		werr = os.Rename(tmp.Name(), filepath.Join(dc.shared, indexName))
+	}
+	if werr != nil || cerr != nil {
+		os.Remove(tmp.Name())
+		dc.log.Warn("backupy: saving size index", "err", errors.Join(werr, cerr))
+	}
+}
+
+// pruneLocked drops the least recently used entries without data files.
+func (dc *diskCache) pruneLocked() {
+	ids := make([]string, 0, len(dc.entries))
+	for id, e := range dc.entries {
+		if e.Cached == 0 && dc.jobs[id] == nil {
+			ids = append(ids, id)
+		}
+	}
+	sort.Slice(ids, func(i, j int) bool { return dc.entries[ids[i]].Used < dc.entries[ids[j]].Used })
+	for _, id := range ids {
+		if len(dc.entries) <= maxIndexEntries*9/10 {
+			break
+		}
+		delete(dc.entries, id)
+	}
+}
+
+// evictLocked removes the least recently used complete data files of
+// objects without open handles or running jobs until the total fits.
+func (dc *diskCache) evictLocked() bool {
+	var total int64
+	var idle []string
+	for id, e := range dc.entries {
+		total += e.Cached
+		if e.Cached > 0 && dc.jobs[id] == nil {
+			idle = append(idle, id)
+		}
+	}
+	if total <= dc.maxBytes {
+		return false
+	}
+	sort.Slice(idle, func(i, j int) bool { return dc.entries[idle[i]].Used < dc.entries[idle[j]].Used })
+	changed := false
+	for _, id := range idle {
+		if total <= dc.maxBytes {
+			break
+		}
+		e := dc.entries[id]
+		if err := os.Remove(dc.dataPath(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			dc.log.Warn("backupy: evicting decoded file", "object", e.Object, "err", err)
+			continue
+		}
+		total -= e.Cached
+		e.Cached = 0
+		changed = true
+	}
+	return changed
+}
+
+func (dc *diskCache) evict() {
+	dc.mu.Lock()
+	if dc.closed {
+		dc.mu.Unlock()
+		return
+	}
+	changed := dc.evictLocked()
+	dc.mu.Unlock()
+	if changed {
+		dc.save()
+	}
+}
+
+// close stops the jobs, closes their files and saves the index.
+func (dc *diskCache) close() error {
+	dc.mu.Lock()
+	if dc.closed {
+		dc.mu.Unlock()
+		return nil
+	}
+	dc.closed = true
+	dc.mu.Unlock()
+	dc.cancel()
+	dc.wg.Wait()
+	dc.mu.Lock()
+	jobs := dc.jobs
+	dc.jobs = map[string]*matJob{}
+	dc.mu.Unlock()
+	for id, j := range jobs {
+		j.closeFile()
+		if !j.isDone() {
+			os.Remove(dc.dataPath(id))
+		}
+	}
+	if dc.owner {
+		dc.save()
+		// Handles closed later must not write to a directory whose lock
+		// is released.
+		dc.saveMu.Lock()
+		dc.owner = false
+		dc.saveMu.Unlock()
+		dc.unlock()
+	} else {
+		os.RemoveAll(dc.dir)
+	}
+	return nil
+}

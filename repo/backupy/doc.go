@@ -1,0 +1,39 @@
+// Package backupy presents a directory of downloaded Backupy backup objects
+// as read-only files: each run's database dump, decrypted and decompressed,
+// plus views for the compressed stream, the raw ciphertext and what is known
+// about the object.
+//
+// A Backupy object is a zstd stream, usually cut into AES-256-GCM frames
+// (package gcmframe). The two layers behave very differently:
+//
+//   - The frame layer is random-access: frame offsets follow from the object
+//     size, and each frame decrypts on its own. The ".zst" view is served
+//     frame by frame through the mount's shared in-memory chunk cache.
+//   - The zstd layer is sequential only: one frame with an up to 8 MiB window
+//     and entropy state carried across blocks, and the agent records no
+//     decoded size. Reading the dump at random therefore needs a decoded copy.
+//     One background job per object decodes into an on-disk cache file and
+//     publishes how far it got; reads below that mark are plain preads and
+//     reads above it wait. A handle that reads from the start forwards (cat,
+//     pg_restore, mongorestore) is instead served by a private decoder and
+//     never waits for the disk.
+//
+// The decoded size is known only after one full pass unless the zstd header
+// carries it. Sizes, checksum results and the ciphertext SHA-256 found by a
+// full pass go into a small persistent index in the cache directory, so later
+// mounts list exact sizes without decoding anything.
+//
+// Integrity: a frame's GCM tag does not bind it to its position, so a
+// reordered or shortened object can decrypt cleanly frame by frame. Every
+// full pass therefore checks the zstd content checksum, the end-of-stream
+// marker, and the ciphertext SHA-256 when a token or keyring entry supplies
+// it. Any failure marks the object corrupt, and from then on reads of its
+// decoded views fail instead of returning bytes that may be wrong. Random
+// reads before the first full pass cannot detect reordering; that is a
+// property of the format.
+//
+// Keys come from decryption tokens (the JWTs the Backupy server hands out)
+// and keyring files; see Keyring. They are matched to objects by path, run
+// id, ciphertext hash and finally by trial decryption of frame 0. Keys never
+// appear in logs, errors or views; only a fingerprint does.
+package backupy

@@ -1,0 +1,337 @@
+package backupy
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"strconv"
+	"sync/atomic"
+	"time"
+)
+
+// FileKind says what a File shows.
+type FileKind int
+
+// File kinds.
+const (
+	// FileMain is the dump: decrypted and zstd-decoded. For a payload that
+	// is not zstd it is the decrypted bytes; for an empty object, empty.
+	FileMain FileKind = iota
+	// FileZst is the decrypted zstd stream: exact size without decoding,
+	// random access frame by frame.
+	FileZst
+	// FileMeta is a JSON document of what is known about the object. Its
+	// content changes as passes learn more (Volatile).
+	FileMeta
+	// FileRaw is the object byte for byte: the ciphertext of a locked
+	// object, or a foreign object.
+	FileRaw
+)
+
+func (k FileKind) String() string {
+	switch k {
+	case FileMain:
+		return "main"
+	case FileZst:
+		return "zst"
+	case FileMeta:
+		return "meta"
+	case FileRaw:
+		return "raw"
+	}
+	return "FileKind(" + strconv.Itoa(int(k)) + ")"
+}
+
+// File is one name shown for an object, in the directory of its object
+// key. Files are created by Store.Files and stay valid until the object
+// changes or the store's keys are replaced.
+type File struct {
+	name  string
+	kind  FileKind
+	blob  *Blob
+	stale atomic.Bool // the blob's views were rebuilt
+}
+
+// Name returns the file name (no directory).
+func (f *File) Name() string { return f.name }
+
+// Kind returns what the file shows.
+func (f *File) Kind() FileKind { return f.kind }
+
+// Blob returns the object the file belongs to.
+func (f *File) Blob() *Blob { return f.blob }
+
+// Mode returns the permission bits: read-only for the owner, since the
+// files hold decrypted database contents.
+func (f *File) Mode() fs.FileMode { return 0o400 }
+
+// ModTime returns the object's modification time.
+func (f *File) ModTime() time.Time { return f.blob.ModTime }
+
+// Volatile reports whether the content may change while the file is
+// listed (meta.json). The FUSE layer should serve such files with direct
+// I/O and a short attribute timeout.
+func (f *File) Volatile() bool { return f.kind == FileMeta }
+
+// Files returns the views of an object, matching its key and sniffing its
+// payload on first use (one frame read and decrypt per key tried; never a
+// full decode pass). The slice is shared and must not be modified.
+func (s *Store) Files(ctx context.Context, b *Blob) ([]*File, error) {
+	if err := b.prepare(ctx); err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.files, nil
+}
+
+// Main returns the object's decoded main view, or an error matching
+// ErrLocked if no key opens the object.
+func (s *Store) Main(ctx context.Context, b *Blob) (*File, error) {
+	files, err := s.Files(ctx, b)
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range files {
+		if f.kind == FileMain {
+			return f, nil
+		}
+	}
+	if b.Locked() {
+		return nil, fmt.Errorf("backupy: %s: %w", b.Path, ErrLocked)
+	}
+	return nil, fmt.Errorf("backupy: %s: %s object has no decoded view", b.Path, b.Kind)
+}
+
+// buildFiles lists the views. The caller holds b.mu.
+func (b *Blob) buildFiles() []*File {
+	views := b.store.opts.Views
+	add := func(files []*File, name string, kind FileKind) []*File {
+		return append(files, &File{name: name, kind: kind, blob: b})
+	}
+	var files []*File
+	base := b.base()
+	switch {
+	case b.Kind == KindForeign:
+		return add(nil, b.basename(), FileRaw)
+	case b.Kind == KindEncrypted && b.key == nil:
+		files = add(files, base+".enc", FileRaw)
+	default:
+		main := base + b.pl.ext
+		files = add(files, main, FileMain)
+		if views&ViewZst != 0 && b.pl.zstd {
+			files = add(files, main+".zst", FileZst)
+		}
+	}
+	if views&ViewMeta != 0 {
+		files = add(files, base+".meta.json", FileMeta)
+	}
+	return files
+}
+
+func (b *Blob) basename() string {
+	for i := len(b.Path) - 1; i >= 0; i-- {
+		if b.Path[i] == '/' {
+			return b.Path[i+1:]
+		}
+	}
+	return b.Path
+}
+
+// current returns the live File with the same name and kind as a stale
+// one, after matching keys again.
+func (f *File) current(ctx context.Context) (*File, error) {
+	if !f.stale.Load() {
+		return f, nil
+	}
+	files, err := f.blob.store.Files(ctx, f.blob)
+	if err != nil {
+		return nil, err
+	}
+	for _, g := range files {
+		if g.name == f.name && g.kind == f.kind {
+			return g, nil
+		}
+	}
+	if f.blob.Locked() {
+		return nil, fmt.Errorf("backupy: %s: %w", f.blob.Path, ErrLocked)
+	}
+	return nil, fmt.Errorf("backupy: %s: %w", f.blob.Path, ErrChanged)
+}
+
+// SizeKnown returns the file size if it is known without decoding.
+func (f *File) SizeKnown() (int64, bool) {
+	b := f.blob
+	switch f.kind {
+	case FileRaw:
+		return b.Size, true
+	case FileZst:
+		return b.compressedSize(), true
+	case FileMeta:
+		doc, err := f.render()
+		return int64(len(doc)), err == nil
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.dec.size >= 0 {
+		return b.dec.size, true
+	}
+	return 0, false
+}
+
+// Size returns the file size. For the main view of a zstd payload whose
+// size is not known yet this runs (or joins) the object's decode pass and
+// waits for it; ctx ends the wait but not the pass.
+func (f *File) Size(ctx context.Context) (int64, error) {
+	f, err := f.current(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if n, ok := f.SizeKnown(); ok {
+		return n, nil
+	}
+	if f.kind == FileMeta {
+		_, err := f.render()
+		return 0, err
+	}
+	b := f.blob
+	if err := b.usable(); err != nil {
+		return 0, err
+	}
+	j, err := b.store.disk.acquireJob(b)
+	if err != nil {
+		return 0, err
+	}
+	defer b.store.disk.releaseJob(j)
+	n, err := j.wait(ctx)
+	if err != nil {
+		return 0, err
+	}
+	// A streaming handle may have finished first; both give the same size.
+	b.mu.Lock()
+	if b.dec.size < 0 {
+		b.dec.size = n
+	}
+	b.mu.Unlock()
+	return n, nil
+}
+
+// Xattr is an extended attribute.
+type Xattr struct {
+	Name  string
+	Value []byte
+}
+
+// Xattrs returns the user.backupy.* attributes of the file's object:
+// kind, state (locked, encrypted, unencrypted, verified, corrupt), run_id,
+// sha256, ciphertext_size and frames, each only when known.
+func (f *File) Xattrs() []Xattr {
+	b := f.blob
+	b.mu.Lock()
+	state := b.stateLocked()
+	sha := b.dec.computedSHA
+	if b.key != nil && b.key.sha != "" {
+		sha = b.key.sha
+	}
+	b.mu.Unlock()
+	xs := []Xattr{
+		{"user.backupy.kind", []byte(b.Kind)},
+		{"user.backupy.state", []byte(state)},
+	}
+	if run := b.RunID(); run != "" {
+		xs = append(xs, Xattr{"user.backupy.run_id", []byte(run)})
+	}
+	if sha != "" {
+		xs = append(xs, Xattr{"user.backupy.sha256", []byte(sha)})
+	}
+	xs = append(xs, Xattr{"user.backupy.ciphertext_size", []byte(strconv.FormatInt(b.Size, 10))})
+	if b.index != nil {
+		xs = append(xs, Xattr{"user.backupy.frames", []byte(strconv.FormatInt(b.index.Frames(), 10))})
+	}
+	return xs
+}
+
+// metaDoc is the content of <base>.meta.json.
+type metaDoc struct {
+	ObjectKey      string    `json:"object_key"`
+	Kind           Kind      `json:"kind"`
+	State          string    `json:"state"`
+	CiphertextSize int64     `json:"ciphertext_size"`
+	ModTime        time.Time `json:"mtime"`
+	Frames         *int64    `json:"frames,omitempty"`
+	FrameLayout    string    `json:"frame_layout,omitempty"`
+	CompressedSize int64     `json:"compressed_size"`
+	DecodedSize    *int64    `json:"decoded_size"`
+	Payload        string    `json:"payload,omitempty"`
+	RunID          string    `json:"run_id,omitempty"`
+	Key            *metaKey  `json:"key,omitempty"`
+	SHA256         metaSHA   `json:"sha256"`
+	ZstdChecksum   string    `json:"zstd_checksum"`
+	Corruption     string    `json:"corruption,omitempty"`
+}
+
+type metaKey struct {
+	MatchedBy   string `json:"matched_by"`
+	Source      string `json:"source"`
+	Fingerprint string `json:"fingerprint,omitempty"`
+}
+
+type metaSHA struct {
+	Expected string `json:"expected,omitempty"`
+	Computed string `json:"computed,omitempty"`
+}
+
+func (f *File) render() ([]byte, error) {
+	b := f.blob
+	run := b.RunID()
+	b.mu.Lock()
+	doc := metaDoc{
+		ObjectKey:      b.Path,
+		Kind:           b.Kind,
+		State:          b.stateLocked(),
+		CiphertextSize: b.Size,
+		ModTime:        b.ModTime.UTC(),
+		CompressedSize: b.compressedSize(),
+		RunID:          run,
+		ZstdChecksum:   "not checked yet",
+	}
+	if b.index != nil {
+		k := b.index.Frames()
+		doc.Frames = &k
+		doc.FrameLayout = "regular"
+		if !b.index.Regular() {
+			doc.FrameLayout = "irregular"
+		}
+	}
+	if b.Kind != KindForeign && !(b.Kind == KindEncrypted && b.key == nil) {
+		doc.Payload = b.pl.ext
+		if !b.pl.zstd {
+			doc.ZstdChecksum = "not zstd"
+		}
+	}
+	if b.dec.size >= 0 {
+		n := b.dec.size
+		doc.DecodedSize = &n
+	}
+	if b.key != nil {
+		doc.Key = &metaKey{MatchedBy: b.key.how, Source: b.key.source}
+		if b.key.dek != nil {
+			doc.Key.Fingerprint = b.key.dek.Fingerprint()
+		}
+		doc.SHA256.Expected = b.key.sha
+	}
+	doc.SHA256.Computed = b.dec.computedSHA
+	if b.dec.zstdOK {
+		doc.ZstdChecksum = "ok"
+	}
+	if b.dec.corrupt != nil {
+		doc.Corruption = b.dec.corrupt.Error()
+	}
+	b.mu.Unlock()
+	out, err := json.MarshalIndent(doc, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("backupy: meta for %s: %w", b.Path, err)
+	}
+	return append(out, '\n'), nil
+}
