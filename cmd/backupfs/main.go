@@ -23,10 +23,11 @@ var version = "dev"
 const usage = `usage: backupfs <command> [flags] [arguments]
 
 Commands:
+  mount   mount repositories and blob stores as a read-only filesystem
   list    list the items of a Bupstash repository
   ls      list the files of an item, like ls -l
   cat     write an item's data, or a file inside it, to standard output
-  backupy read Backupy blob stores (ls, cat, import-token)
+  backupy read Backupy blob stores without mounting (ls, cat, import-token)
   version print the version
 
 Run 'backupfs <command> -h' for a command's flags. The repository and key
@@ -41,12 +42,13 @@ type command struct {
 }
 
 var commands = map[string]command{
-	"list": {runList},
-	"ls":   {runLs},
-	"cat":  {runCat},
+	"mount": {runMount},
+	"list":  {runList},
 	"backupy": {func(ctx context.Context, e *env, args []string) error {
 		return runBackupy(ctx, args, e.stdout, e.stderr)
 	}},
+	"ls":  {runLs},
+	"cat": {runCat},
 	"version": {func(_ context.Context, e *env, _ []string) error {
 		fmt.Fprintln(e.stdout, "backupfs", version)
 		return nil

@@ -1,0 +1,90 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"path/filepath"
+
+	"github.com/BurntSushi/toml"
+)
+
+// config is the mount configuration file: global options and any number
+// of sources. Command-line flags override the global options.
+//
+//	cache_size = "512M"
+//	[[bupstash]]
+//	name = "home"                       # default: the repository's base name
+//	repo = "/backups/home"
+//	key = "/etc/backupfs/home.key"      # or key_command = "gpg -d …"
+type config struct {
+	CacheSize   string `toml:"cache_size"`
+	IndexMemory string `toml:"index_memory"`
+	AllowOther  bool   `toml:"allow_other"`
+	Xattrs      string `toml:"xattrs"`
+	UID         *int64 `toml:"uid"`
+	GID         *int64 `toml:"gid"`
+
+	Bupstash []bupstashConfig `toml:"bupstash"`
+}
+
+type bupstashConfig struct {
+	Name       string `toml:"name"`
+	Repo       string `toml:"repo"`
+	Key        string `toml:"key"`
+	KeyCommand string `toml:"key_command"`
+}
+
+// defaultConfigPath is $XDG_CONFIG_HOME/backupfs/config.toml, or
+// ~/.config/backupfs/config.toml.
+func defaultConfigPath(getenv func(string) string) string {
+	dir := getenv("XDG_CONFIG_HOME")
+	if dir == "" {
+		home := getenv("HOME")
+		if home == "" {
+			return ""
+		}
+		dir = filepath.Join(home, ".config")
+	}
+	return filepath.Join(dir, "backupfs", "config.toml")
+}
+
+// loadConfig reads path. A missing default file is no error; a missing
+// file named explicitly is.
+func loadConfig(path string, explicit bool) (*config, error) {
+	var c config
+	if path == "" {
+		return &c, nil
+	}
+	md, err := toml.DecodeFile(path, &c)
+	if errors.Is(err, fs.ErrNotExist) && !explicit {
+		return &c, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	if undecoded := md.Undecoded(); len(undecoded) > 0 {
+		return nil, fmt.Errorf("config %s: unknown setting %q", path, undecoded[0].String())
+	}
+	for i, b := range c.Bupstash {
+		if b.Repo == "" {
+			return nil, fmt.Errorf("config %s: bupstash source %d has no repo", path, i+1)
+		}
+		if b.Key != "" && b.KeyCommand != "" {
+			return nil, fmt.Errorf("config %s: bupstash source %q has both key and key_command", path, b.Repo)
+		}
+		// Relative paths are relative to the configuration file.
+		c.Bupstash[i].Repo = relativeTo(path, b.Repo)
+		if b.Key != "" {
+			c.Bupstash[i].Key = relativeTo(path, b.Key)
+		}
+	}
+	return &c, nil
+}
+
+func relativeTo(configPath, p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(filepath.Dir(configPath), p)
+}

@@ -1,0 +1,321 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/backupfs/backupfs/internal/fusetest"
+)
+
+// These tests run the real binary: signals, exit statuses and what a
+// killed process leaves behind cannot be tested in process.
+
+var (
+	buildOnce sync.Once
+	binary    string
+	buildErr  error
+)
+
+func backupfsBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "backupfs-bin")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binary = filepath.Join(dir, "backupfs")
+		out, err := exec.Command("go", "build", "-race", "-o", binary, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binary
+}
+
+// mountProcess is a running `backupfs mount`.
+type mountProcess struct {
+	cmd    *exec.Cmd
+	dir    string
+	stderr *syncBuffer
+	exited chan error
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startMount runs backupfs mount and waits until the mountpoint answers.
+func startMount(t *testing.T, env []string, args ...string) *mountProcess {
+	t.Helper()
+	fusetest.RequireFUSE(t)
+	p := &mountProcess{dir: args[len(args)-1], stderr: &syncBuffer{}, exited: make(chan error, 1)}
+	p.cmd = exec.Command(backupfsBinary(t), append([]string{"mount"}, args...)...)
+	p.cmd.Env = append(cleanEnv(), env...)
+	p.cmd.Stderr = p.stderr
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.exited <- p.cmd.Wait() }()
+	t.Cleanup(func() {
+		if p.cmd.ProcessState == nil {
+			p.cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-p.exited:
+			case <-time.After(10 * time.Second):
+				p.cmd.Process.Kill()
+			}
+		}
+		if fusetest.Mounted(p.dir) {
+			syscall.Unmount(p.dir, syscall.MNT_DETACH)
+		}
+	})
+	// Mounted, and answering: its FUSE INIT is done and the mount is ours,
+	// not a stale one left by an earlier process.
+	ready := func() bool {
+		if !fusetest.Mounted(p.dir) {
+			return false
+		}
+		_, err := os.ReadDir(p.dir)
+		return err == nil
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for !ready() {
+		select {
+		case err := <-p.exited:
+			t.Fatalf("backupfs mount exited (%v):\n%s", err, p.stderr)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not mounted after 15s:\n%s", p.stderr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return p
+}
+
+// wait waits for the process to exit and returns its status.
+func (p *mountProcess) wait(t *testing.T, within time.Duration) int {
+	t.Helper()
+	select {
+	case <-p.exited:
+		return p.cmd.ProcessState.ExitCode()
+	case <-time.After(within):
+		t.Fatalf("backupfs mount still running after %v:\n%s", within, p.stderr)
+		return -1
+	}
+}
+
+// cleanEnv is the test's environment without Bupstash or XDG settings
+// that would change which sources get mounted.
+func cleanEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "BUPSTASH_") || strings.HasPrefix(kv, "XDG_CONFIG_HOME=") || strings.HasPrefix(kv, "HOME=") {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return append(env, "HOME=/nonexistent")
+}
+
+func abs(t *testing.T, p string) string {
+	a, err := filepath.Abs(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// From the Bupstash environment alone: `backupfs mount DIR`.
+func TestMountFromEnvironmentAndSIGTERM(t *testing.T) {
+	dir := t.TempDir()
+	p := startMount(t, []string{"BUPSTASH_REPOSITORY=" + abs(t, repo012), "BUPSTASH_KEY=" + abs(t, primary012)}, dir)
+	b, err := os.ReadFile(filepath.Join(dir, "repo", "ids", "fdd75e29487490b4ef3eb1792242fc00", "sub", "s.txt"))
+	if err != nil || string(b) != "sub file\n" {
+		t.Fatalf("read: %q %v", b, err)
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	if code := p.wait(t, 10*time.Second); code != 0 {
+		t.Fatalf("exit status %d after SIGTERM:\n%s", code, p.stderr)
+	}
+	if fusetest.Mounted(dir) {
+		t.Fatal("still mounted after SIGTERM")
+	}
+}
+
+// SIGTERM while a reader is in the middle of a file: the mount still goes
+// away cleanly and the process exits 0; the reader gets an error, not a
+// hang.
+func TestSIGTERMWithBusyReader(t *testing.T) {
+	dir := t.TempDir()
+	p := startMount(t, nil, "--repo", abs(t, repo012), "--key", abs(t, primary012), dir)
+	f, err := os.Open(filepath.Join(dir, "repo", "ids", "fdd75e29487490b4ef3eb1792242fc00", "big.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	readerDone := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			if _, err := f.Read(buf); err != nil {
+				readerDone <- err
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	time.Sleep(100 * time.Millisecond)
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	if code := p.wait(t, 15*time.Second); code != 0 {
+		t.Fatalf("exit status %d:\n%s", code, p.stderr)
+	}
+	if fusetest.Mounted(dir) {
+		t.Fatal("still mounted")
+	}
+	select {
+	case err := <-readerDone:
+		if err == io.EOF {
+			t.Log("the reader finished before the mount went away")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the reader hangs after the mount went away")
+	}
+}
+
+func TestExternalUnmount(t *testing.T) {
+	dir := t.TempDir()
+	p := startMount(t, nil, "--repo", abs(t, repo012), "--key", abs(t, primary012), dir)
+	fusetest.Run(t, "fusermount3", "-u", dir)
+	if code := p.wait(t, 10*time.Second); code != 0 {
+		t.Fatalf("exit status %d:\n%s", code, p.stderr)
+	}
+}
+
+// A crashed mount leaves a dead mountpoint; the next mount cleans it up.
+func TestStaleMountIsCleanedUp(t *testing.T) {
+	dir := t.TempDir()
+	p := startMount(t, nil, "--repo", abs(t, repo012), "--key", abs(t, primary012), dir)
+	p.cmd.Process.Kill()
+	p.wait(t, 10*time.Second)
+	// Listing needs the (dead) server; a stat could be answered from the
+	// kernel's attribute cache.
+	if _, err := os.ReadDir(dir); !strings.Contains(fmt.Sprint(err), "not connected") {
+		t.Fatalf("after kill -9 the mountpoint gives %v, want a stale mount", err)
+	}
+	p2 := startMount(t, nil, "--repo", abs(t, repo012), "--key", abs(t, primary012), dir)
+	if _, err := os.ReadFile(filepath.Join(dir, "repo", "ids", "d5dbf2447bdcf7807b25732d40a02b35", "data")); err != nil {
+		t.Fatal(err)
+	}
+	p2.cmd.Process.Signal(syscall.SIGINT)
+	if code := p2.wait(t, 10*time.Second); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+}
+
+// Several sources from a configuration file in $XDG_CONFIG_HOME.
+func TestMountFromConfigFile(t *testing.T) {
+	cfgHome := t.TempDir()
+	os.MkdirAll(filepath.Join(cfgHome, "backupfs"), 0o755)
+	cfg := fmt.Sprintf(`cache_size = "64M"
+[[bupstash]]
+name = "new"
+repo = %q
+key = %q
+[[bupstash]]
+repo = %q
+key_command = "cat '%s'"
+`, abs(t, repo012), abs(t, primary012), abs(t, filepath.Join(testdata, "bupstash-versions/v0.10.3/repo")),
+		abs(t, filepath.Join(testdata, "bupstash-versions/v0.10.3/primary.key")))
+	os.WriteFile(filepath.Join(cfgHome, "backupfs", "config.toml"), []byte(cfg), 0o600)
+	dir := t.TempDir()
+	startMount(t, []string{"XDG_CONFIG_HOME=" + cfgHome}, dir)
+	ents, _ := os.ReadDir(dir)
+	if len(ents) != 2 || ents[0].Name() != "new" || ents[1].Name() != "repo" {
+		t.Fatalf("sources: %v", ents)
+	}
+	if _, err := os.ReadFile(filepath.Join(dir, "repo", "ids", "b467fd2f8192eddc81bb22361e6fa2ca", "data")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A mount that cannot happen says why in one line, with a non-zero status.
+func TestMountFailures(t *testing.T) {
+	fusetest.RequireFUSE(t)
+	busy := t.TempDir()
+	startMount(t, nil, "--repo", abs(t, repo012), "--key", abs(t, primary012), busy)
+	keys := abs(t, filepath.Join(testdata, "bupstash-0.12.1/keys"))
+	for _, tt := range []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"no such mountpoint", []string{"--repo", abs(t, repo012), "--key", abs(t, primary012), "/nonexistent/mnt"}, 1, "no such file or directory"},
+		{"already mounted", []string{"--repo", abs(t, repo012), "--key", abs(t, primary012), busy}, 1, "already a mountpoint"},
+		{"inside the repository", []string{"--repo", abs(t, repo012), "--key", abs(t, primary012), abs(t, filepath.Join(repo012, "data"))}, 1, "inside the source"},
+		{"put-only key", []string{"--repo", abs(t, repo012), "--key", filepath.Join(keys, "put.key"), t.TempDir()}, 1, "put-only"},
+		{"nothing to mount", []string{t.TempDir()}, 2, "nothing to mount"},
+		{"no mountpoint", []string{"--repo", abs(t, repo012)}, 2, "MOUNTPOINT"},
+		{"bad xattrs mode", []string{"--repo", abs(t, repo012), "--key", abs(t, primary012), "--xattrs", "maybe", t.TempDir()}, 2, "auto, on or off"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cmd := exec.Command(backupfsBinary(t), append([]string{"mount"}, tt.args...)...)
+			cmd.Env = cleanEnv()
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			done := make(chan error, 1)
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			go func() { done <- cmd.Wait() }()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				cmd.Process.Kill()
+				t.Fatalf("mount did not fail:\n%s", stderr.String())
+			}
+			msg := strings.TrimSpace(stderr.String())
+			if cmd.ProcessState.ExitCode() != tt.code || !strings.Contains(msg, tt.want) || strings.Contains(msg, "\n") ||
+				strings.Contains(msg, "goroutine") {
+				t.Fatalf("exit %d, stderr %q; want %d and one line with %q", cmd.ProcessState.ExitCode(), msg, tt.code, tt.want)
+			}
+		})
+	}
+}
+
+func TestDebugLogsRequests(t *testing.T) {
+	dir := t.TempDir()
+	p := startMount(t, nil, "--debug", "--repo", abs(t, repo012), "--key", abs(t, primary012), dir)
+	os.ReadDir(filepath.Join(dir, "repo"))
+	time.Sleep(100 * time.Millisecond)
+	if !strings.Contains(p.stderr.String(), "LOOKUP") && !strings.Contains(p.stderr.String(), "READDIR") {
+		t.Fatalf("--debug logged no requests:\n%s", p.stderr)
+	}
+}
