@@ -303,6 +303,16 @@ func (b *Blob) prepare(ctx context.Context) error {
 		key = k
 		if key != nil && frame0 != nil {
 			pl = sniffPayload(frame0)
+			if !pl.zstd && key.sha != "" {
+				// The agent always compresses, so an encrypted payload
+				// that is not zstd is suspect: frames reordered so that
+				// another one comes first still decrypt (GCM does not bind
+				// a frame to its place). Such a view is never decoded, so
+				// no pass would catch it; check the object hash now.
+				if err := b.checkObjectSHA(ctx, key.sha); err != nil {
+					return err
+				}
+			}
 		}
 	case KindEmpty:
 		k, err := b.checkEmpty()
@@ -336,6 +346,37 @@ func (b *Blob) prepare(ctx context.Context) error {
 		})
 	}
 	return nil
+}
+
+// checkObjectSHA hashes the whole object and marks it corrupt if the hash
+// is not want.
+func (b *Blob) checkObjectSHA(ctx context.Context, want string) error {
+	f, err := b.openObject()
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, readerWithContext{ctx, f}); err != nil {
+		return fmt.Errorf("backupy: %s: %w", b.Path, err)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); !strings.EqualFold(got, want) {
+		b.markCorrupt(fmt.Errorf("%w: object sha256 %s, expected %s", errHashMismatch, got, want))
+	}
+	return nil
+}
+
+// readerWithContext stops a long read when its context ends.
+type readerWithContext struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (r readerWithContext) Read(p []byte) (int, error) {
+	if err := r.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return r.r.Read(p)
 }
 
 // learnSizeFromPayload sets the decoded size when it is known without a

@@ -231,3 +231,35 @@ func TestStreamingReaderVerifiesAtKnownSize(t *testing.T) {
 		t.Fatalf("read of the whole known size = %v", err)
 	}
 }
+
+// Swapping frame 0 with another full frame passes every frame tag and hides
+// the zstd magic, so the object would be shown as an undecoded .bin view
+// that no pass ever checks. With the object's sha256 known (here from the
+// token), that is caught when the object is first looked at.
+func TestSwappedFirstFrameWithKnownSHA(t *testing.T) {
+	ctx := context.Background()
+	m := newMultiFrame(t, 6<<20)
+	swapped := corruptCopy(m.blob, func(b []byte) []byte {
+		f0 := bytes.Clone(b[:fullFrame])
+		copy(b, b[fullFrame:2*fullFrame])
+		copy(b[fullFrame:], f0)
+		return b
+	})
+	ts := newTestStore(t, m.keyring(t, true), map[string][]byte{m.name: swapped})
+	b := ts.blob(m.name)
+	files, err := ts.Store.Files(ctx, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(b.Corrupt(), errHashMismatch) {
+		t.Fatalf("corruption %v, want the sha256 mismatch", b.Corrupt())
+	}
+	for _, f := range files {
+		if f.Kind() == FileRaw || f.Kind() == FileMeta { // these tell the truth about the object
+			continue
+		}
+		if _, err := readAll(ctx, f, 1<<20); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("%s: %v, want ErrCorrupt", f.Name(), err)
+		}
+	}
+}
