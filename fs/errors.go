@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/backupfs/backupfs/repo/backupy"
 	"github.com/backupfs/backupfs/repo/bupstash"
 	"github.com/hanwen/go-fuse/v2/fuse"
 )
@@ -30,6 +31,10 @@ func status(err error) fuse.Status {
 		return fuse.ENOENT
 	case errors.Is(err, bupstash.ErrNotRegular):
 		return fuse.EINVAL
+	case errors.Is(err, backupy.ErrLocked):
+		return fuse.Status(syscall.ENOKEY) // no key opens this blob
+	case errors.Is(err, backupy.ErrChanged):
+		return fuse.Status(syscall.ESTALE)
 	default:
 		return fuse.EIO
 	}

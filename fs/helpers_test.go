@@ -135,3 +135,5 @@ func readJSONL(t *testing.T, path string) []map[string]any {
 }
 
 func fsOptions() fs.Options { return fs.Options{} }
+
+func newTestLogger(w *logBuffer) *slog.Logger { return slog.New(slog.NewTextHandler(w, nil)) }

@@ -44,6 +44,44 @@ type synthDir interface {
 	list(ctx context.Context) ([]dirent, error)
 }
 
+// synthFile is a synthetic regular file (a view of a Backupy object).
+type synthFile interface {
+	synthNode
+	// open returns a reader for one open of the file and the FOPEN flags
+	// to answer with.
+	open(ctx context.Context) (fileReader, uint32, error)
+}
+
+// fileReader reads one open file.
+type fileReader interface {
+	ReadAtContext(ctx context.Context, p []byte, off int64) (int, error)
+	Size(ctx context.Context) (int64, error)
+	Close() error
+}
+
+// attrTimer is a synthetic node whose attributes hold for a different time
+// than listTimeout.
+type attrTimer interface {
+	attrTimeout() time.Duration
+}
+
+// quickAttr is a synthetic node whose attributes can be expensive (a
+// decode pass); quickAttr fills them only if that costs nothing, so that
+// listing a directory never waits.
+type quickAttr interface {
+	quickAttr(a *fuse.Attr) bool
+}
+
+// xattrNode is a synthetic node with extended attributes.
+type xattrNode interface {
+	xattrs() []xattr
+}
+
+type xattr struct {
+	name  string
+	value []byte
+}
+
 // synthLink is a synthetic symlink.
 type synthLink interface {
 	synthNode

@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"syscall"
 	"time"
@@ -43,6 +44,9 @@ func (f *FS) attrOf(ctx context.Context, id uint64, a *fuse.Attr) (time.Duration
 		return 0, err
 	}
 	a.Ino = id
+	if t, ok := s.(attrTimer); ok {
+		return t.attrTimeout(), nil
+	}
 	return listTimeout, nil
 }
 
@@ -268,6 +272,24 @@ func (f *FS) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirE
 		if h.item != nil {
 			timeout = stableTimeout
 		}
+		if s, ok := f.nodes.get(id); ok {
+			if q, ok := s.(quickAttr); ok {
+				// Attributes that would need a decode pass are left out:
+				// the kernel looks the entry up when someone asks.
+				if !q.quickAttr(&eo.Attr) {
+					*eo = fuse.EntryOut{}
+					return true
+				}
+				eo.Attr.Ino = id
+				eo.NodeId = id
+				eo.SetEntryTimeout(timeout)
+				eo.SetAttrTimeout(timeout)
+				if t, ok := s.(attrTimer); ok {
+					eo.SetAttrTimeout(t.attrTimeout())
+				}
+				return true
+			}
+		}
 		if err = f.entryOf(ctx, id, eo, timeout); err != nil {
 			// The entry went away between listing and now; the
 			// kernel will look it up again and get ENOENT.
@@ -285,27 +307,37 @@ func (f *FS) ReleaseDir(in *fuse.ReleaseIn) { f.handles.remove(in.Fh) }
 // fileHandle is an open file with its own reader, so sequential access is
 // recognised (and read ahead) per open file.
 type fileHandle struct {
-	item   *itemNode
+	r      fileReader
+	logKey string
+	attrs  []any // what log lines about this file say
+
+	item   *itemNode // for files inside Bupstash items
 	record uint32
-	path   string
-	file   *bupstash.File
-	r      *bupstash.FileReader
 }
+
+// bupstashReader adapts a Bupstash file reader.
+type bupstashReader struct {
+	*bupstash.FileReader
+	size int64
+}
+
+func (r bupstashReader) Size(context.Context) (int64, error) { return r.size, nil }
+func (r bupstashReader) Close() error                        { return nil }
 
 // Open implements fuse.RawFileSystem.
 func (f *FS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
 	if in.Flags&syscall.O_ACCMODE != syscall.O_RDONLY || in.Flags&syscall.O_TRUNC != 0 {
 		return fuse.EROFS
 	}
+	ctx := newContext(cancel)
 	slot, record, ok := splitNodeID(in.NodeId)
 	if !ok {
-		return fuse.EISDIR
+		return f.openSynth(ctx, in.NodeId, out)
 	}
 	n := f.items.get(slot)
 	if n == nil {
 		return fuse.Status(syscall.ESTALE)
 	}
-	ctx := newContext(cancel)
 	file, path, err := n.file(ctx, record)
 	if err != nil {
 		return status(err)
@@ -318,9 +350,38 @@ func (f *FS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fu
 			return status(err)
 		}
 	}
-	out.Fh = f.handles.add(&fileHandle{item: n, record: record, path: path, file: file, r: file.NewReader()})
+	out.Fh = f.handles.add(&fileHandle{
+		r:      bupstashReader{file.NewReader(), file.Size()},
+		logKey: n.src.name + "/" + n.item.ID.String() + "/" + path,
+		attrs:  n.logAttrs(path),
+		item:   n,
+		record: record,
+	})
 	// File contents never change: keep the page cache across opens.
 	out.OpenFlags |= fuse.FOPEN_KEEP_CACHE
+	return fuse.OK
+}
+
+func (f *FS) openSynth(ctx context.Context, id uint64, out *fuse.OpenOut) fuse.Status {
+	s, ok := f.nodes.get(id)
+	if !ok {
+		return fuse.Status(syscall.ESTALE)
+	}
+	sf, ok := s.(synthFile)
+	if !ok {
+		return fuse.EISDIR
+	}
+	r, flags, err := sf.open(ctx)
+	if err != nil {
+		return status(err)
+	}
+	h := &fileHandle{r: r, logKey: fmt.Sprint(id)}
+	if l, ok := s.(interface{ logAttrs() []any }); ok {
+		h.attrs = l.logAttrs()
+		h.logKey = fmt.Sprint(h.attrs...)
+	}
+	out.Fh = f.handles.add(h)
+	out.OpenFlags |= flags
 	return fuse.OK
 }
 
@@ -335,18 +396,20 @@ func (f *FS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.Rea
 	buf = buf[:min(uint64(len(buf)), uint64(in.Size))]
 	n, err := h.r.ReadAtContext(newContext(cancel), buf, int64(in.Offset))
 	if err != nil && err != io.EOF {
-		f.errs.report(h.logKey(), "read failed", err, append(h.item.logAttrs(h.path), "offset", in.Offset)...)
+		f.errs.report(h.logKey, "read failed", err, append(h.attrs, "offset", in.Offset)...)
 		return nil, status(err)
 	}
 	return fuse.ReadResultData(buf[:n]), fuse.OK
 }
 
-func (h *fileHandle) logKey() string {
-	return h.item.src.name + "/" + h.item.item.ID.String() + "/" + h.path
-}
-
 // Release implements fuse.RawFileSystem.
-func (f *FS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) { f.handles.remove(in.Fh) }
+func (f *FS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
+	if h, ok := f.handles.remove(in.Fh).(*fileHandle); ok {
+		if err := h.r.Close(); err != nil {
+			f.log.Warn("closing a file", append(h.attrs, "err", err)...)
+		}
+	}
+}
 
 // StatFs implements fuse.RawFileSystem.
 func (f *FS) StatFs(cancel <-chan struct{}, header *fuse.InHeader, out *fuse.StatfsOut) fuse.Status {

@@ -152,11 +152,16 @@ func (f *FS) Lseek(cancel <-chan struct{}, in *fuse.LseekIn, out *fuse.LseekOut)
 	if !ok {
 		return fuse.EBADF
 	}
-	off, size := int64(in.Offset), h.file.Size()
+	ctx := newContext(cancel)
+	size, err := h.r.Size(ctx)
+	if err != nil {
+		return status(err)
+	}
+	off := int64(in.Offset)
 	if off < 0 || off >= size {
 		return fuse.Status(syscall.ENXIO)
 	}
-	if !h.item.isSparse(h.record) {
+	if h.item == nil || !h.item.isSparse(h.record) {
 		switch in.Whence {
 		case seekData:
 			out.Offset = uint64(off)
@@ -167,9 +172,9 @@ func (f *FS) Lseek(cancel <-chan struct{}, in *fuse.LseekIn, out *fuse.LseekOut)
 		}
 		return fuse.OK
 	}
-	z, err := h.item.zeroMap(newContext(cancel), h.record)
+	z, err := h.item.zeroMap(ctx, h.record)
 	if err != nil {
-		f.errs.report(h.logKey(), "cannot map holes", err, h.item.logAttrs(h.path)...)
+		f.errs.report(h.logKey, "cannot map holes", err, h.attrs...)
 		return status(err)
 	}
 	switch in.Whence {

@@ -3,17 +3,21 @@ package fs
 import (
 	"syscall"
 
-	"github.com/backupfs/backupfs/repo/bupstash"
 	"github.com/hanwen/go-fuse/v2/fuse"
 )
 
-// xattrsOf returns a node's saved extended attributes. Synthetic nodes,
-// item directories and raw items have none.
-func (f *FS) xattrsOf(cancel <-chan struct{}, id uint64) ([]bupstash.Xattr, error) {
+// xattrsOf returns a node's extended attributes: the saved ones inside
+// Bupstash items, what is known about a Backupy object on its views, none
+// elsewhere.
+func (f *FS) xattrsOf(cancel <-chan struct{}, id uint64) ([]xattr, error) {
 	slot, record, ok := splitNodeID(id)
 	if !ok {
-		if _, ok := f.nodes.get(id); !ok {
+		s, ok := f.nodes.get(id)
+		if !ok {
 			return nil, syscall.ESTALE
+		}
+		if x, ok := s.(xattrNode); ok {
+			return x.xattrs(), nil
 		}
 		return nil, nil
 	}
@@ -31,7 +35,12 @@ func (f *FS) xattrsOf(cancel <-chan struct{}, id uint64) ([]bupstash.Xattr, erro
 	if int(record) >= t.Len() {
 		return nil, syscall.ENOENT
 	}
-	return t.Xattrs(record), nil
+	saved := t.Xattrs(record)
+	xs := make([]xattr, len(saved))
+	for i, x := range saved {
+		xs[i] = xattr{x.Name, x.Value}
+	}
+	return xs, nil
 }
 
 // GetXAttr implements fuse.RawFileSystem: with an empty dest it reports the
@@ -42,16 +51,16 @@ func (f *FS) GetXAttr(cancel <-chan struct{}, header *fuse.InHeader, attr string
 		return 0, status(err)
 	}
 	for _, x := range xs {
-		if x.Name != attr {
+		if x.name != attr {
 			continue
 		}
 		if len(dest) == 0 {
-			return uint32(len(x.Value)), fuse.OK
+			return uint32(len(x.value)), fuse.OK
 		}
-		if len(dest) < len(x.Value) {
-			return uint32(len(x.Value)), fuse.ERANGE
+		if len(dest) < len(x.value) {
+			return uint32(len(x.value)), fuse.ERANGE
 		}
-		return uint32(copy(dest, x.Value)), fuse.OK
+		return uint32(copy(dest, x.value)), fuse.OK
 	}
 	return 0, fuse.ENOATTR
 }
@@ -64,7 +73,7 @@ func (f *FS) ListXAttr(cancel <-chan struct{}, header *fuse.InHeader, dest []byt
 	}
 	size := 0
 	for _, x := range xs {
-		size += len(x.Name) + 1
+		size += len(x.name) + 1
 	}
 	if len(dest) == 0 {
 		return uint32(size), fuse.OK
@@ -74,7 +83,7 @@ func (f *FS) ListXAttr(cancel <-chan struct{}, header *fuse.InHeader, dest []byt
 	}
 	off := 0
 	for _, x := range xs {
-		off += copy(dest[off:], x.Name)
+		off += copy(dest[off:], x.name)
 		dest[off] = 0
 		off++
 	}

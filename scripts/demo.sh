@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# make demo: mounts the sample repositories bundled in testdata/ (written by
-# genuine Bupstash 0.10.3, 0.11.0, 0.11.1 and 0.12.1, with public test keys)
-# on a temporary mountpoint, shows what to try, and unmounts on Ctrl-C.
+# make demo: mounts the samples bundled in testdata/ (repositories written by
+# genuine Bupstash 0.10.3, 0.11.0, 0.11.1 and 0.12.1, and a Backupy store,
+# all with public test keys) on a temporary mountpoint, shows what to try,
+# and unmounts on Ctrl-C.
 # DEMO_SECONDS=N unmounts by itself after N seconds (for unattended runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +37,13 @@ key = "$top/bupstash-versions/v0.10.3/primary.key"
 name = "maxbupst-0.10.3"
 repo = "$top/bupstash-0.10.3/small-0.10.3"
 key = "$top/bupstash-0.10.3/maxbupst-testkey.key"
+
+[[backupy]]
+name = "backupy"
+dir = "$top/backupy/store"
+tokens = ["$top/backupy/kat1.jwt"]
+views = "meta"
+cache_dir = "$work/backupy-cache"
 TOML
 
 "$bin" mount --config "$work/config.toml" "$mnt" &
@@ -63,6 +71,9 @@ show ls -l bupstash-0.12.1/latest/
 show ls -l bupstash-0.12.1/ids/fdd75e29487490b4ef3eb1792242fc00
 show cat bupstash-0.12.1/ids/fdd75e29487490b4ef3eb1792242fc00/sub/s.txt
 show getfattr -d bupstash-0.12.1/ids/fdd75e29487490b4ef3eb1792242fc00/a.txt 2>/dev/null || true
+show "ls -lR backupy/co_demo"
+show "head -4 backupy/co_demo/agt_1/job_sql/run_shop.sql"
+show cat backupy/co_demo/agt_1/job_kat/run_kat1.bin
 printf '\n# the same tree saved by Bupstash 0.10.3 and 0.11.1 (diff notes only the fifo and device it cannot compare):'
 show "diff -r --no-dereference bupstash-0.10.3/ids/61f99971c78c7b8ceff91ec0374d2a10 bupstash-0.11.1/ids/21005b7805101fabe090ee972e7251fe || true"
 )

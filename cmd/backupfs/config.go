@@ -17,6 +17,14 @@ import (
 //	name = "home"                       # default: the repository's base name
 //	repo = "/backups/home"
 //	key = "/etc/backupfs/home.key"      # or key_command = "gpg -d …"
+//
+//	[[backupy]]
+//	name = "databases"                  # default: the directory's base name
+//	dir = "/backups/backupy"
+//	tokens = ["/secure/run-1.jwt"]      # backupy-decrypt tokens
+//	token_dirs = ["/secure/tokens"]
+//	keyrings = ["/secure/backupy.keyring"]
+//	views = "zst,meta"                  # extra views
 type config struct {
 	CacheSize   string `toml:"cache_size"`
 	IndexMemory string `toml:"index_memory"`
@@ -26,6 +34,18 @@ type config struct {
 	GID         *int64 `toml:"gid"`
 
 	Bupstash []bupstashConfig `toml:"bupstash"`
+	Backupy  []backupyConfig  `toml:"backupy"`
+}
+
+type backupyConfig struct {
+	Name      string   `toml:"name"`
+	Dir       string   `toml:"dir"`
+	Tokens    []string `toml:"tokens"`
+	TokenDirs []string `toml:"token_dirs"`
+	Keyrings  []string `toml:"keyrings"`
+	Views     string   `toml:"views"`
+	CacheDir  string   `toml:"cache_dir"`
+	CacheSize string   `toml:"cache_size"`
 }
 
 type bupstashConfig struct {
@@ -77,6 +97,18 @@ func loadConfig(path string, explicit bool) (*config, error) {
 		c.Bupstash[i].Repo = relativeTo(path, b.Repo)
 		if b.Key != "" {
 			c.Bupstash[i].Key = relativeTo(path, b.Key)
+		}
+	}
+	for i, b := range c.Backupy {
+		if b.Dir == "" {
+			return nil, fmt.Errorf("config %s: backupy source %d has no dir", path, i+1)
+		}
+		c.Backupy[i].Dir = relativeTo(path, b.Dir)
+		c.Backupy[i].CacheDir = relativeTo(path, b.CacheDir)
+		for _, list := range [][]string{c.Backupy[i].Tokens, c.Backupy[i].TokenDirs, c.Backupy[i].Keyrings} {
+			for j := range list {
+				list[j] = relativeTo(path, list[j])
+			}
 		}
 	}
 	return &c, nil

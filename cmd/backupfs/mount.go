@@ -32,7 +32,9 @@ func runMount(ctx context.Context, e *env, args []string) error {
 		debug      = fset.Bool("debug", false, "log every FUSE request")
 		cacheSize  = byteSize(bupstash.DefaultCacheSize)
 		indexMem   = byteSize(fs.DefaultIndexMemory)
+		by         backupyMountFlags
 	)
+	by.register(fset)
 	fset.Var(&cacheSize, "cache-size", "decoded chunk cache size (suffixes K, M, G)")
 	fset.Var(&indexMem, "index-memory", "memory for decoded file trees; least recently used ones are dropped")
 	pos, err := parseInterleaved(fset, args)
@@ -92,8 +94,12 @@ func runMount(ctx context.Context, e *env, args []string) error {
 	if dir := firstNonEmpty(*repoDir, e.getenv("BUPSTASH_REPOSITORY")); dir != "" {
 		sources = append(sources, bupstashConfig{Name: *name, Repo: dir, Key: *keyPath})
 	}
-	if len(sources) == 0 {
-		return fmt.Errorf("%w: nothing to mount: use --repo (or set BUPSTASH_REPOSITORY), or list sources in %s", errUsage, cfgFile)
+	stores := cfg.Backupy
+	for _, dir := range by.dirs {
+		stores = append(stores, backupyConfig{Dir: dir, Views: by.views, CacheDir: by.cacheDir})
+	}
+	if len(sources)+len(stores) == 0 {
+		return fmt.Errorf("%w: nothing to mount: use --repo (or set BUPSTASH_REPOSITORY) or --backupy, or list sources in %s", errUsage, cfgFile)
 	}
 
 	chunks := cache.New(int64(cacheSize))
@@ -113,6 +119,21 @@ func runMount(ctx context.Context, e *env, args []string) error {
 		}
 		dirs = append(dirs, s.Repo)
 	}
+	for _, sc := range stores {
+		store, err := openStore(ctx, e, sc, &by, chunks)
+		if err != nil {
+			return err
+		}
+		defer store.Close() // saves what passes learned (sizes, checksums)
+		n := sc.Name
+		if n == "" {
+			n = filepath.Base(filepath.Clean(sc.Dir))
+		}
+		if err := filesystem.AddBackupy(n, store); err != nil {
+			return fmt.Errorf("%s: %w", sc.Dir, err)
+		}
+		dirs = append(dirs, sc.Dir, store.CacheDir())
+	}
 
 	mountpoint, err := fs.PrepareMountpoint(pos[0], dirs)
 	if err != nil {
@@ -122,7 +143,7 @@ func runMount(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	e.log.Info("mounted; unmount with Ctrl-C, umount or fusermount3 -u", "mountpoint", mountpoint, "sources", len(sources))
+	e.log.Info("mounted; unmount with Ctrl-C, umount or fusermount3 -u", "mountpoint", mountpoint, "sources", len(sources)+len(stores))
 	select {
 	case <-m.Done():
 		e.log.Info("unmounted from outside", "mountpoint", mountpoint)
