@@ -4,6 +4,11 @@
 // and supplies the function that produces the bytes on a miss (fetching,
 // decrypting, decompressing and verifying a chunk). Whatever the number of
 // readers asking for the same key at once, that function runs once.
+//
+// Chunks are reference counted so that their buffers can be reused: Get
+// hands out a *Chunk that the caller releases when done with its bytes,
+// and a buffer goes back to the BufferPool only when the cache has dropped
+// the chunk and every reader has released it.
 package cache
 
 import (
@@ -29,9 +34,49 @@ var lastSpace atomic.Uint64
 // NewSpace returns a key space unused so far in this process.
 func NewSpace() uint64 { return lastSpace.Add(1) }
 
-// FillFunc produces the bytes of a missing chunk. The returned slice is
-// shared with every reader of the key and must never be modified afterwards.
-type FillFunc func(ctx context.Context) ([]byte, error)
+// FillFunc produces the bytes of a missing chunk. If they live in a buffer
+// from the cache's pool (Buffers), buf is that buffer, to be recycled when
+// the chunk is dropped; otherwise buf is nil. data is shared with every
+// reader of the key and must never be modified afterwards.
+type FillFunc func(ctx context.Context) (data, buf []byte, err error)
+
+// Chunk is a cached chunk held by a reader. Its bytes stay valid until
+// Release; after that they may be reused for another chunk.
+type Chunk struct {
+	data []byte
+	buf  []byte // pooled buffer holding data, or nil
+	refs atomic.Int32
+	pool *BufferPool
+}
+
+// Bytes returns the chunk's bytes. They must not be modified.
+func (c *Chunk) Bytes() []byte { return c.data }
+
+// Len returns the chunk's length.
+func (c *Chunk) Len() int { return len(c.data) }
+
+// Release gives up the reader's hold on the chunk. Each Chunk returned by
+// Get must be released exactly once; forgetting to costs only the reuse of
+// its buffer, releasing twice would hand its bytes to someone else.
+func (c *Chunk) Release() {
+	switch n := c.refs.Add(-1); {
+	case n == 0:
+		if c.buf != nil {
+			c.pool.Put(c.buf)
+		}
+		c.data, c.buf = nil, nil
+	case n < 0:
+		panic("cache: chunk released more often than acquired")
+	}
+}
+
+// memory is what the chunk occupies.
+func (c *Chunk) memory() int64 {
+	if c.buf != nil {
+		return int64(cap(c.buf))
+	}
+	return int64(cap(c.data))
+}
 
 // Stats are cumulative counters and current sizes.
 type Stats struct {
@@ -42,7 +87,7 @@ type Stats struct {
 	Evictions  int64
 	FillErrors int64
 	FillBytes  int64 // bytes produced by fills
-	Bytes      int64 // bytes held now
+	Bytes      int64 // memory held now
 	Entries    int   // chunks held now
 	MaxBytes   int64
 }
@@ -56,13 +101,14 @@ func (s Stats) HitRatio() float64 {
 	return float64(s.Hits+s.Joined) / float64(total)
 }
 
-// ChunkCache is a least-recently-used cache of immutable byte slices bounded
-// by their total length. It is safe for concurrent use.
+// ChunkCache is a least-recently-used cache of immutable chunks bounded by
+// the memory they occupy. It is safe for concurrent use.
 type ChunkCache struct {
 	maxBytes int64
+	buffers  BufferPool
 
 	mu       sync.Mutex
-	lru      *simplelru.LRU[Key, []byte]
+	lru      *simplelru.LRU[Key, *Chunk]
 	bytes    int64
 	inflight map[Key]*fill
 
@@ -71,13 +117,18 @@ type ChunkCache struct {
 	hits, misses, joined, prefetched, evictions, fillErrors, fillBytes atomic.Int64
 }
 
+// fill is a fill under way. waiters counts the Gets that will receive its
+// chunk, each owed one reference; finished is set, under the cache's
+// mutex, when that count is settled.
 type fill struct {
-	done chan struct{}
-	data []byte
-	err  error
+	done     chan struct{}
+	chunk    *Chunk
+	err      error
+	waiters  int32
+	finished bool
 }
 
-// New returns a cache holding at most maxBytes of chunk data. Background
+// New returns a cache holding at most maxBytes of chunks. Background
 // prefetches run on at most GOMAXPROCS goroutines.
 func New(maxBytes int64) *ChunkCache {
 	c := &ChunkCache{
@@ -86,9 +137,10 @@ func New(maxBytes int64) *ChunkCache {
 		prefetchSlots: make(chan struct{}, runtime.GOMAXPROCS(0)),
 	}
 	// The entry count is not the bound; bytes are (see add).
-	lru, err := simplelru.NewLRU[Key, []byte](1<<31-1, func(_ Key, v []byte) {
-		c.bytes -= int64(len(v))
+	lru, err := simplelru.NewLRU[Key, *Chunk](1<<31-1, func(_ Key, ch *Chunk) {
+		c.bytes -= ch.memory()
 		c.evictions.Add(1)
+		ch.Release() // the cache's own reference
 	})
 	if err != nil {
 		panic(err) // only for a non-positive size
@@ -100,50 +152,60 @@ func New(maxBytes int64) *ChunkCache {
 // MaxBytes returns the byte bound given to New.
 func (c *ChunkCache) MaxBytes() int64 { return c.maxBytes }
 
-// Get returns the chunk for k, calling fill on a miss. Concurrent Gets of the
+// Buffers returns the pool fill functions should take buffers from.
+func (c *ChunkCache) Buffers() *BufferPool { return &c.buffers }
+
+// Get returns the chunk for k, calling fn on a miss. Concurrent Gets of the
 // same key share one fill. A Get whose ctx ends stops waiting, but the fill
-// goes on for the others and for the cache. Errors are not cached.
-func (c *ChunkCache) Get(ctx context.Context, k Key, fn FillFunc) ([]byte, error) {
+// goes on for the others and for the cache. Errors are not cached. The
+// caller must Release the chunk.
+func (c *ChunkCache) Get(ctx context.Context, k Key, fn FillFunc) (*Chunk, error) {
 	c.mu.Lock()
-	if v, ok := c.lru.Get(k); ok {
+	if ch, ok := c.lru.Get(k); ok {
+		ch.refs.Add(1)
 		c.mu.Unlock()
 		c.hits.Add(1)
-		return v, nil
+		return ch, nil
 	}
 	if f, ok := c.inflight[k]; ok {
+		f.waiters++
 		c.mu.Unlock()
 		c.joined.Add(1)
-		return wait(ctx, f)
+		return c.wait(ctx, f)
 	}
-	f := &fill{done: make(chan struct{})}
+	f := &fill{done: make(chan struct{}), waiters: 1}
 	c.inflight[k] = f
 	c.mu.Unlock()
 	c.misses.Add(1)
 
 	// The fill must not die with this caller: others may be waiting for it.
 	go c.run(context.WithoutCancel(ctx), k, f, fn)
-	return wait(ctx, f)
+	return c.wait(ctx, f)
 }
 
-// Prefetch starts filling k in the background unless it is cached, already
-// being filled, or every prefetch slot is busy. It reports whether it started
-// a fill. Prefetches are hints: dropping one costs only latency later.
+// Prefetch starts filling k in the background unless it is cached or
+// already being filled. It reports false only when every prefetch slot is
+// busy, so the caller can try again later; prefetches are hints, and
+// dropping one costs only latency.
 func (c *ChunkCache) Prefetch(ctx context.Context, k Key, fn FillFunc) bool {
+	c.mu.Lock()
+	_, inflight := c.inflight[k]
+	present := inflight || c.lru.Contains(k)
+	c.mu.Unlock()
+	if present {
+		return true
+	}
 	select {
 	case c.prefetchSlots <- struct{}{}:
 	default:
 		return false
 	}
 	c.mu.Lock()
-	if c.lru.Contains(k) {
+	_, inflight = c.inflight[k]
+	if inflight || c.lru.Contains(k) {
 		c.mu.Unlock()
 		<-c.prefetchSlots
-		return false
-	}
-	if _, ok := c.inflight[k]; ok {
-		c.mu.Unlock()
-		<-c.prefetchSlots
-		return false
+		return true
 	}
 	f := &fill{done: make(chan struct{})}
 	c.inflight[k] = f
@@ -163,22 +225,44 @@ func (c *ChunkCache) Contains(k Key) bool {
 	return c.lru.Contains(k)
 }
 
-// Peek returns k's chunk if it is cached, without filling it.
-func (c *ChunkCache) Peek(k Key) ([]byte, bool) {
+// Len returns the length of k's chunk if it is cached.
+func (c *ChunkCache) Len(k Key) (int, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.lru.Get(k)
+	ch, ok := c.lru.Peek(k)
+	if !ok {
+		return 0, false
+	}
+	return len(ch.data), true
 }
 
 func (c *ChunkCache) run(ctx context.Context, k Key, f *fill, fn FillFunc) {
-	data, err := safeFill(ctx, fn)
-	f.data, f.err = data, err
+	data, buf, err := safeFill(ctx, fn)
+	var ch *Chunk
+	if err == nil {
+		ch = &Chunk{data: data, buf: buf, pool: &c.buffers}
+	}
 
 	c.mu.Lock()
 	delete(c.inflight, k)
-	if err == nil {
-		c.add(k, data)
+	f.finished = true
+	if ch != nil {
+		// One reference per waiting Get, one for the cache if it keeps the
+		// chunk; with neither (a prefetch too big to keep), none: recycle.
+		refs := f.waiters
+		cached := ch.memory() <= c.maxBytes
+		if cached {
+			refs++
+		}
+		ch.refs.Store(refs)
+		if cached {
+			c.add(k, ch)
+		} else if refs == 0 {
+			ch.refs.Store(1)
+			ch.Release()
+		}
 	}
+	f.chunk, f.err = ch, err
 	c.mu.Unlock()
 
 	if err != nil {
@@ -191,7 +275,7 @@ func (c *ChunkCache) run(ctx context.Context, k Key, f *fill, fn FillFunc) {
 
 // safeFill turns a panic in a fill function into an error, so one bad chunk
 // can never take the process down.
-func safeFill(ctx context.Context, fn FillFunc) (data []byte, err error) {
+func safeFill(ctx context.Context, fn FillFunc) (data, buf []byte, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = &PanicError{Value: r}
@@ -216,19 +300,14 @@ func stringify(v any) string {
 	}
 }
 
-// add inserts v and evicts least recently used chunks until the total fits.
-// A chunk larger than the whole cache is handed to its readers but not kept.
-// The caller holds c.mu.
-func (c *ChunkCache) add(k Key, v []byte) {
-	size := int64(len(v))
-	if size > c.maxBytes {
-		return
-	}
-	if old, ok := c.lru.Peek(k); ok {
-		c.bytes -= int64(len(old))
-	}
-	c.lru.Add(k, v)
-	c.bytes += size
+// add inserts ch (which carries the cache's reference) and evicts least
+// recently used chunks until the total fits. The caller holds c.mu.
+func (c *ChunkCache) add(k Key, ch *Chunk) {
+	// Fills are single-flight, so k is not cached; if it were, removing
+	// it releases and unaccounts it through the eviction callback.
+	c.lru.Remove(k)
+	c.lru.Add(k, ch)
+	c.bytes += ch.memory()
 	for c.bytes > c.maxBytes {
 		if _, _, ok := c.lru.RemoveOldest(); !ok {
 			break
@@ -236,13 +315,27 @@ func (c *ChunkCache) add(k Key, v []byte) {
 	}
 }
 
-func wait(ctx context.Context, f *fill) ([]byte, error) {
+// wait waits for a fill this Get is counted in, and returns its chunk with
+// the reference owed to this Get. A Get that gives up gives its reference
+// back.
+func (c *ChunkCache) wait(ctx context.Context, f *fill) (*Chunk, error) {
 	select {
 	case <-f.done:
-		return f.data, f.err
+		return f.chunk, f.err
 	case <-ctx.Done():
+	}
+	c.mu.Lock()
+	if !f.finished {
+		f.waiters--
+		c.mu.Unlock()
 		return nil, context.Cause(ctx)
 	}
+	c.mu.Unlock()
+	<-f.done // settled, so about to be closed
+	if f.chunk != nil {
+		f.chunk.Release()
+	}
+	return nil, context.Cause(ctx)
 }
 
 // Stats returns a snapshot of the counters.

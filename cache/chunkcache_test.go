@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,17 +14,28 @@ import (
 func key(space uint64, b byte) Key { return Key{Space: space, Addr: [32]byte{b}} }
 
 func constFill(v []byte, calls *atomic.Int64) FillFunc {
-	return func(context.Context) ([]byte, error) {
+	return func(context.Context) ([]byte, []byte, error) {
 		calls.Add(1)
-		return v, nil
+		return v, nil, nil
 	}
+}
+
+// get fetches a key and copies its bytes out, releasing the chunk.
+func get(t *testing.T, c *ChunkCache, k Key, fn FillFunc) ([]byte, error) {
+	t.Helper()
+	ch, err := c.Get(context.Background(), k, fn)
+	if err != nil {
+		return nil, err
+	}
+	defer ch.Release()
+	return bytes.Clone(ch.Bytes()), nil
 }
 
 func TestGetFillsOnceAndHits(t *testing.T) {
 	c := New(1 << 20)
 	var calls atomic.Int64
 	for i := 0; i < 3; i++ {
-		v, err := c.Get(context.Background(), key(1, 1), constFill([]byte("abc"), &calls))
+		v, err := get(t, c, key(1, 1), constFill([]byte("abc"), &calls))
 		if err != nil || string(v) != "abc" {
 			t.Fatalf("Get = %q, %v", v, err)
 		}
@@ -35,13 +47,16 @@ func TestGetFillsOnceAndHits(t *testing.T) {
 	if s.Hits != 2 || s.Misses != 1 || s.Bytes != 3 || s.Entries != 1 {
 		t.Fatalf("stats = %+v", s)
 	}
+	if n, ok := c.Len(key(1, 1)); !ok || n != 3 {
+		t.Fatalf("Len = %d, %v", n, ok)
+	}
 }
 
 func TestSpacesDoNotShareEntries(t *testing.T) {
 	c := New(1 << 20)
 	var calls atomic.Int64
-	a, _ := c.Get(context.Background(), key(1, 7), constFill([]byte("one"), &calls))
-	b, _ := c.Get(context.Background(), key(2, 7), constFill([]byte("two"), &calls))
+	a, _ := get(t, c, key(1, 7), constFill([]byte("one"), &calls))
+	b, _ := get(t, c, key(2, 7), constFill([]byte("two"), &calls))
 	if string(a) != "one" || string(b) != "two" || calls.Load() != 2 {
 		t.Fatalf("got %q %q after %d fills", a, b, calls.Load())
 	}
@@ -51,10 +66,10 @@ func TestConcurrentGetsShareOneFill(t *testing.T) {
 	c := New(1 << 20)
 	var calls atomic.Int64
 	release := make(chan struct{})
-	fill := func(context.Context) ([]byte, error) {
+	fill := func(context.Context) ([]byte, []byte, error) {
 		calls.Add(1)
 		<-release
-		return []byte("shared"), nil
+		return []byte("shared"), nil, nil
 	}
 	var wg sync.WaitGroup
 	results := make([][]byte, 32)
@@ -62,14 +77,13 @@ func TestConcurrentGetsShareOneFill(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			v, err := c.Get(context.Background(), key(1, 1), fill)
+			v, err := get(t, c, key(1, 1), fill)
 			if err != nil {
 				t.Error(err)
 			}
 			results[i] = v
 		}()
 	}
-	// Let every goroutine reach the cache before the fill completes.
 	for c.Stats().Misses+c.Stats().Joined < 32 {
 		time.Sleep(time.Millisecond)
 	}
@@ -89,7 +103,7 @@ func TestEvictsByBytes(t *testing.T) {
 	c := New(10)
 	var calls atomic.Int64
 	for i := byte(0); i < 5; i++ {
-		if _, err := c.Get(context.Background(), key(1, i), constFill(make([]byte, 4), &calls)); err != nil {
+		if _, err := get(t, c, key(1, i), constFill(make([]byte, 4), &calls)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -97,7 +111,6 @@ func TestEvictsByBytes(t *testing.T) {
 	if s.Bytes > 10 || s.Entries != 2 || s.Evictions != 3 {
 		t.Fatalf("stats = %+v, want 2 entries within 10 bytes", s)
 	}
-	// The two most recent survive.
 	if !c.Contains(key(1, 4)) || !c.Contains(key(1, 3)) || c.Contains(key(1, 0)) {
 		t.Fatal("wrong entries evicted")
 	}
@@ -106,7 +119,7 @@ func TestEvictsByBytes(t *testing.T) {
 func TestOversizedChunkIsReturnedButNotKept(t *testing.T) {
 	c := New(8)
 	var calls atomic.Int64
-	v, err := c.Get(context.Background(), key(1, 1), constFill(make([]byte, 9), &calls))
+	v, err := get(t, c, key(1, 1), constFill(make([]byte, 9), &calls))
 	if err != nil || len(v) != 9 {
 		t.Fatalf("Get = %d bytes, %v", len(v), err)
 	}
@@ -119,7 +132,7 @@ func TestErrorsAreNotCached(t *testing.T) {
 	c := New(100)
 	boom := errors.New("boom")
 	var calls atomic.Int64
-	fail := func(context.Context) ([]byte, error) { calls.Add(1); return nil, boom }
+	fail := func(context.Context) ([]byte, []byte, error) { calls.Add(1); return nil, nil, boom }
 	for i := 0; i < 2; i++ {
 		if _, err := c.Get(context.Background(), key(1, 1), fail); !errors.Is(err, boom) {
 			t.Fatalf("err = %v", err)
@@ -132,7 +145,7 @@ func TestErrorsAreNotCached(t *testing.T) {
 
 func TestPanicInFillBecomesError(t *testing.T) {
 	c := New(100)
-	_, err := c.Get(context.Background(), key(1, 1), func(context.Context) ([]byte, error) {
+	_, err := c.Get(context.Background(), key(1, 1), func(context.Context) ([]byte, []byte, error) {
 		panic(fmt.Errorf("index out of range"))
 	})
 	var pe *PanicError
@@ -145,12 +158,12 @@ func TestCanceledWaiterDoesNotCancelFill(t *testing.T) {
 	c := New(100)
 	release := make(chan struct{})
 	var sawCancel atomic.Bool
-	fill := func(ctx context.Context) ([]byte, error) {
+	fill := func(ctx context.Context) ([]byte, []byte, error) {
 		<-release
 		if ctx.Err() != nil {
 			sawCancel.Store(true)
 		}
-		return []byte("ok"), nil
+		return []byte("ok"), nil, nil
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
@@ -166,7 +179,7 @@ func TestCanceledWaiterDoesNotCancelFill(t *testing.T) {
 		t.Fatalf("err = %v, want context.Canceled", err)
 	}
 	close(release)
-	v, err := c.Get(context.Background(), key(1, 1), fill)
+	v, err := get(t, c, key(1, 1), fill)
 	if err != nil || string(v) != "ok" || sawCancel.Load() {
 		t.Fatalf("Get = %q, %v (fill saw cancel: %v)", v, err, sawCancel.Load())
 	}
@@ -178,25 +191,153 @@ func TestPrefetch(t *testing.T) {
 	if !c.Prefetch(context.Background(), key(1, 1), constFill([]byte("p"), &calls)) {
 		t.Fatal("prefetch not started")
 	}
-	v, err := c.Get(context.Background(), key(1, 1), constFill([]byte("p"), &calls))
+	v, err := get(t, c, key(1, 1), constFill([]byte("p"), &calls))
 	if err != nil || string(v) != "p" {
 		t.Fatalf("Get = %q, %v", v, err)
 	}
 	if calls.Load() != 1 {
 		t.Fatalf("fill ran %d times", calls.Load())
 	}
-	if c.Prefetch(context.Background(), key(1, 1), constFill([]byte("p"), &calls)) {
-		t.Fatal("prefetch of a cached key started a fill")
+	if !c.Prefetch(context.Background(), key(1, 1), constFill([]byte("p"), &calls)) || calls.Load() != 1 {
+		t.Fatal("prefetch of a cached key must succeed without a fill")
+	}
+	// With every slot busy, a prefetch is refused so the caller can retry.
+	block := make(chan struct{})
+	slow := func(context.Context) ([]byte, []byte, error) { <-block; return []byte("s"), nil, nil }
+	for i := byte(10); i < 10+byte(cap(c.prefetchSlots)); i++ {
+		if !c.Prefetch(context.Background(), key(1, i), slow) {
+			t.Fatal("prefetch refused with a free slot")
+		}
+	}
+	if c.Prefetch(context.Background(), key(1, 99), slow) {
+		t.Fatal("prefetch accepted with every slot busy")
+	}
+	close(block)
+}
+
+// pooledFill fills a chunk into a pooled buffer stamped with b.
+func pooledFill(c *ChunkCache, b byte, n int) FillFunc {
+	return func(context.Context) ([]byte, []byte, error) {
+		buf := c.Buffers().Get(n)
+		for i := range buf {
+			buf[i] = b
+		}
+		return buf, buf, nil
+	}
+}
+
+// A pooled buffer goes back to the pool only when the cache has dropped the
+// chunk and its last reader has released it: a reader holding an evicted
+// chunk keeps seeing its bytes while others reuse memory.
+func TestBuffersAreReusedOnlyAfterTheLastRelease(t *testing.T) {
+	const n = 100 << 10
+	c := New(n * 2) // room for one pooled chunk (buffers round up)
+	held, err := c.Get(context.Background(), key(1, 1), pooledFill(c, 1, n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Evict it while held, then churn the pool.
+	for i := byte(2); i < 20; i++ {
+		ch, err := c.Get(context.Background(), key(1, i), pooledFill(c, i, n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ch.Release()
+	}
+	if c.Contains(key(1, 1)) {
+		t.Fatal("chunk 1 not evicted; the test proves nothing")
+	}
+	for _, b := range held.Bytes() {
+		if b != 1 {
+			t.Fatal("an evicted chunk's bytes were reused while a reader held it")
+		}
+	}
+	held.Release()
+	defer func() {
+		if recover() == nil {
+			t.Fatal("a second release did not panic")
+		}
+	}()
+	held.Release()
+}
+
+// Waiters that give up hand back their reference: the chunk's buffer is
+// recycled exactly once, and the others still see their bytes.
+func TestGivingUpWaitersBalanceReferences(t *testing.T) {
+	c := New(1 << 30)
+	release := make(chan struct{})
+	fill := func(context.Context) ([]byte, []byte, error) {
+		<-release
+		buf := c.Buffers().Get(200 << 10)
+		for i := range buf {
+			buf[i] = 7
+		}
+		return buf, buf, nil
+	}
+	var wg sync.WaitGroup
+	var got atomic.Int64
+	for i := 0; i < 16; i++ {
+		ctx, cancel := context.WithCancel(context.Background())
+		if i%2 == 0 {
+			cancel() // gives up before the fill ends
+		} else {
+			defer cancel()
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ch, err := c.Get(ctx, key(1, 1), fill)
+			if err != nil {
+				return
+			}
+			for _, b := range ch.Bytes() {
+				if b != 7 {
+					t.Error("wrong bytes")
+					break
+				}
+			}
+			ch.Release()
+			got.Add(1)
+		}()
+	}
+	time.Sleep(20 * time.Millisecond)
+	close(release)
+	wg.Wait()
+	if got.Load() < 8 {
+		t.Fatalf("%d readers got the chunk", got.Load())
+	}
+	c.mu.Lock()
+	ch, _ := c.lru.Peek(key(1, 1))
+	refs := ch.refs.Load()
+	c.mu.Unlock()
+	if refs != 1 {
+		t.Fatalf("after every reader released, refs = %d, want the cache's 1", refs)
+	}
+}
+
+func TestBufferClasses(t *testing.T) {
+	var p BufferPool
+	for _, n := range []int{1, 64 << 10, 64<<10 + 1, 100 << 10, 1 << 20, 1<<20 + 1, 8<<20 + 73, 20 << 20, 128 << 20, 128<<20 + 1} {
+		b := p.Get(n)
+		if len(b) != n {
+			t.Fatalf("Get(%d) has length %d", n, len(b))
+		}
+		if n > 64<<10 && n <= 128<<20 && (cap(b) < n || float64(cap(b)) > 1.25*float64(n)+1) {
+			t.Fatalf("Get(%d) has capacity %d", n, cap(b))
+		}
+		p.Put(b)
 	}
 }
 
 func BenchmarkGetHit(b *testing.B) {
 	c := New(1 << 30)
 	var calls atomic.Int64
-	c.Get(context.Background(), key(1, 1), constFill(make([]byte, 1<<20), &calls))
+	ch, _ := c.Get(context.Background(), key(1, 1), constFill(make([]byte, 1<<20), &calls))
+	ch.Release()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			c.Get(context.Background(), key(1, 1), nil)
+			ch, _ := c.Get(context.Background(), key(1, 1), nil)
+			ch.Release()
 		}
 	})
 }

@@ -75,6 +75,7 @@ func findEntry(ctx context.Context, o *bupstash.OpenItem, path string) (*bupstas
 	if err != nil {
 		return nil, fmt.Errorf("item %s: %w", o.Item().ID, err)
 	}
+	defer idx.Close()
 	var found *bupstash.IndexEntry
 	for {
 		ent, err := idx.Next(ctx)

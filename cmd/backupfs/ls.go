@@ -50,6 +50,7 @@ func runLs(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("item %s: %w", it.ID, err)
 	}
+	defer idx.Close()
 
 	// The index is streamed: entries print as they are decoded, so listing
 	// a huge snapshot needs no memory for it. Writers emit a directory's

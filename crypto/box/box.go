@@ -244,6 +244,18 @@ func (o *Opener) Key(envelope []byte) (BoxKey, error) {
 	return k, nil
 }
 
+// OpenInPlace authenticates envelope and decrypts it in place, returning
+// the plaintext, which aliases envelope: no memory is allocated.
+func (o *Opener) OpenInPlace(envelope []byte) ([]byte, error) {
+	k, err := o.Key(envelope)
+	if err != nil {
+		return nil, err
+	}
+	ct := envelope[NonceSize+MACSize : len(envelope)-KeySize]
+	// XORKeyStream may write over its input exactly: dst == src.
+	return OpenWithKey(ct[:0], &k, envelope)
+}
+
 // Open authenticates and decrypts envelope, appending the plaintext to dst.
 func (o *Opener) Open(dst, envelope []byte) ([]byte, error) {
 	k, err := o.Key(envelope)

@@ -133,6 +133,10 @@ func TestSealOpenRoundTrip(t *testing.T) {
 		if !bytes.Equal(got, append([]byte("prefix"), msg...)) {
 			t.Fatalf("n=%d: round trip mismatch", n)
 		}
+		inPlace, err := o.OpenInPlace(bytes.Clone(env))
+		if err != nil || !bytes.Equal(inPlace, msg) {
+			t.Fatalf("n=%d: in place: %v", n, err)
+		}
 		k, _ := o.Key(env)
 		if err := VerifyWithKey(&k, env); err != nil {
 			t.Fatalf("n=%d: verify: %v", n, err)

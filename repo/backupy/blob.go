@@ -506,7 +506,9 @@ func (b *Blob) matchKey(ctx context.Context) (*blobKey, []byte, error) {
 		}
 		frame0 := append([]byte(nil), pt...)
 		// Frame 0 is needed again for sniffing and by the first reads.
-		b.store.chunks.Get(ctx, b.frameKey(0), func(context.Context) ([]byte, error) { return frame0, nil })
+		if ch, err := b.store.chunks.Get(ctx, b.frameKey(0), func(context.Context) ([]byte, []byte, error) { return frame0, nil, nil }); err == nil {
+			ch.Release()
+		}
 		sha, run := kr.binding(c.entry.dek)
 		if run == "" {
 			run = c.entry.runID
@@ -532,28 +534,39 @@ func (b *Blob) compressedSize() int64 {
 	return b.Size
 }
 
-// frame returns the plaintext of frame i through the shared chunk cache.
-func (b *Blob) frame(ctx context.Context, key *blobKey, i int64) ([]byte, error) {
+// frame returns the plaintext of frame i through the shared chunk cache;
+// the caller must release it.
+func (b *Blob) frame(ctx context.Context, key *blobKey, i int64) (*cache.Chunk, error) {
 	return b.store.chunks.Get(ctx, b.frameKey(i), b.frameFill(key, i))
 }
 
+// frameFill reads and opens a frame in a buffer from the cache's pool.
 func (b *Blob) frameFill(key *blobKey, i int64) cache.FillFunc {
-	return func(context.Context) ([]byte, error) {
+	return func(context.Context) ([]byte, []byte, error) {
 		f, err := b.openObject()
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		defer f.Close()
-		pt, err := b.index.ReadFrame(f, key.cipher, i, nil)
+		pool := b.store.chunks.Buffers()
+		buf := pool.Get(gcmframe.FullFrameSize)
+		pt, err := b.index.ReadFrame(f, key.cipher, i, buf)
 		if err != nil {
+			pool.Put(buf)
 			// Frame 0 opened with this key, so a failing frame is damage,
 			// not a wrong key.
 			if isIntegrityError(err) {
-				return nil, b.markCorrupt(err)
+				return nil, nil, b.markCorrupt(err)
 			}
-			return nil, fmt.Errorf("backupy: %s: %w", b.Path, err)
+			return nil, nil, fmt.Errorf("backupy: %s: %w", b.Path, err)
 		}
-		return pt, nil
+		if len(pt) == 0 || &pt[0] != &buf[:cap(buf)][gcmframe.HeaderSize+gcmframe.NonceSize] {
+			// The plaintext is not where ReadFrame decrypts in place: do
+			// not tie the buffer to it.
+			pool.Put(buf)
+			buf = nil
+		}
+		return pt, buf, nil
 	}
 }
 
@@ -605,11 +618,12 @@ func (b *Blob) readCompressed(ctx context.Context, raw io.ReaderAt, p []byte, of
 		pos := off + int64(n)
 		i := b.index.FrameAt(pos)
 		fr := b.index.Frame(i)
-		data, err := b.frame(ctx, key, i)
+		ch, err := b.frame(ctx, key, i)
 		if err != nil {
 			return n, err
 		}
-		c := copy(p[n:want], data[pos-fr.PlainOffset:])
+		c := copy(p[n:want], ch.Bytes()[pos-fr.PlainOffset:])
+		ch.Release()
 		n += c
 		// Reading into the second half of a frame: decrypt the next one
 		// in the background, as sequential readers will want it.

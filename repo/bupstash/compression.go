@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/backupfs/backupfs/cache"
 	"github.com/klauspost/compress/zstd"
 	"github.com/pierrec/lz4/v4"
 )
@@ -47,52 +48,63 @@ var zstdDecoder = sync.OnceValue(func() *zstd.Decoder {
 // decompress strips b's compression footer and returns the payload. With
 // footer 0 the result aliases b.
 func decompress(b []byte) ([]byte, error) {
+	out, _, err := decompressPooled(b, nil)
+	return out, err
+}
+
+// decompressPooled is decompress with the output in a buffer from pool,
+// returned as buf for recycling (nil when out aliases b, or when the size
+// was not known in advance).
+func decompressPooled(b []byte, pool *cache.BufferPool) (out, buf []byte, err error) {
 	if len(b) == 0 {
-		return nil, fmt.Errorf("%w: empty (no footer)", ErrCompression)
+		return nil, nil, fmt.Errorf("%w: empty (no footer)", ErrCompression)
 	}
 	payload := b[:len(b)-1]
 	switch b[len(b)-1] {
 	case footerNone:
-		return payload, nil
+		return payload, nil, nil
 	case footerLZ4:
 		if len(payload) < 4 {
-			return nil, fmt.Errorf("%w: lz4 payload too short", ErrCompression)
+			return nil, nil, fmt.Errorf("%w: lz4 payload too short", ErrCompression)
 		}
 		size := binary.LittleEndian.Uint32(payload[len(payload)-4:])
 		if size > maxDecompressedSize {
-			return nil, fmt.Errorf("%w: lz4 size %d exceeds the 64 MiB limit", ErrCompression, size)
+			return nil, nil, fmt.Errorf("%w: lz4 size %d exceeds the 64 MiB limit", ErrCompression, size)
 		}
-		out := make([]byte, size)
+		out := pool.Get(int(size))
 		n, err := lz4.UncompressBlock(payload[:len(payload)-4], out)
+		if err == nil && n != int(size) {
+			err = fmt.Errorf("lz4 gave %d bytes, footer declares %d", n, size)
+		}
 		if err != nil {
-			return nil, fmt.Errorf("%w: lz4: %w", ErrCompression, err)
+			pool.Put(out)
+			return nil, nil, fmt.Errorf("%w: lz4: %w", ErrCompression, err)
 		}
-		if n != int(size) {
-			return nil, fmt.Errorf("%w: lz4 gave %d bytes, footer declares %d", ErrCompression, n, size)
-		}
-		return out, nil
+		return out, out, nil
 	case footerZstd:
 		var h zstd.Header
 		if err := h.Decode(payload); err != nil {
-			return nil, fmt.Errorf("%w: zstd header: %w", ErrCompression, err)
+			return nil, nil, fmt.Errorf("%w: zstd header: %w", ErrCompression, err)
 		}
 		var dst []byte
 		if h.HasFCS {
 			if h.FrameContentSize > maxDecompressedSize {
-				return nil, fmt.Errorf("%w: zstd size %d exceeds the 64 MiB limit", ErrCompression, h.FrameContentSize)
+				return nil, nil, fmt.Errorf("%w: zstd size %d exceeds the 64 MiB limit", ErrCompression, h.FrameContentSize)
 			}
-			dst = make([]byte, 0, h.FrameContentSize)
+			buf = pool.Get(int(h.FrameContentSize))
+			dst = buf[:0]
 		}
 		out, err := zstdDecoder().DecodeAll(payload, dst)
+		if err == nil && h.HasFCS && uint64(len(out)) != h.FrameContentSize {
+			err = fmt.Errorf("zstd gave %d bytes, header declares %d", len(out), h.FrameContentSize)
+		}
 		if err != nil {
-			return nil, fmt.Errorf("%w: zstd: %w", ErrCompression, err)
+			pool.Put(buf)
+			return nil, nil, fmt.Errorf("%w: zstd: %w", ErrCompression, err)
 		}
-		if h.HasFCS && uint64(len(out)) != h.FrameContentSize {
-			return nil, fmt.Errorf("%w: zstd gave %d bytes, header declares %d", ErrCompression, len(out), h.FrameContentSize)
-		}
-		return out, nil
+		return out, buf, nil
 	default:
-		return nil, fmt.Errorf("%w: compression type %d is from a newer bupstash", ErrCompression, b[len(b)-1])
+		return nil, nil, fmt.Errorf("%w: compression type %d is from a newer bupstash", ErrCompression, b[len(b)-1])
 	}
 }
 

@@ -118,16 +118,19 @@ func (s *section) readAt(ctx context.Context, p []byte, off int64) (n int, lastL
 		if idx > s.sp.last {
 			return n, k, fmt.Errorf("%w: the file's leaves end before its size %d", ErrCorrupt, s.sp.size)
 		}
-		data, err := s.tree.leaf(ctx, idx)
+		ch, err := s.tree.leaf(ctx, idx)
 		if err != nil {
 			return n, k, err
 		}
+		data := ch.Bytes()
 		lo, hi := s.contribution(k, int64(len(data)))
 		if lo > hi || hi > int64(len(data)) {
+			ch.Release()
 			return n, k, &ChunkError{Item: s.tree.item, Tree: s.tree.kind, Leaf: int64(idx),
 				Err: fmt.Errorf("%w: cursor range [%d, %d) does not fit the %d-byte leaf", ErrCorrupt, lo, hi, len(data))}
 		}
 		if idx == s.sp.last && leafStart+hi-lo != s.sp.size {
+			ch.Release()
 			return n, k, &ChunkError{Item: s.tree.item, Tree: s.tree.kind, Leaf: int64(idx),
 				Err: fmt.Errorf("%w: the file's leaves hold %d bytes, its size is %d", ErrCorrupt, leafStart+hi-lo, s.sp.size)}
 		}
@@ -135,6 +138,7 @@ func (s *section) readAt(ctx context.Context, p []byte, off int64) (n int, lastL
 		if pos < hi {
 			n += copy(p[n:want], data[pos:hi])
 		}
+		ch.Release()
 		leafStart += hi - lo
 		k++
 	}
@@ -268,7 +272,9 @@ func (r *FileReader) readahead(ctx context.Context, last uint64) {
 		r.prefetch = first
 	}
 	for ; r.prefetch <= stop; r.prefetch++ {
-		sec.tree.prefetch(ctx, r.prefetch)
+		if !sec.tree.prefetch(ctx, r.prefetch) {
+			break // every slot busy: ask again on the next read
+		}
 	}
 }
 

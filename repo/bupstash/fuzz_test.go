@@ -65,11 +65,12 @@ func indexStreams(f *testing.F) [][]byte {
 			}
 			var s []byte
 			for n := uint64(0); n < o.index.meta.DataChunkCount; n++ {
-				leaf, err := o.index.leaf(context.Background(), n)
+				leaf, release, err := o.index.leafBytes(context.Background(), n)
 				if err != nil {
 					f.Fatal(err)
 				}
 				s = append(s, leaf...)
+				release()
 			}
 			out = append(out, s)
 		}
@@ -171,10 +172,10 @@ func FuzzTransactionLogs(f *testing.F) {
 type memLeaves [][]byte
 
 func (m memLeaves) leafCount() uint64 { return uint64(len(m)) }
-func (m memLeaves) leaf(_ context.Context, n uint64) ([]byte, error) {
-	return m[n], nil
+func (m memLeaves) leafBytes(_ context.Context, n uint64) ([]byte, func(), error) {
+	return m[n], func() {}, nil
 }
-func (m memLeaves) prefetch(context.Context, uint64) {}
+func (m memLeaves) prefetch(context.Context, uint64) bool { return true }
 
 // The streaming index decoder over fuzzed streams cut into leaves at
 // fuzzed points, so entries straddle leaf boundaries anywhere.

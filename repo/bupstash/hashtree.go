@@ -90,19 +90,23 @@ func (t *hashTree) chunkErr(leaf int64, addr Address, err error) error {
 	return &ChunkError{Item: t.item, Tree: t.kind, Leaf: leaf, Address: addr, Err: err}
 }
 
-// node returns the verified entries of an interior node.
+// node returns the verified entries of an interior node. Node buffers are
+// not pooled: the last node walked is kept (window) beyond its cache
+// reference, and nodes are small next to leaves.
 func (t *hashTree) node(ctx context.Context, addr Address) ([]byte, error) {
-	b, err := t.repo.cache.Get(ctx, cache.Key{Space: t.repo.nodeSpace, Addr: addr}, func(ctx context.Context) ([]byte, error) {
-		return t.repo.readNode(ctx, addr)
+	ch, err := t.repo.cache.Get(ctx, cache.Key{Space: t.repo.nodeSpace, Addr: addr}, func(ctx context.Context) ([]byte, []byte, error) {
+		entries, err := t.repo.readNode(ctx, addr)
+		return entries, nil, err
 	})
 	if err != nil {
 		return nil, t.chunkErr(-1, addr, err)
 	}
-	return b, nil
+	defer ch.Release()
+	return ch.Bytes(), nil
 }
 
 func (r *Repository) readNode(ctx context.Context, addr Address) ([]byte, error) {
-	b, err := r.store.readChunk(ctx, addr)
+	b, err := r.store.readChunk(ctx, addr, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -183,62 +187,86 @@ func entryAddress(entries []byte, i uint64) (a Address) {
 
 func (t *hashTree) leafCount() uint64 { return t.meta.DataChunkCount }
 
-// leaf returns the verified plaintext of leaf n.
-func (t *hashTree) leaf(ctx context.Context, n uint64) ([]byte, error) {
+// leaf returns the verified plaintext of leaf n, which the caller must
+// release.
+func (t *hashTree) leaf(ctx context.Context, n uint64) (*cache.Chunk, error) {
 	addr, err := t.leafAddress(ctx, n)
 	if err != nil {
 		return nil, err
 	}
-	b, err := t.repo.cache.Get(ctx, cache.Key{Space: t.space, Addr: addr}, t.leafFill(n, addr))
-	if err == nil {
-		// The fill recorded the length under the index it was started for;
-		// identical leaves elsewhere in the tree share its address.
-		err = t.lengths.set(n, int64(len(b)))
-	}
+	ch, err := t.repo.cache.Get(ctx, cache.Key{Space: t.space, Addr: addr}, t.leafFill(n, addr))
 	if err != nil {
 		return nil, t.chunkErr(int64(n), addr, err)
 	}
-	return b, nil
+	// The fill recorded the length under the index it was started for;
+	// identical leaves elsewhere in the tree share its address.
+	if err := t.lengths.set(n, int64(ch.Len())); err != nil {
+		ch.Release()
+		return nil, t.chunkErr(int64(n), addr, err)
+	}
+	return ch, nil
 }
 
-// prefetch starts decoding leaf n in the background if a slot is free.
-func (t *hashTree) prefetch(ctx context.Context, n uint64) {
+// leafBytes is leaf for leafSource: the bytes and their release.
+func (t *hashTree) leafBytes(ctx context.Context, n uint64) ([]byte, func(), error) {
+	ch, err := t.leaf(ctx, n)
+	if err != nil {
+		return nil, nil, err
+	}
+	return ch.Bytes(), ch.Release, nil
+}
+
+// prefetch starts decoding leaf n in the background. It reports false when
+// no prefetch slot is free, so the caller can ask again later.
+func (t *hashTree) prefetch(ctx context.Context, n uint64) bool {
 	if n >= t.meta.DataChunkCount {
-		return
+		return true
 	}
 	addr, err := t.leafAddress(ctx, n)
 	if err != nil {
-		return // the foreground read will report it
+		return true // the foreground read will report it
 	}
-	t.repo.cache.Prefetch(ctx, cache.Key{Space: t.space, Addr: addr}, t.leafFill(n, addr))
+	return t.repo.cache.Prefetch(ctx, cache.Key{Space: t.space, Addr: addr}, t.leafFill(n, addr))
 }
 
-// leafFill fetches, decrypts, decompresses and verifies a leaf.
+// leafFill fetches, decrypts, decompresses and verifies a leaf. The chunk
+// file is read into a pooled buffer and decrypted in place; a compressed
+// leaf is decompressed into another pooled buffer and the first goes back
+// at once, an uncompressed one stays in the buffer it was read into.
 func (t *hashTree) leafFill(n uint64, addr Address) cache.FillFunc {
-	return func(ctx context.Context) ([]byte, error) {
-		env, err := t.repo.store.readChunk(ctx, addr)
+	return func(ctx context.Context) (data, buf []byte, err error) {
+		pool := t.repo.cache.Buffers()
+		env, err := t.repo.store.readChunk(ctx, addr, pool)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		plain, err := t.opener.Open(nil, env)
-		if err != nil {
-			return nil, err
+		plain, err := t.opener.OpenInPlace(env)
+		if err == nil {
+			data, buf, err = decompressPooled(plain, pool)
 		}
-		data, err := decompress(plain)
-		if err != nil {
-			return nil, err
+		switch {
+		case err != nil:
+			pool.Put(env)
+			return nil, nil, err
+		case buf == nil && len(data) > 0 && &data[0] == &plain[0]:
+			buf = env // uncompressed: the data lives in the envelope
+		default:
+			pool.Put(env)
 		}
 		h := blake3.New(32, t.hashKey[:])
 		h.Write(data)
 		var sum Address
 		h.Sum(sum[:0])
 		if sum != addr {
-			return nil, fmt.Errorf("%w: leaf content does not match its address", ErrCorrupt)
+			err = fmt.Errorf("%w: leaf content does not match its address", ErrCorrupt)
+		} else {
+			err = t.lengths.set(n, int64(len(data)))
 		}
-		if err := t.lengths.set(n, int64(len(data))); err != nil {
-			return nil, err
+		if err != nil {
+			pool.Put(buf)
+			return nil, nil, err
 		}
-		return data, nil
+		return data, buf, nil
 	}
 }
 
@@ -255,28 +283,31 @@ func (t *hashTree) leafLen(ctx context.Context, n uint64) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	if b, ok := t.repo.cache.Peek(cache.Key{Space: t.space, Addr: addr}); ok {
-		return int64(len(b)), t.lengths.set(n, int64(len(b)))
+	if l, ok := t.repo.cache.Len(cache.Key{Space: t.space, Addr: addr}); ok {
+		return int64(l), t.lengths.set(n, int64(l))
 	}
 	size, ok, err := t.probeLen(ctx, addr)
 	if err != nil {
 		return 0, t.chunkErr(int64(n), addr, err)
 	}
 	if !ok {
-		b, err := t.leaf(ctx, n)
+		ch, err := t.leaf(ctx, n)
 		if err != nil {
 			return 0, err
 		}
-		return int64(len(b)), nil
+		defer ch.Release()
+		return int64(ch.Len()), nil
 	}
 	return size, t.lengths.set(n, size)
 }
 
 func (t *hashTree) probeLen(ctx context.Context, addr Address) (int64, bool, error) {
-	env, err := t.repo.store.readChunk(ctx, addr)
+	pool := t.repo.cache.Buffers()
+	env, err := t.repo.store.readChunk(ctx, addr, pool)
 	if err != nil {
 		return 0, false, err
 	}
+	defer pool.Put(env)
 	k, err := t.opener.Key(env)
 	if err != nil {
 		return 0, false, err

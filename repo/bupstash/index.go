@@ -247,10 +247,11 @@ func validPath(p []byte) bool {
 }
 
 // leafSource supplies a tree's leaves in order; hashTree is the real one.
+// A leaf's bytes stay valid until its release function is called.
 type leafSource interface {
 	leafCount() uint64
-	leaf(ctx context.Context, n uint64) ([]byte, error)
-	prefetch(ctx context.Context, n uint64)
+	leafBytes(ctx context.Context, n uint64) (data []byte, release func(), err error)
+	prefetch(ctx context.Context, n uint64) bool
 }
 
 // IndexReader decodes an item's index as a stream, one entry at a time,
@@ -261,9 +262,10 @@ type IndexReader struct {
 	leaves leafSource
 	log    *slog.Logger
 
-	leaf uint64 // next leaf to load
-	buf  []byte // current leaf, or a partial entry joined with the next leaf
-	pos  int
+	leaf    uint64 // next leaf to load
+	buf     []byte // current leaf, or a partial entry joined with the next leaf
+	release func() // releases the leaf buf aliases, if it does
+	pos     int
 
 	streamBytes uint64 // index bytes loaded so far
 	dataOffset  uint64 // running data stream offset
@@ -309,6 +311,9 @@ func (r *IndexReader) nextBorrowed(ctx context.Context, e *IndexEntry) error {
 	err := r.next(ctx, e)
 	if err != nil {
 		r.err = err
+		if err != io.EOF {
+			r.releaseLeaf()
+		}
 	}
 	return err
 }
@@ -338,9 +343,10 @@ func (r *IndexReader) next(ctx context.Context, e *IndexEntry) error {
 			}
 		}
 		if r.leaf >= r.leaves.leafCount() {
+			r.releaseLeaf()
 			return r.finish()
 		}
-		data, err := r.leaves.leaf(ctx, r.leaf)
+		data, release, err := r.leaves.leafBytes(ctx, r.leaf)
 		if err != nil {
 			return err
 		}
@@ -351,9 +357,12 @@ func (r *IndexReader) next(ctx context.Context, e *IndexEntry) error {
 			// A partial entry: join it with the next leaf.
 			joined := make([]byte, 0, len(r.buf)-r.pos+len(data))
 			joined = append(append(joined, r.buf[r.pos:]...), data...)
+			release()
+			r.releaseLeaf()
 			r.buf = joined
 		} else {
-			r.buf = data // the cache's copy: never modified
+			r.releaseLeaf()
+			r.buf, r.release = data, release // the cache's copy: never modified
 		}
 		r.pos = 0
 	}
@@ -377,6 +386,21 @@ func (r *IndexReader) place(e *IndexEntry) error {
 		r.chunk += e.ChunkDelta
 	}
 	return nil
+}
+
+// releaseLeaf lets go of the leaf the buffer aliases, if any.
+func (r *IndexReader) releaseLeaf() {
+	if r.release != nil {
+		r.release()
+		r.release = nil
+	}
+}
+
+// Close releases what the reader holds. Reading to the end (io.EOF) or to
+// an error does so too.
+func (r *IndexReader) Close() {
+	r.releaseLeaf()
+	r.buf = nil
 }
 
 // finish checks the end of the stream (§8.1, §8.5).

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/backupfs/backupfs/cache"
 	"github.com/backupfs/backupfs/crypto/box"
 )
 
@@ -20,9 +21,10 @@ var ErrChunkMissing = errors.New("chunk missing from the repository")
 // 64 MiB of compressed plaintext, or an interior node.
 const maxChunkFileSize = maxDecompressedSize + box.Overhead + 1024
 
-// chunkStore fetches the raw stored bytes of a chunk.
+// chunkStore fetches the raw stored bytes of a chunk into a buffer from
+// pool (nil: a fresh one), which the caller then owns.
 type chunkStore interface {
-	readChunk(ctx context.Context, addr Address) ([]byte, error)
+	readChunk(ctx context.Context, addr Address, pool *cache.BufferPool) ([]byte, error)
 }
 
 // dirStore is the "DirStore" engine: one file per chunk in data/, named by
@@ -30,7 +32,7 @@ type chunkStore interface {
 // renamed into place, so a file that exists is complete.
 type dirStore struct{ dir string }
 
-func (s dirStore) readChunk(ctx context.Context, addr Address) ([]byte, error) {
+func (s dirStore) readChunk(ctx context.Context, addr Address, pool *cache.BufferPool) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -49,8 +51,9 @@ func (s dirStore) readChunk(ctx context.Context, addr Address) ([]byte, error) {
 	if st.Size() > maxChunkFileSize {
 		return nil, fmt.Errorf("%w: chunk file is %d bytes", ErrCorrupt, st.Size())
 	}
-	b := make([]byte, st.Size())
+	b := pool.Get(int(st.Size()))
 	if _, err := io.ReadFull(f, b); err != nil {
+		pool.Put(b)
 		return nil, fmt.Errorf("reading chunk: %w", err)
 	}
 	return b, nil

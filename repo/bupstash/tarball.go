@@ -21,6 +21,7 @@ func WriteTar(ctx context.Context, o *OpenItem, w io.Writer) error {
 	if err != nil {
 		return err
 	}
+	defer idx.Close()
 	data, err := o.Data()
 	if err != nil {
 		return err

@@ -94,6 +94,7 @@ func (o *OpenItem) LoadTree(ctx context.Context) (*Tree, error) {
 	if err != nil {
 		return nil, err
 	}
+	defer idx.Close()
 	b := newTreeBuilder(o.item)
 	var e IndexEntry
 	for {
