@@ -82,15 +82,17 @@ func (f *FS) Mount(dir string, mo MountOptions) (*Mount, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mounting on %s: %w", dir, explainMountError(err))
 	}
+	// The mount is complete, INIT included, once NewServer returns, and
+	// this process never touches it: a process killed while one of its own
+	// threads waits on its own filesystem can never finish dying (the
+	// request was already read, so only an answer or an aborted connection
+	// releases it, and the connection lives until the process is gone).
+	// Processes that do access their own mount call PrepareSelfAccess.
 	m := &Mount{fs: f, server: server, dir: dir, done: make(chan struct{})}
 	go func() {
 		server.Serve()
 		close(m.done)
 	}()
-	if err := server.WaitMount(); err != nil {
-		_ = server.Unmount()
-		return nil, fmt.Errorf("mounting on %s: %w", dir, explainMountError(err))
-	}
 	return m, nil
 }
 
@@ -103,6 +105,14 @@ func explainMountError(err error) error {
 	}
 	return err
 }
+
+// PrepareSelfAccess must be called before the serving process opens files
+// in its own mount (tests do; the backupfs command never does). It runs
+// go-fuse's poll hack, which makes the kernel learn that the filesystem
+// does not implement poll; otherwise the Go runtime registering such a
+// file with its netpoller sends a poll request from inside epoll_ctl that
+// deadlocks against this very process.
+func (m *Mount) PrepareSelfAccess() error { return m.server.WaitMount() }
 
 // Dir returns the mountpoint.
 func (m *Mount) Dir() string { return m.dir }
@@ -169,6 +179,9 @@ func PrepareMountpoint(dir string, sources []string) (string, error) {
 	// from the kernel's cache; a dead one answers ENOTCONN.
 	var sfs syscall.Statfs_t
 	if err := syscall.Statfs(abs, &sfs); errors.Is(err, syscall.ENOTCONN) {
+		// Abort the dead connection too: a process stuck on a request to it
+		// (the crashed server itself, or a reader) is released at once.
+		abortConnection(abs)
 		if err := lazyUnmount(abs); err != nil {
 			return "", fmt.Errorf("%s holds a stale mount that cannot be removed: %w", abs, err)
 		}
@@ -208,6 +221,34 @@ func PrepareMountpoint(dir string, sources []string) (string, error) {
 func within(path, dir string) bool {
 	rel, err := filepath.Rel(dir, path)
 	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
+}
+
+// abortConnection aborts the FUSE connection mounted on dir, through
+// /sys/fs/fuse/connections/<device minor>/abort, mounting the fusectl
+// filesystem there first if needed (root only; best effort).
+func abortConnection(dir string) {
+	const ctl = "/sys/fs/fuse/connections"
+	if ents, err := os.ReadDir(ctl); err == nil && len(ents) == 0 && os.Geteuid() == 0 {
+		_ = syscall.Mount("fusectl", ctl, "fusectl", 0, "")
+	}
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 || unescapeMountinfo(fields[4]) != dir {
+			continue
+		}
+		_, minor, ok := strings.Cut(fields[2], ":")
+		if !ok {
+			return
+		}
+		_ = os.WriteFile(filepath.Join(ctl, minor, "abort"), []byte("1"), 0)
+		return
+	}
 }
 
 // isMountpoint looks dir up in /proc/self/mountinfo.

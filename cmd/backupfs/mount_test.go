@@ -127,7 +127,11 @@ func (p *mountProcess) wait(t *testing.T, within time.Duration) int {
 	case <-p.exited:
 		return p.cmd.ProcessState.ExitCode()
 	case <-time.After(within):
-		t.Fatalf("backupfs mount still running after %v:\n%s", within, p.stderr)
+		pid := p.cmd.Process.Pid
+		st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		// What is still alive, and where it waits, for the log.
+		ps, _ := exec.Command("sh", "-c", fmt.Sprintf("ps -ef | grep -E 'fusermount|backupfs' | grep -v grep; cat /proc/%d/task/*/wchan 2>&1 | sort | uniq -c", pid)).CombinedOutput()
+		t.Fatalf("backupfs mount still running after %v:\n%s\nstatus:\n%s\nprocesses:\n%s", within, p.stderr, st, ps)
 		return -1
 	}
 }
@@ -224,7 +228,9 @@ func TestStaleMountIsCleanedUp(t *testing.T) {
 	dir := t.TempDir()
 	p := startMount(t, nil, "--repo", abs(t, repo012), "--key", abs(t, primary012), dir)
 	p.cmd.Process.Kill()
-	p.wait(t, 10*time.Second)
+	// Reaping a killed -race binary can take a while on a loaded machine
+	// (its shadow memory is large); a hang would still fail.
+	p.wait(t, 30*time.Second)
 	// Listing needs the (dead) server; a stat could be answered from the
 	// kernel's attribute cache.
 	if _, err := os.ReadDir(dir); !strings.Contains(fmt.Sprint(err), "not connected") {

@@ -33,6 +33,10 @@ func Mount(t testing.TB, f *fs.FS, opts fs.MountOptions) string {
 	if err != nil {
 		t.Fatalf("mount: %v", err)
 	}
+	// The test process reads the mount it serves.
+	if err := m.PrepareSelfAccess(); err != nil {
+		t.Fatalf("mount: %v", err)
+	}
 	// Registered after TempDir's cleanup, so it runs before the directory
 	// is removed.
 	t.Cleanup(func() {
