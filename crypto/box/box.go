@@ -15,6 +15,7 @@
 package box
 
 import (
+	"crypto/ecdh"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -54,7 +55,21 @@ type BoxKey [KeySize]byte
 // key sk (with its pre-shared key psk) and an ephemeral public key:
 // BLAKE3-keyed(psk, HChaCha20(X25519(sk, epk), 0^16)).
 func DeriveKey(sk, psk, ephemeralPK *[KeySize]byte) (BoxKey, error) {
-	shared, err := curve25519.X25519(sk[:], ephemeralPK[:])
+	priv, err := ecdh.X25519().NewPrivateKey(sk[:])
+	if err != nil {
+		return BoxKey{}, err
+	}
+	return deriveKey(priv, psk, ephemeralPK)
+}
+
+// deriveKey is DeriveKey with the recipient's key already parsed: parsing
+// computes its public half, a second scalar multiplication.
+func deriveKey(priv *ecdh.PrivateKey, psk, ephemeralPK *[KeySize]byte) (BoxKey, error) {
+	pub, err := ecdh.X25519().NewPublicKey(ephemeralPK[:])
+	if err != nil {
+		return BoxKey{}, ErrWeakKey
+	}
+	shared, err := priv.ECDH(pub) // fails on the all-zero result
 	if err != nil {
 		return BoxKey{}, ErrWeakKey
 	}
@@ -204,7 +219,8 @@ func grow(dst []byte, n int) (whole, tail []byte) {
 // X25519 step is paid once per session rather than once per chunk.
 // An Opener is safe for concurrent use.
 type Opener struct {
-	sk, psk [KeySize]byte
+	priv *ecdh.PrivateKey
+	psk  [KeySize]byte
 
 	mu   sync.Mutex
 	keys map[[KeySize]byte]BoxKey
@@ -216,7 +232,11 @@ const maxCachedKeys = 4096
 
 // NewOpener returns an Opener for the secret key sk and pre-shared key psk.
 func NewOpener(sk, psk [KeySize]byte) *Opener {
-	return &Opener{sk: sk, psk: psk, keys: make(map[[KeySize]byte]BoxKey)}
+	priv, err := ecdh.X25519().NewPrivateKey(sk[:])
+	if err != nil {
+		panic(err) // only for a key that is not 32 bytes
+	}
+	return &Opener{priv: priv, psk: psk, keys: make(map[[KeySize]byte]BoxKey)}
 }
 
 // Key returns the box key for the envelope's ephemeral public key.
@@ -231,7 +251,7 @@ func (o *Opener) Key(envelope []byte) (BoxKey, error) {
 	if ok {
 		return k, nil
 	}
-	k, err = DeriveKey(&o.sk, &o.psk, &epk)
+	k, err = deriveKey(o.priv, &o.psk, &epk)
 	if err != nil {
 		return BoxKey{}, err
 	}

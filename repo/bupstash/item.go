@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"path"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -213,13 +215,14 @@ func (e *ItemError) Unwrap() error { return e.Err }
 // per Repository; later calls only list the directory.
 func (r *Repository) Items(ctx context.Context) ([]*Item, error) {
 	var ids []Xid
-	var fresh map[Xid][]byte
+	var errs []error
 	err := r.readMeta(ctx, func(v *metaView) error {
 		names, err := v.listDir("items")
 		if err != nil {
 			return fmt.Errorf("%s: listing items: %w", r.dir, err)
 		}
-		fresh = make(map[Xid][]byte)
+		var fresh []Xid
+		r.mu.Lock()
 		for _, n := range names {
 			if !isHexName(n, 32) { // skips *.removed and strays
 				continue
@@ -229,25 +232,19 @@ func (r *Repository) Items(ctx context.Context) ([]*Item, error) {
 				continue
 			}
 			ids = append(ids, id)
-			r.mu.Lock()
-			_, known := r.items[id]
-			r.mu.Unlock()
-			if known {
-				continue
+			if _, known := r.items[id]; !known {
+				fresh = append(fresh, id)
 			}
-			b, err := v.readFile(path.Join("items", n))
-			if err != nil {
-				return fmt.Errorf("%s: reading item %s: %w", r.dir, n, err)
-			}
-			fresh[id] = b
 		}
-		return nil
+		r.mu.Unlock()
+		// Reading and decrypting happen together, in parallel, while the
+		// shared lock keeps writers out.
+		errs, err = r.loadItems(ctx, v, fresh)
+		return err
 	})
 	if err != nil {
 		return nil, err
 	}
-
-	errs := r.decodeItems(ctx, fresh)
 
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -274,30 +271,38 @@ func (r *Repository) Items(ctx context.Context) ([]*Item, error) {
 	return items, errors.Join(errs...)
 }
 
-// decodeItems decrypts new item files in parallel: each has its own
-// ephemeral key, so each costs an X25519 operation.
-func (r *Repository) decodeItems(ctx context.Context, files map[Xid][]byte) []error {
+// loadItems reads and decrypts new item files on several goroutines: each
+// file costs a few system calls and an X25519 operation (each item has its
+// own ephemeral key). Per-item problems are returned as errs; err is an
+// error reading the repository itself.
+func (r *Repository) loadItems(ctx context.Context, v *metaView, ids []Xid) (errs []error, err error) {
 	type result struct {
-		id  Xid
-		it  *Item
-		err error
+		id      Xid
+		it      *Item
+		err     error
+		readErr error
 	}
 	work := make(chan Xid)
 	results := make(chan result)
 	var wg sync.WaitGroup
-	for range min(len(files), 8) {
+	for range min(len(ids), 2*runtime.GOMAXPROCS(0)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for id := range work {
-				it, err := r.decodeItem(id, files[id])
-				results <- result{id, it, err}
+				b, err := v.readFile(path.Join("items", id.String()))
+				if err != nil {
+					results <- result{id: id, readErr: err}
+					continue
+				}
+				it, err := r.decodeItem(id, b)
+				results <- result{id: id, it: it, err: err}
 			}
 		}()
 	}
 	go func() {
 		defer close(work)
-		for id := range files {
+		for _, id := range ids {
 			select {
 			case work <- id:
 			case <-ctx.Done():
@@ -307,9 +312,15 @@ func (r *Repository) decodeItems(ctx context.Context, files map[Xid][]byte) []er
 	}()
 	go func() { wg.Wait(); close(results) }()
 
-	var errs []error
 	for res := range results {
 		switch {
+		case res.readErr != nil:
+			if errors.Is(res.readErr, fs.ErrNotExist) {
+				continue // removed while listing
+			}
+			if err == nil {
+				err = fmt.Errorf("%s: reading item %s: %w", r.dir, res.id, res.readErr)
+			}
 		case errors.Is(res.err, ErrOtherKey):
 			r.mu.Lock()
 			first := !r.reported[res.id]
@@ -326,10 +337,10 @@ func (r *Repository) decodeItems(ctx context.Context, files map[Xid][]byte) []er
 			r.mu.Unlock()
 		}
 	}
-	if err := ctx.Err(); err != nil {
-		errs = append(errs, err)
+	if cerr := ctx.Err(); cerr != nil && err == nil {
+		err = cerr
 	}
-	return errs
+	return errs, err
 }
 
 // ErrNoItem reports that no live item matches an id or prefix.
