@@ -3,6 +3,7 @@ package fs_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -401,5 +402,30 @@ func TestIndexEviction(t *testing.T) {
 		if b, err := os.ReadFile(m.path("a", "ids", snapshot012, "sub", "nested", "deeper", "file.txt")); err != nil || string(b) != "deep file\n" {
 			t.Fatalf("%q %v", b, err)
 		}
+	}
+}
+
+// TestKernelReadahead checks the mount asks the kernel for 1 MiB of
+// readahead (it offers FUSE 128 KiB by default): a sequential read then
+// takes an eighth of the requests. Setting it needs root, as in CI; for
+// other users the mount keeps the kernel's default.
+func TestKernelReadahead(t *testing.T) {
+	m := mountFixtures(t, fsOptions())
+	var st unix.Stat_t
+	if err := unix.Stat(m.dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join("/sys/class/bdi", fmt.Sprintf("%d:%d", unix.Major(st.Dev), unix.Minor(st.Dev)), "read_ahead_kb")
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.TrimSpace(string(b))
+	if os.Geteuid() != 0 {
+		t.Logf("not root: %s is %s KiB, the kernel's default", p, got)
+		return
+	}
+	if got != "1024" {
+		t.Fatalf("%s = %s KiB, want 1024", p, got)
 	}
 }

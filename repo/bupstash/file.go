@@ -216,18 +216,23 @@ func (r *FileReader) ReadAtContext(ctx context.Context, p []byte, off int64) (in
 	return n, nil
 }
 
+// seqSlack is how far from where the last read ended a read may start and
+// still count as sequential: the kernel's readahead keeps several reads in
+// flight, which arrive slightly out of order.
+const seqSlack = 4 << 20
+
 // track updates sequential-access state, starts readahead, and feeds the
 // content hash.
 func (r *FileReader) track(ctx context.Context, got []byte, off int64, last uint64) error {
 	f := r.f
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if off == r.next {
+	if off >= r.next-seqSlack && off <= r.next+seqSlack {
 		r.streak++
 	} else {
 		r.streak = 0
 	}
-	r.next = off + int64(len(got))
+	r.next = max(r.next, off+int64(len(got)))
 
 	if r.streak >= 1 {
 		r.readahead(ctx, last)
