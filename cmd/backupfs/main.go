@@ -98,7 +98,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		fmt.Fprintf(stderr, "backupfs: unknown command %q\n\n%s", args[0], usage)
 		return 2
 	}
-	err := cmd.run(ctx, e, args[1:])
+	// Profiling for any command, from the environment: BACKUPFS_PPROF=ADDR
+	// serves net/http/pprof, BACKUPFS_CPUPROFILE=FILE records a CPU profile.
+	stopProfiling, err := startProfiling(getenv("BACKUPFS_PPROF"), getenv("BACKUPFS_CPUPROFILE"), e.log)
+	defer stopProfiling()
+	if err != nil {
+		fmt.Fprintf(stderr, "backupfs: %v\n", err)
+		return 1
+	}
+	err = cmd.run(ctx, e, args[1:])
 	switch {
 	case err == nil:
 		return 0

@@ -30,6 +30,7 @@ func runMount(ctx context.Context, e *env, args []string) error {
 		gid        = fset.String("gid", "", "show every file as owned by this group id")
 		xattrs     = fset.String("xattrs", "", "extended attributes: auto (kernel caches ACL queries), on, or off (fastest ls -l)")
 		debug      = fset.Bool("debug", false, "log every FUSE request")
+		pprofAddr  = fset.String("pprof", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060)")
 		cacheSize  = byteSize(bupstash.DefaultCacheSize)
 		indexMem   = byteSize(fs.DefaultIndexMemory)
 		by         backupyMountFlags
@@ -51,6 +52,14 @@ func runMount(ctx context.Context, e *env, args []string) error {
 		level = slog.LevelDebug
 	}
 	e.log = slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
+
+	if *pprofAddr != "" {
+		stop, err := startProfiling(*pprofAddr, "", e.log)
+		defer stop()
+		if err != nil {
+			return err
+		}
+	}
 
 	set := map[string]bool{}
 	fset.Visit(func(f *flag.Flag) { set[f.Name] = true })
