@@ -1,7 +1,6 @@
 package bupstash
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,7 +8,7 @@ import (
 	"sort"
 	"sync"
 
-	"lukechampine.com/blake3"
+	"github.com/backupfs/backupfs/crypto/blake3"
 )
 
 // span locates a byte sequence in a tree's leaves: from byte start of leaf
@@ -240,15 +239,15 @@ func (r *FileReader) track(ctx context.Context, got []byte, off int64, last uint
 
 	if f.hash != nil && r.hashed >= 0 && off == r.hashed {
 		if r.hasher == nil {
-			r.hasher = blake3.New(32, nil)
+			r.hasher = blake3.New()
 		}
 		r.hasher.Write(got)
 		r.hashed += int64(len(got))
 		if r.hashed == f.size {
-			sum := r.hasher.Sum(nil)
+			sum := r.hasher.Sum256()
 			r.hasher = nil
 			r.hashed = -1 // checked; never again for this reader
-			if !bytes.Equal(sum, f.hash[:]) {
+			if sum != *f.hash {
 				return fmt.Errorf("%s: %w: content does not match the hash in the index", f.desc, ErrCorrupt)
 			}
 		}

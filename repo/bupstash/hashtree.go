@@ -1,7 +1,6 @@
 package bupstash
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -10,9 +9,9 @@ import (
 	"sync/atomic"
 
 	"github.com/backupfs/backupfs/cache"
+	"github.com/backupfs/backupfs/crypto/blake3"
 	"github.com/backupfs/backupfs/crypto/box"
 	"github.com/klauspost/compress/zstd"
-	"lukechampine.com/blake3"
 )
 
 // A hash tree turns a byte stream, split into content-defined leaves, into
@@ -126,7 +125,7 @@ func parseNode(b []byte, addr Address) ([]byte, error) {
 	if len(entries) == 0 || len(entries)%nodeEntrySize != 0 {
 		return nil, fmt.Errorf("%w: interior node of %d bytes", ErrCorrupt, len(entries))
 	}
-	if sum := blake3.Sum256(entries); !bytes.Equal(sum[:], addr[:]) {
+	if blake3.Sum256(entries) != [32]byte(addr) {
 		return nil, fmt.Errorf("%w: interior node does not match its address", ErrCorrupt)
 	}
 	return entries, nil
@@ -253,11 +252,7 @@ func (t *hashTree) leafFill(n uint64, addr Address) cache.FillFunc {
 		default:
 			pool.Put(env)
 		}
-		h := blake3.New(32, t.hashKey[:])
-		h.Write(data)
-		var sum Address
-		h.Sum(sum[:0])
-		if sum != addr {
+		if Address(blake3.SumKeyed(&t.hashKey, data)) != addr {
 			err = fmt.Errorf("%w: leaf content does not match its address", ErrCorrupt)
 		} else {
 			err = t.lengths.set(n, int64(len(data)))

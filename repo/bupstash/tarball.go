@@ -8,7 +8,7 @@ import (
 	"io"
 	"strconv"
 
-	"lukechampine.com/blake3"
+	"github.com/backupfs/backupfs/crypto/blake3"
 )
 
 // WriteTar writes a snapshot item as the tar stream `bupstash get` produces
@@ -76,7 +76,7 @@ func WriteTar(ctx context.Context, o *OpenItem, w io.Writer) error {
 func copyContent(ctx context.Context, w io.Writer, stream *FileReader, e *IndexEntry, buf []byte) error {
 	var h *blake3.Hasher
 	if e.DataHash != nil {
-		h = blake3.New(32, nil)
+		h = blake3.New()
 	}
 	for off, end := int64(e.StreamOffset), int64(e.StreamOffset+e.Size); off < end; {
 		n, err := stream.ReadAtContext(ctx, buf[:min(int64(len(buf)), end-off)], off)
@@ -96,7 +96,7 @@ func copyContent(ctx context.Context, w io.Writer, stream *FileReader, e *IndexE
 			return err
 		}
 	}
-	if h != nil && !bytes.Equal(h.Sum(nil), e.DataHash[:]) {
+	if h != nil && h.Sum256() != *e.DataHash {
 		return fmt.Errorf("%w: content does not match the hash in the index", ErrCorrupt)
 	}
 	if pad := (512 - e.Size%512) % 512; pad > 0 {
