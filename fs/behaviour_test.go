@@ -2,6 +2,7 @@ package fs_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/backupfs/backupfs/fs"
 	"github.com/backupfs/backupfs/internal/fusetest"
+	"github.com/backupfs/backupfs/internal/testrepo"
 	"golang.org/x/sys/unix"
 )
 
@@ -427,5 +429,54 @@ func TestKernelReadahead(t *testing.T) {
 	}
 	if got != "1024" {
 		t.Fatalf("%s = %s KiB, want 1024", p, got)
+	}
+}
+
+// TestLargeReads reads a multi-leaf file in the kernel's largest requests
+// (1 MiB): the bytes must match, and a healthy read must log nothing (go-fuse
+// once logged a failed splice attempt for every 1 MiB reply).
+func TestLargeReads(t *testing.T) {
+	dir := t.TempDir()
+	content := testrepo.Text(6<<20+12345, 7)
+	r, err := testrepo.Create(filepath.Join(dir, "repo"), &testrepo.Options{MinChunkSize: 256 << 10, MaxChunkSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tree := testrepo.NewTree().MustAdd(testrepo.File("big.txt", content))
+	info, err := r.AddSnapshot(context.Background(), tree.Source(), testrepo.ItemMeta{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.WriteKey(filepath.Join(dir, "key")); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	m := mountSources(t, fsOptions(), source{"gen", filepath.Join(dir, "repo"), filepath.Join(dir, "key")})
+	want, _ := io.ReadAll(content.Open())
+
+	f, err := os.Open(m.path("gen", "ids", info.ID.String(), "big.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	got := make([]byte, 0, len(want))
+	buf := make([]byte, 1<<20)
+	for {
+		n, err := f.Read(buf)
+		got = append(got, buf[:n]...)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("read %d bytes that differ from the %d saved", len(got), len(want))
+	}
+	if s := m.log.String(); s != "" {
+		t.Errorf("a healthy read logged:\n%s", s)
 	}
 }

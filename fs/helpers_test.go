@@ -76,7 +76,11 @@ func mountSources(t *testing.T, opts fs.Options, sources ...source) *mounted {
 	m.fs = fs.New(opts)
 	chunks := cache.New(64 << 20)
 	for _, s := range sources {
-		k, err := bupstash.LoadKey(filepath.Join(testdata, s.key))
+		keyPath := s.key
+		if !filepath.IsAbs(keyPath) {
+			keyPath = filepath.Join(testdata, keyPath)
+		}
+		k, err := bupstash.LoadKey(keyPath)
 		if err != nil {
 			t.Fatal(err)
 		}

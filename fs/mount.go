@@ -4,7 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
-	"log"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -60,7 +60,12 @@ func (f *FS) Mount(dir string, mo MountOptions) (*Mount, error) {
 		DisableXAttrs:            f.opts.Xattrs == XattrsOff,
 		EnableAcl:                f.opts.Xattrs == XattrsAuto,
 		Debug:                    mo.Debug,
-		Logger:                   log.New(os.Stderr, "fuse: ", log.Lmicroseconds),
+		// Splicing only helps data read from a file descriptor; ours is
+		// in memory, and a 1 MiB reply does not fit a default pipe.
+		DisableSplice: true,
+		// go-fuse's own messages go to the mount's log: request traces
+		// with --debug, otherwise warnings.
+		Logger: slog.NewLogLogger(f.log.Handler(), fuseLogLevel(mo.Debug)),
 		PanicHandler: func(v any) fuse.Status {
 			f.log.Error("internal error while serving a request; answered EIO", "panic", fmt.Sprint(v))
 			return fuse.EIO
@@ -132,6 +137,13 @@ func mountDevice(dir string) (string, bool) {
 		}
 	}
 	return dev, dev != ""
+}
+
+func fuseLogLevel(debug bool) slog.Level {
+	if debug {
+		return slog.LevelDebug
+	}
+	return slog.LevelWarn
 }
 
 func explainMountError(err error) error {
