@@ -112,7 +112,12 @@ type ChunkCache struct {
 	bytes    int64
 	inflight map[Key]*fill
 
-	prefetchSlots chan struct{}
+	// Prefetches run on at most maxPrefetchers goroutines; requests
+	// beyond them wait in queue, which the goroutines drain before
+	// exiting, so decoding goes on while the reader that asked is blocked.
+	prefetchers    int
+	maxPrefetchers int
+	queue          []prefetchReq
 
 	hits, misses, joined, prefetched, evictions, fillErrors, fillBytes atomic.Int64
 }
@@ -128,13 +133,24 @@ type fill struct {
 	finished bool
 }
 
+// prefetchReq is a queued prefetch.
+type prefetchReq struct {
+	ctx context.Context
+	k   Key
+	fn  FillFunc
+}
+
+// maxQueued bounds the prefetch queue: beyond it Prefetch refuses, and the
+// caller asks again later.
+const maxQueued = 32
+
 // New returns a cache holding at most maxBytes of chunks. Background
 // prefetches run on at most GOMAXPROCS goroutines.
 func New(maxBytes int64) *ChunkCache {
 	c := &ChunkCache{
-		maxBytes:      maxBytes,
-		inflight:      make(map[Key]*fill),
-		prefetchSlots: make(chan struct{}, runtime.GOMAXPROCS(0)),
+		maxBytes:       maxBytes,
+		inflight:       make(map[Key]*fill),
+		maxPrefetchers: runtime.GOMAXPROCS(0),
 	}
 	// The entry count is not the bound; bytes are (see add).
 	lru, err := simplelru.NewLRU[Key, *Chunk](1<<31-1, func(_ Key, ch *Chunk) {
@@ -183,39 +199,82 @@ func (c *ChunkCache) Get(ctx context.Context, k Key, fn FillFunc) (*Chunk, error
 	return c.wait(ctx, f)
 }
 
-// Prefetch starts filling k in the background unless it is cached or
-// already being filled. It reports false only when every prefetch slot is
-// busy, so the caller can try again later; prefetches are hints, and
+// Prefetch asks for k to be filled in the background unless it is cached
+// or already being filled. Requests run in the order given, on at most
+// GOMAXPROCS goroutines at once; a goroutine that finishes one takes the
+// next, so prefetching keeps every core busy while the reader that asked
+// waits for an earlier chunk. Prefetch reports false only when the queue
+// is full, so the caller can ask again later; prefetches are hints, and
 // dropping one costs only latency.
 func (c *ChunkCache) Prefetch(ctx context.Context, k Key, fn FillFunc) bool {
 	c.mu.Lock()
-	_, inflight := c.inflight[k]
-	present := inflight || c.lru.Contains(k)
-	c.mu.Unlock()
-	if present {
-		return true
-	}
-	select {
-	case c.prefetchSlots <- struct{}{}:
-	default:
-		return false
-	}
-	c.mu.Lock()
-	_, inflight = c.inflight[k]
-	if inflight || c.lru.Contains(k) {
+	if c.present(k) {
 		c.mu.Unlock()
-		<-c.prefetchSlots
 		return true
 	}
+	if c.prefetchers >= c.maxPrefetchers {
+		defer c.mu.Unlock()
+		for _, r := range c.queue {
+			if r.k == k {
+				return true
+			}
+		}
+		if len(c.queue) >= maxQueued {
+			return false
+		}
+		c.queue = append(c.queue, prefetchReq{ctx, k, fn})
+		return true
+	}
+	c.prefetchers++
+	f := c.startPrefetch(k)
+	c.mu.Unlock()
+	go c.prefetchLoop(ctx, k, f, fn)
+	return true
+}
+
+// present reports whether k is cached or being filled. The caller holds
+// c.mu.
+func (c *ChunkCache) present(k Key) bool {
+	_, inflight := c.inflight[k]
+	return inflight || c.lru.Contains(k)
+}
+
+// startPrefetch registers a fill for k with no waiter yet. The caller
+// holds c.mu.
+func (c *ChunkCache) startPrefetch(k Key) *fill {
 	f := &fill{done: make(chan struct{})}
 	c.inflight[k] = f
-	c.mu.Unlock()
 	c.prefetched.Add(1)
-	go func() {
-		defer func() { <-c.prefetchSlots }()
+	return f
+}
+
+// prefetchLoop fills k, then queued requests, until the queue is empty.
+func (c *ChunkCache) prefetchLoop(ctx context.Context, k Key, f *fill, fn FillFunc) {
+	for {
 		c.run(context.WithoutCancel(ctx), k, f, fn)
-	}()
-	return true
+		// The reader waiting for this chunk was just made runnable on this
+		// thread, behind us; let it copy the chunk out before the next
+		// fill takes the core for milliseconds (otherwise it waits for
+		// preemption, up to 10 ms, while every core decodes ahead of it).
+		runtime.Gosched()
+		c.mu.Lock()
+		f = nil
+		for f == nil && len(c.queue) > 0 {
+			r := c.queue[0]
+			c.queue[0] = prefetchReq{}
+			c.queue = c.queue[1:]
+			if !c.present(r.k) {
+				ctx, k, fn = r.ctx, r.k, r.fn
+				f = c.startPrefetch(k)
+			}
+		}
+		if f == nil {
+			c.prefetchers--
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Unlock()
+	}
 }
 
 // Contains reports whether k is cached, without changing its recency.

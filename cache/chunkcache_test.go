@@ -201,18 +201,69 @@ func TestPrefetch(t *testing.T) {
 	if !c.Prefetch(context.Background(), key(1, 1), constFill([]byte("p"), &calls)) || calls.Load() != 1 {
 		t.Fatal("prefetch of a cached key must succeed without a fill")
 	}
-	// With every slot busy, a prefetch is refused so the caller can retry.
+	// Beyond the running prefetches requests queue, and run in order as
+	// those finish; only a full queue refuses. (One prefetcher, so that
+	// the order of fills is the order of the queue.)
+	c.mu.Lock()
+	c.maxPrefetchers = 1
+	c.mu.Unlock()
+	for deadline := time.Now().Add(10 * time.Second); ; { // the first prefetch's goroutine has exited
+		c.mu.Lock()
+		idle := c.prefetchers == 0
+		c.mu.Unlock()
+		if idle {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a finished prefetch still counts as running")
+		}
+		time.Sleep(time.Millisecond)
+	}
 	block := make(chan struct{})
-	slow := func(context.Context) ([]byte, []byte, error) { <-block; return []byte("s"), nil, nil }
-	for i := byte(10); i < 10+byte(cap(c.prefetchSlots)); i++ {
-		if !c.Prefetch(context.Background(), key(1, i), slow) {
-			t.Fatal("prefetch refused with a free slot")
+	var order []byte
+	var mu sync.Mutex
+	slow := func(i byte) FillFunc {
+		return func(context.Context) ([]byte, []byte, error) {
+			<-block
+			mu.Lock()
+			order = append(order, i)
+			mu.Unlock()
+			return []byte{i}, nil, nil
 		}
 	}
-	if c.Prefetch(context.Background(), key(1, 99), slow) {
-		t.Fatal("prefetch accepted with every slot busy")
+	running := 1
+	for i := 0; i < running+maxQueued; i++ {
+		if !c.Prefetch(context.Background(), key(1, byte(10+i)), slow(byte(10+i))) {
+			t.Fatalf("prefetch %d refused before the queue was full", i)
+		}
+	}
+	if c.Prefetch(context.Background(), key(1, 99), slow(99)) {
+		t.Fatal("prefetch accepted with the queue full")
+	}
+	if !c.Prefetch(context.Background(), key(1, byte(10+running)), slow(0)) {
+		t.Fatal("a queued key asked for again must be accepted")
 	}
 	close(block)
+	// Every queued chunk arrives without anyone asking again.
+	deadline := time.Now().Add(10 * time.Second)
+	for i := 0; i < running+maxQueued; i++ {
+		for !c.Contains(key(1, byte(10+i))) {
+			if time.Now().After(deadline) {
+				t.Fatalf("queued prefetch %d did not run", i)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for i := 1; i < len(order); i++ {
+		if order[i] < order[i-1] {
+			t.Fatalf("queued prefetches ran out of order: %v", order)
+		}
+	}
+	if len(order) != running+maxQueued {
+		t.Fatalf("%d fills for %d prefetches", len(order), running+maxQueued)
+	}
 }
 
 // pooledFill fills a chunk into a pooled buffer stamped with b.
@@ -322,10 +373,65 @@ func TestBufferClasses(t *testing.T) {
 		if len(b) != n {
 			t.Fatalf("Get(%d) has length %d", n, len(b))
 		}
-		if n > 64<<10 && n <= 128<<20 && (cap(b) < n || float64(cap(b)) > 1.25*float64(n)+1) {
-			t.Fatalf("Get(%d) has capacity %d", n, cap(b))
+		switch {
+		case n > 1<<20:
+			// Whole huge pages.
+			if cap(b)%HugePage != 0 || cap(b) < n || cap(b)-n >= HugePage {
+				t.Fatalf("Get(%d) has capacity %d", n, cap(b))
+			}
+		case n > 64<<10:
+			if cap(b) < n || float64(cap(b)) > 1.25*float64(n)+1 {
+				t.Fatalf("Get(%d) has capacity %d", n, cap(b))
+			}
+		}
+		for i := range b { // every byte is usable
+			b[i] = byte(i)
 		}
 		p.Put(b)
+	}
+}
+
+// Large buffers are reused by size, kept idle up to a bound, and returned
+// to the system beyond it.
+func TestLargeBuffers(t *testing.T) {
+	var p BufferPool
+	p.SetMaxIdle(4 << 20)
+	a := p.Get(3 << 20)
+	if cap(a) != 4<<20 {
+		t.Fatalf("Get(3 MiB) has capacity %d", cap(a))
+	}
+	a[len(a)-1] = 1
+	p.Put(a)
+	b := p.Get(3<<20 + 5)
+	if &b[0] != &a[0] {
+		t.Fatal("an idle buffer of the right size was not reused")
+	}
+	if st := p.Stats(); st.Mapped != 4<<20 || st.Idle != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	c, d := p.Get(2<<20), p.Get(2<<20)
+	p.Put(b)
+	p.Put(c)
+	p.Put(d) // over the bound: unmapped
+	if st := p.Stats(); st.Idle != 4<<20 || st.Mapped != 4<<20 {
+		t.Fatalf("after putting 8 MiB with a 4 MiB bound: %+v", st)
+	}
+}
+
+// In tests Put poisons buffers, so that a use after release reads wrong
+// bytes instead of passing unnoticed.
+func TestPutPoisons(t *testing.T) {
+	var p BufferPool
+	for _, n := range []int{100 << 10, 3 << 20} {
+		b := p.Get(n)
+		for i := range b {
+			b[i] = 1
+		}
+		view := b[:10]
+		p.Put(b)
+		if view[0] != 0xA5 {
+			t.Fatalf("%d-byte buffer not poisoned on Put", n)
+		}
 	}
 }
 
