@@ -263,9 +263,11 @@ type IndexReader struct {
 	log    *slog.Logger
 
 	leaf    uint64 // next leaf to load
-	buf     []byte // current leaf, or a partial entry joined with the next leaf
-	release func() // releases the leaf buf aliases, if it does
+	buf     []byte // current leaf
+	release func() // releases the leaf buf aliases
 	pos     int
+	carry   []byte // the start of an entry that continues in the next leaf
+	joined  []byte // carry joined with the start of the next leaf
 
 	streamBytes uint64 // index bytes loaded so far
 	dataOffset  uint64 // running data stream offset
@@ -320,27 +322,39 @@ func (r *IndexReader) nextBorrowed(ctx context.Context, e *IndexEntry) error {
 
 func (r *IndexReader) next(ctx context.Context, e *IndexEntry) error {
 	for {
-		if r.pos < len(r.buf) {
+		var err error
+		switch {
+		case len(r.carry) > 0 && r.pos < len(r.buf):
+			err = r.decodeStraddling(e)
+		case r.pos < len(r.buf):
 			d := bare.NewDecoder(r.buf[r.pos:])
 			*e = IndexEntry{}
-			err := decodeEntry(d, e)
-			if err == nil {
+			if err = decodeEntry(d, e); err == nil {
 				r.pos += d.Offset()
-				if err := r.place(e); err != nil {
-					return err
-				}
-				if !validPath(e.Path) {
-					r.skipped++
-					if r.skipped == 1 {
-						r.log.Warn("skipping index entry with an unsafe path", "item", r.item.ID, "path", fmt.Sprintf("%q", e.Path))
-					}
-					continue
-				}
-				return nil
+			} else if errors.Is(err, io.ErrUnexpectedEOF) {
+				// The entry goes on in the next leaf.
+				r.carry = append(r.carry[:0], r.buf[r.pos:]...)
+				r.pos = len(r.buf)
+				err = errNeedLeaf
 			}
-			if !errors.Is(err, io.ErrUnexpectedEOF) {
-				return fmt.Errorf("item %s: index entry %d: %w", r.item.ID, r.entries, wrapCorrupt(err))
+		default:
+			err = errNeedLeaf
+		}
+		switch {
+		case err == nil:
+			if err := r.place(e); err != nil {
+				return err
 			}
+			if !validPath(e.Path) {
+				r.skipped++
+				if r.skipped == 1 {
+					r.log.Warn("skipping index entry with an unsafe path", "item", r.item.ID, "path", fmt.Sprintf("%q", e.Path))
+				}
+				continue
+			}
+			return nil
+		case err != errNeedLeaf:
+			return fmt.Errorf("item %s: index entry %d: %w", r.item.ID, r.entries, wrapCorrupt(err))
 		}
 		if r.leaf >= r.leaves.leafCount() {
 			r.releaseLeaf()
@@ -353,18 +367,38 @@ func (r *IndexReader) next(ctx context.Context, e *IndexEntry) error {
 		r.leaves.prefetch(ctx, r.leaf+1)
 		r.leaf++
 		r.streamBytes += uint64(len(data))
-		if r.pos < len(r.buf) {
-			// A partial entry: join it with the next leaf.
-			joined := make([]byte, 0, len(r.buf)-r.pos+len(data))
-			joined = append(append(joined, r.buf[r.pos:]...), data...)
-			release()
-			r.releaseLeaf()
-			r.buf = joined
-		} else {
-			r.releaseLeaf()
-			r.buf, r.release = data, release // the cache's copy: never modified
+		r.releaseLeaf()
+		r.buf, r.release, r.pos = data, release, 0 // the cache's copy: never modified
+	}
+}
+
+// errNeedLeaf says the stream needs its next leaf to go on.
+var errNeedLeaf = errors.New("need the next leaf")
+
+// decodeStraddling decodes the entry begun in earlier leaves (r.carry) and
+// continued in the current one, joining the carried bytes with as little
+// of the leaf as the entry needs: copying whole leaves cost more than
+// decoding them. It returns errNeedLeaf if the entry goes on past this
+// leaf too.
+func (r *IndexReader) decodeStraddling(e *IndexEntry) error {
+	rest := r.buf[r.pos:]
+	for n := min(len(rest), 4096); ; n = min(2*n, len(rest)) {
+		r.joined = append(append(r.joined[:0], r.carry...), rest[:n]...)
+		d := bare.NewDecoder(r.joined)
+		*e = IndexEntry{}
+		err := decodeEntry(d, e)
+		switch {
+		case err == nil:
+			r.pos += d.Offset() - len(r.carry)
+			r.carry = r.carry[:0]
+			return nil // e aliases r.joined until the next call
+		case !errors.Is(err, io.ErrUnexpectedEOF):
+			return err
+		case n == len(rest):
+			r.carry = append(r.carry, rest...)
+			r.pos = len(r.buf)
+			return errNeedLeaf
 		}
-		r.pos = 0
 	}
 }
 
@@ -400,13 +434,13 @@ func (r *IndexReader) releaseLeaf() {
 // an error does so too.
 func (r *IndexReader) Close() {
 	r.releaseLeaf()
-	r.buf = nil
+	r.buf, r.carry, r.joined = nil, nil, nil
 }
 
 // finish checks the end of the stream (§8.1, §8.5).
 func (r *IndexReader) finish() error {
 	switch {
-	case r.pos < len(r.buf):
+	case r.pos < len(r.buf) || len(r.carry) > 0:
 		return fmt.Errorf("item %s: %w: index ends inside an entry", r.item.ID, ErrCorrupt)
 	case r.streamBytes != r.item.IndexSize:
 		return fmt.Errorf("item %s: %w: index is %d bytes, metadata says %d", r.item.ID, ErrCorrupt, r.streamBytes, r.item.IndexSize)

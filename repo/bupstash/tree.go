@@ -22,8 +22,8 @@ import (
 // may derive stable inode numbers from them.
 type Tree struct {
 	item   *Item
-	nodes  []treeNode
-	names  []byte
+	nodes  nodeStore
+	names  nameArena
 	kids   []uint32
 	extras []nodeExtra
 }
@@ -122,7 +122,7 @@ func newTreeBuilder(it *Item) *treeBuilder {
 	t := &Tree{item: it, extras: []nodeExtra{{}}}
 	b := &treeBuilder{t: t, dirs: map[string]uint32{"": 0}, links: map[[2]uint64]uint32{}}
 	// The root exists even when the index lacks a "." entry.
-	t.nodes = append(t.nodes, b.syntheticDir(0, nil))
+	t.nodes.add(b.syntheticDir(0, nil))
 	return b
 }
 
@@ -144,9 +144,8 @@ func (b *treeBuilder) syntheticDir(parent uint32, name []byte) treeNode {
 }
 
 func (b *treeBuilder) setName(n *treeNode, name []byte) {
-	n.nameOff = uint32(len(b.t.names))
+	n.nameOff = b.t.names.add(name)
 	n.nameLen = uint16(len(name))
-	b.t.names = append(b.t.names, name...)
 }
 
 // dir returns the record of the directory at path, synthesizing it and its
@@ -160,11 +159,10 @@ func (b *treeBuilder) dir(path []byte) (uint32, error) {
 	if err != nil {
 		return 0, err
 	}
-	if len(b.t.nodes) >= math.MaxUint32-1 {
+	if b.t.nodes.len() >= math.MaxUint32-1 {
 		return 0, ErrTooLarge
 	}
-	i := uint32(len(b.t.nodes))
-	b.t.nodes = append(b.t.nodes, b.syntheticDir(parent, name))
+	i := b.t.nodes.add(b.syntheticDir(parent, name))
 	b.dirs[string(path)] = i
 	return i, nil
 }
@@ -216,11 +214,11 @@ func (b *treeBuilder) add(e *IndexEntry) error {
 			return nil
 		}
 	}
-	if len(b.t.nodes) >= math.MaxUint32-1 {
+	if b.t.nodes.len() >= math.MaxUint32-1 {
 		return ErrTooLarge
 	}
 	b.setName(&n, name)
-	i := uint32(len(b.t.nodes))
+	i := uint32(b.t.nodes.len())
 	n.inode = i
 	if !e.IsDir() && e.Nlink > 1 {
 		// Hard links: same device and inode, as Bupstash groups them.
@@ -232,7 +230,7 @@ func (b *treeBuilder) add(e *IndexEntry) error {
 		}
 		n.flags |= flagHardlink
 	}
-	b.t.nodes = append(b.t.nodes, n)
+	b.t.nodes.add(n)
 	if e.IsDir() {
 		b.dirs[string(e.Path)] = i
 	}
@@ -241,9 +239,9 @@ func (b *treeBuilder) add(e *IndexEntry) error {
 
 // replace gives record i the attributes of n, keeping its place in the tree.
 func (b *treeBuilder) replace(i uint32, n treeNode) {
-	old := b.t.nodes[i]
+	old := b.t.nodes.at(i)
 	n.parent, n.nameOff, n.nameLen = old.parent, old.nameOff, old.nameLen
-	b.t.nodes[i] = n
+	*old = n
 }
 
 func fillNode(n *treeNode, e *IndexEntry) error {
@@ -291,24 +289,25 @@ func clamp32(v uint64) uint32 {
 func (b *treeBuilder) finish() *Tree {
 	t := b.t
 	b.dirs = nil
-	nodes := t.nodes
+	nodes := &t.nodes
+	n := uint32(nodes.len())
 
 	// Counting sort of records by parent, in record order.
-	count := make([]uint32, len(nodes)+1)
-	for i := 1; i < len(nodes); i++ {
-		count[nodes[i].parent+1]++
+	count := make([]uint32, n+1)
+	for i := uint32(1); i < n; i++ {
+		count[nodes.at(i).parent+1]++
 	}
 	for i := 1; i < len(count); i++ {
 		count[i] += count[i-1]
 	}
-	t.kids = make([]uint32, max(len(nodes)-1, 0))
-	next := slices.Clone(count[:len(nodes)])
-	for i := 1; i < len(nodes); i++ {
-		p := nodes[i].parent
-		t.kids[next[p]] = uint32(i)
+	t.kids = make([]uint32, max(int(n)-1, 0))
+	next := slices.Clone(count[:n])
+	for i := uint32(1); i < n; i++ {
+		p := nodes.at(i).parent
+		t.kids[next[p]] = i
 		next[p]++
 	}
-	for d := range nodes {
+	for d := range n {
 		off, end := count[d], count[d+1]
 		if off == end {
 			continue
@@ -327,7 +326,7 @@ func (b *treeBuilder) finish() *Tree {
 			run[w] = run[r]
 			w++
 		}
-		nodes[d].kidsOff, nodes[d].kidsLen = off, uint32(w)
+		nodes.at(d).kidsOff, nodes.at(d).kidsLen = off, uint32(w)
 	}
 
 	// Link counts are the saved ones (what the source had), raised where
@@ -335,37 +334,37 @@ func (b *treeBuilder) finish() *Tree {
 	// per subdirectory here, a hard-linked file at least as many links as
 	// its group has names here. A snapshot may omit a directory's
 	// subdirectories or a file's other links, never add any.
-	reachable := make([]bool, len(nodes))
+	reachable := make([]bool, n)
 	reachable[0] = true
-	for d := range nodes { // parents precede their children in record order
+	for d := range n { // parents precede their children in record order
 		if !reachable[d] {
 			continue
 		}
-		for _, k := range t.Children(uint32(d)) {
+		for _, k := range t.Children(d) {
 			reachable[k] = true
 		}
 	}
 	names := map[uint32]uint32{}
-	for i := range nodes {
-		n := &nodes[i]
+	for i := range n {
+		r := nodes.at(i)
 		switch {
-		case n.mode&ModeType == ModeDir:
+		case r.mode&ModeType == ModeDir:
 			links := uint32(2)
-			for _, k := range t.Children(uint32(i)) {
-				if nodes[k].mode&ModeType == ModeDir {
+			for _, k := range t.Children(i) {
+				if nodes.at(k).mode&ModeType == ModeDir {
 					links++
 				}
 			}
-			n.nlink = max(n.nlink, links)
-		case n.flags&flagHardlink != 0 && reachable[i]:
-			names[n.inode]++
+			r.nlink = max(r.nlink, links)
+		case r.flags&flagHardlink != 0 && reachable[i]:
+			names[r.inode]++
 		default:
-			n.nlink = max(n.nlink, 1)
+			r.nlink = max(r.nlink, 1)
 		}
 	}
-	for i := range nodes {
-		if n := &nodes[i]; n.flags&flagHardlink != 0 {
-			n.nlink = max(n.nlink, names[n.inode])
+	for i := range n {
+		if r := nodes.at(i); r.flags&flagHardlink != 0 {
+			r.nlink = max(r.nlink, names[r.inode])
 		}
 	}
 	return t
@@ -377,11 +376,11 @@ func (t *Tree) compareRecords(a, b uint32) int { return bytes.Compare(t.Name(a),
 func (t *Tree) Item() *Item { return t.item }
 
 // Len returns the number of records.
-func (t *Tree) Len() int { return len(t.nodes) }
+func (t *Tree) Len() int { return t.nodes.len() }
 
 // Bytes estimates the memory the tree holds.
 func (t *Tree) Bytes() int64 {
-	n := int64(len(t.nodes))*int64(TreeNodeSize) + int64(cap(t.names)) + int64(len(t.kids))*4
+	n := t.nodes.bytes() + t.names.bytes() + int64(len(t.kids))*4
 	for _, x := range t.extras {
 		n += int64(unsafe.Sizeof(x)) + int64(len(x.link))
 		for _, xa := range x.xattrs {
@@ -392,16 +391,16 @@ func (t *Tree) Bytes() int64 {
 }
 
 // valid reports whether n is a record number.
-func (t *Tree) valid(n uint32) bool { return int(n) < len(t.nodes) }
+func (t *Tree) valid(n uint32) bool { return int(n) < t.nodes.len() }
 
 // Name returns a record's name (the root's is empty). It aliases the tree.
 func (t *Tree) Name(n uint32) []byte {
-	r := &t.nodes[n]
-	return t.names[r.nameOff : r.nameOff+uint32(r.nameLen) : r.nameOff+uint32(r.nameLen)]
+	r := t.nodes.at(n)
+	return t.names.get(r.nameOff, r.nameLen)
 }
 
 // Parent returns a record's directory (the root is its own parent).
-func (t *Tree) Parent(n uint32) uint32 { return t.nodes[n].parent }
+func (t *Tree) Parent(n uint32) uint32 { return t.nodes.at(n).parent }
 
 // Path returns a record's path from the snapshot root, for messages.
 func (t *Tree) Path(n uint32) string {
@@ -409,7 +408,7 @@ func (t *Tree) Path(n uint32) string {
 		return "."
 	}
 	var parts [][]byte
-	for ; n != 0; n = t.nodes[n].parent {
+	for ; n != 0; n = t.nodes.at(n).parent {
 		parts = append(parts, t.Name(n))
 	}
 	slices.Reverse(parts)
@@ -422,7 +421,7 @@ func (t *Tree) Children(dir uint32) []uint32 {
 	if !t.valid(dir) {
 		return nil
 	}
-	r := &t.nodes[dir]
+	r := t.nodes.at(dir)
 	return t.kids[r.kidsOff : r.kidsOff+r.kidsLen : r.kidsOff+r.kidsLen]
 }
 
@@ -440,7 +439,7 @@ func (t *Tree) Lookup(dir uint32, name []byte) (uint32, bool) {
 
 // Attr returns a record's attributes.
 func (t *Tree) Attr(n uint32) NodeAttr {
-	r := &t.nodes[n]
+	r := t.nodes.at(n)
 	a := NodeAttr{
 		Mode: r.mode, Size: r.size, UID: r.uid, GID: r.gid, Nlink: r.nlink,
 		Mtime: r.mtime, Ctime: r.ctime, MtimeNsec: r.mtimeNsec, CtimeNsec: r.ctimeNsec,
@@ -456,10 +455,10 @@ func (t *Tree) Attr(n uint32) NodeAttr {
 }
 
 // IsDir reports whether a record is a directory.
-func (t *Tree) IsDir(n uint32) bool { return t.nodes[n].mode&ModeType == ModeDir }
+func (t *Tree) IsDir(n uint32) bool { return t.nodes.at(n).mode&ModeType == ModeDir }
 
 func (t *Tree) extra(n uint32) *nodeExtra {
-	if x := t.nodes[n].extra; x != 0 {
+	if x := t.nodes.at(n).extra; x != 0 {
 		return &t.extras[x]
 	}
 	return nil
@@ -487,7 +486,7 @@ var ErrNotRegular = errors.New("not a regular file")
 
 // File returns the content of a regular file record, read through o.
 func (t *Tree) File(o *OpenItem, n uint32) (*File, error) {
-	r := &t.nodes[n]
+	r := t.nodes.at(n)
 	if r.mode&ModeType != ModeRegular {
 		return nil, ErrNotRegular
 	}
