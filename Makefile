@@ -30,9 +30,18 @@ lint:
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
 
-# Go benchmarks: throughput (MB/s) and allocations.
-bench:
+# Every benchmark: the Go benchmarks of each package (throughput and
+# allocations), then the end-to-end suite of internal/bench (real mounts
+# against an in-memory ceiling and the machine's limits), which prints a
+# table and writes bench/results.md. The suite needs root and generates its
+# repositories once, in $(BENCH_DIR).
+BENCH_DIR   ?= /var/tmp/backupfs-bench
+BENCH_FLAGS ?=
+bench: build
+	$(GO) build -o bin/ceilingfs ./internal/bench/cmd/ceilingfs
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./...
+	$(GO) run ./internal/bench/cmd/bench -backupfs $(BIN) -ceilingfs bin/ceilingfs \
+		-work $(BENCH_DIR) -out bench/results.md -version $(VERSION) $(BENCH_FLAGS)
 
 # Every fuzz target for FUZZTIME each (make fuzz FUZZTIME=5m for longer).
 fuzz:
