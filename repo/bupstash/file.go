@@ -61,41 +61,69 @@ func (s *section) contribution(k uint64, leafLen int64) (lo, hi int64) {
 }
 
 // locate returns the span-relative leaf k holding offset off, and where
-// that leaf's contribution begins in the span.
+// that leaf's contribution begins in the span. Leaf lengths are probed
+// without holding the mutex (a probe may read a chunk), so the mutex is
+// only ever held inside lookup and extend, each with its own deferred
+// unlock: a panic anywhere leaves it unlocked, never doubly unlocked.
 func (s *section) locate(ctx context.Context, off int64) (k uint64, leafStart int64, err error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	for {
-		known := len(s.cum) - 1 // leaves 0..known-1 have known bounds
-		if known > 0 && off < s.cum[known] {
-			// Largest k with cum[k] <= off.
-			i := sort.Search(known+1, func(i int) bool { return s.cum[i] > off }) - 1
-			return uint64(i), s.cum[i], nil
-		}
-		idx := s.sp.first + uint64(known)
-		if idx > s.sp.last {
-			return 0, 0, fmt.Errorf("%w: the file's leaves hold %d bytes, its size is %d", ErrCorrupt, s.cum[known], s.sp.size)
+		next, err := s.lookup(off)
+		if err != nil || next.found {
+			return next.k, next.leafStart, err
 		}
 		var n int64
-		if idx != s.sp.last || s.sp.end < 0 {
-			// Unlock while probing: it may read a chunk.
-			s.mu.Unlock()
-			n, err = s.tree.leafLen(ctx, idx)
-			s.mu.Lock()
-			if err != nil {
+		if next.idx != s.sp.last || s.sp.end < 0 {
+			if n, err = s.tree.leafLen(ctx, next.idx); err != nil {
 				return 0, 0, err
 			}
-			if len(s.cum)-1 != known { // another reader extended it meanwhile
-				continue
-			}
 		}
-		lo, hi := s.contribution(uint64(known), n)
-		if lo > hi {
-			return 0, 0, &ChunkError{Item: s.tree.item, Tree: s.tree.kind, Leaf: int64(idx),
-				Err: fmt.Errorf("%w: cursor range [%d, %d) does not fit the %d-byte leaf", ErrCorrupt, lo, hi, n)}
+		if err := s.extend(next.known, next.idx, n); err != nil {
+			return 0, 0, err
 		}
-		s.cum = append(s.cum, s.cum[known]+hi-lo)
 	}
+}
+
+// located is lookup's answer: the leaf holding the offset (found), or the
+// next leaf whose length must be learned (idx, span-relative known).
+type located struct {
+	found     bool
+	k         uint64
+	leafStart int64
+	known     int
+	idx       uint64
+}
+
+func (s *section) lookup(off int64) (located, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	known := len(s.cum) - 1 // leaves 0..known-1 have known bounds
+	if known > 0 && off < s.cum[known] {
+		// Largest k with cum[k] <= off.
+		i := sort.Search(known+1, func(i int) bool { return s.cum[i] > off }) - 1
+		return located{found: true, k: uint64(i), leafStart: s.cum[i]}, nil
+	}
+	idx := s.sp.first + uint64(known)
+	if idx > s.sp.last {
+		return located{}, fmt.Errorf("%w: the file's leaves hold %d bytes, its size is %d", ErrCorrupt, s.cum[known], s.sp.size)
+	}
+	return located{known: known, idx: idx}, nil
+}
+
+// extend records the bounds of span-relative leaf known (tree leaf idx, n
+// bytes long), unless another reader recorded them meanwhile.
+func (s *section) extend(known int, idx uint64, n int64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.cum)-1 != known {
+		return nil
+	}
+	lo, hi := s.contribution(uint64(known), n)
+	if lo > hi {
+		return &ChunkError{Item: s.tree.item, Tree: s.tree.kind, Leaf: int64(idx),
+			Err: fmt.Errorf("%w: cursor range [%d, %d) does not fit the %d-byte leaf", ErrCorrupt, lo, hi, n)}
+	}
+	s.cum = append(s.cum, s.cum[known]+hi-lo)
+	return nil
 }
 
 // readAt reads from the span like io.ReaderAt, returning also the

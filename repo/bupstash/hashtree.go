@@ -330,40 +330,57 @@ func (t *hashTree) probeLen(ctx context.Context, addr Address) (int64, bool, err
 }
 
 // leafLengths records the plaintext lengths of a tree's leaves as they are
-// learned. The table is allocated on first use: most trees are only ever
-// read sequentially or not at all.
+// learned. The leaf count comes from unauthenticated-by-key metadata and
+// may be anything up to maxLeafCount, so the table is sparse: pages of
+// lengthPageLen entries, allocated as leaves in them are learned. Memory
+// thus follows what was actually read, never what the tree claims.
 type leafLengths struct {
 	count uint64
 	mu    sync.Mutex
-	n     []int64 // -1 = unknown
+	pages map[uint64]*lengthPage
 }
+
+const (
+	lengthPageBits = 9 // 512 lengths, 4 KiB, per page
+	lengthPageLen  = 1 << lengthPageBits
+)
+
+// lengthPage holds length+1 per leaf; 0 means unknown.
+type lengthPage [lengthPageLen]int64
 
 func (l *leafLengths) get(i uint64) (int64, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.n == nil || i >= uint64(len(l.n)) || l.n[i] < 0 {
+	p := l.pages[i>>lengthPageBits]
+	if p == nil || p[i&(lengthPageLen-1)] == 0 {
 		return 0, false
 	}
-	return l.n[i], true
+	return p[i&(lengthPageLen-1)] - 1, true
 }
 
 // set records leaf i's length. Learning two different lengths for the same
 // leaf (a probe and a decode disagreeing) means corruption.
 func (l *leafLengths) set(i uint64, n int64) error {
+	if n < 0 {
+		return fmt.Errorf("%w: leaf %d has a negative length %d", ErrCorrupt, i, n)
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if i >= l.count {
 		return nil
 	}
-	if l.n == nil {
-		l.n = make([]int64, l.count)
-		for j := range l.n {
-			l.n[j] = -1
-		}
+	if l.pages == nil {
+		l.pages = make(map[uint64]*lengthPage)
 	}
-	if old := l.n[i]; old >= 0 && old != n {
+	p := l.pages[i>>lengthPageBits]
+	if p == nil {
+		p = new(lengthPage)
+		l.pages[i>>lengthPageBits] = p
+	}
+	slot := &p[i&(lengthPageLen-1)]
+	if old := *slot - 1; *slot != 0 && old != n {
 		return fmt.Errorf("%w: leaf %d decodes to %d bytes but its header declared %d", ErrCorrupt, i, n, old)
 	}
-	l.n[i] = n
+	*slot = n + 1
 	return nil
 }

@@ -27,6 +27,15 @@ const maxItemFileSize = 1 << 20
 // maxTreeHeight is the deepest hash tree Bupstash writes.
 const maxTreeHeight = 10
 
+// maxLeafCount bounds a tree's leaf count: 2^40 leaves are over a
+// terabyte even at one byte each, and real leaves average megabytes.
+// Counts are otherwise bounded by the stream size (see checkLeafCounts).
+const maxLeafCount = 1 << 40
+
+// maxNodeEntries is the most entries an interior node can hold, and so the
+// most leaves a tree of height 1 can have.
+const maxNodeEntries = maxChunkFileSize / nodeEntrySize
+
 // TreeMeta locates a hash tree: its root address, its height (0 means the
 // root is the only leaf) and its number of leaves.
 type TreeMeta struct {
@@ -105,7 +114,8 @@ func (r *Repository) decodeItem(id Xid, b []byte) (*Item, error) {
 		if t == nil {
 			continue
 		}
-		if t.Height > maxTreeHeight || t.DataChunkCount == 0 || (t.Height == 0 && t.DataChunkCount != 1) {
+		if t.Height > maxTreeHeight || t.DataChunkCount == 0 || t.DataChunkCount > maxLeafCount ||
+			(t.Height == 0 && t.DataChunkCount != 1) || (t.Height == 1 && t.DataChunkCount > maxNodeEntries) {
 			return nil, fmt.Errorf("%w: impossible tree shape (height %d, %d chunks)", ErrCorrupt, t.Height, t.DataChunkCount)
 		}
 	}
@@ -194,7 +204,24 @@ func (it *Item) decodeSecret(b []byte) error {
 	if it.IndexTree == nil && it.IndexSize != 0 {
 		return fmt.Errorf("%w: index size %d without an index tree", ErrCorrupt, it.IndexSize)
 	}
-	return nil
+	return it.checkLeafCounts()
+}
+
+// checkLeafCounts rejects trees with more leaves than their streams have
+// bytes. Writers never emit an empty leaf, except the single one of an
+// empty stream, so a stream of n bytes has at most n leaves, or 1; the
+// bound allows n+1, one empty leaf to spare.
+func (it *Item) checkLeafCounts() error {
+	check := func(kind string, t *TreeMeta, size uint64) error {
+		if t != nil && (t.DataChunkCount == 0 || t.DataChunkCount-1 > size) {
+			return fmt.Errorf("%w: %s tree claims %d leaves for a %d-byte stream", ErrCorrupt, kind, t.DataChunkCount, size)
+		}
+		return nil
+	}
+	if err := check("data", &it.DataTree, it.DataSize); err != nil {
+		return err
+	}
+	return check("index", it.IndexTree, it.IndexSize)
 }
 
 // ItemError reports an item that could not be listed.
