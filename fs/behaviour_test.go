@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -19,6 +20,7 @@ import (
 	"github.com/backupfs/backupfs/fs"
 	"github.com/backupfs/backupfs/internal/fusetest"
 	"github.com/backupfs/backupfs/internal/testrepo"
+	"github.com/backupfs/backupfs/repo/bupstash"
 	"golang.org/x/sys/unix"
 )
 
@@ -247,16 +249,16 @@ func TestItemsComeAndGo(t *testing.T) {
 		_, err := os.Stat(m.path("r", "ids", raw))
 		return errors.Is(err, os.ErrNotExist)
 	})
-	if b, err := io.ReadAll(f); string(b) != "hello from stdin\n" {
-		t.Fatalf("open file of a removed item: %q %v", b, err)
+	// Files already open now fail, rather than read a backup that is gone.
+	for _, f := range []*os.File{f, f2} {
+		if b, err := io.ReadAll(f); !errors.Is(err, syscall.ESTALE) {
+			t.Fatalf("read of %s after its item was removed: %q, %v; want ESTALE", f.Name(), b, err)
+		}
 	}
-	// gc deletes the second item's only chunk, never read so never cached.
-	if err := os.Remove(filepath.Join(repo, "data", "ac7e54b5f64eb13bfa3868c9129eb2e49c78a3df373dd840eea20da39eb5f9bb")); err != nil {
-		t.Fatal(err)
+	if !strings.Contains(m.log.String(), "item removed from the repository") {
+		t.Errorf("no log line says the item was removed:\n%s", m.log)
 	}
-	if _, err := io.ReadAll(f2); !errors.Is(err, syscall.EIO) {
-		t.Fatalf("reading after gc: %v, want EIO", err)
-	}
+	// bupstash recover-removed brings it back.
 	if err := os.Rename(filepath.Join(repo, "items", raw)+".removed", filepath.Join(repo, "items", raw)); err != nil {
 		t.Fatal(err)
 	}
@@ -264,6 +266,37 @@ func TestItemsComeAndGo(t *testing.T) {
 	if b, err := os.ReadFile(m.path("r", "ids", raw, "data")); err != nil || string(b) != "hello from stdin\n" {
 		t.Fatalf("recovered item: %q %v", b, err)
 	}
+	if b, err := io.ReadAll(io.NewSectionReader(f, 0, 100)); err != nil || string(b) != "hello from stdin\n" {
+		t.Fatalf("a file of the recovered item, open all along: %q %v", b, err)
+	}
+}
+
+// TestRemovedWhileReading removes an item whose file is being read, with
+// no one listing the repository: the reader still learns of it.
+func TestRemovedWhileReading(t *testing.T) {
+	repo := copyRepo(t, "bupstash-0.12.1/repo")
+	m := mountSources(t, fsOptions(), source{"r", repo, "bupstash-0.12.1/keys/primary.key"})
+	f, err := os.Open(m.path("r", "ids", snapshot012, "big.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 4096)
+	if _, err := f.ReadAt(buf, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(repo, "items", snapshot012), filepath.Join(repo, "items", snapshot012+".removed")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "reads of the removed item to fail", func() bool {
+		_, err := f.ReadAt(buf, 5<<20) // not read before: not in the page cache
+		return errors.Is(err, syscall.ESTALE)
+	})
+	// What the kernel had cached of it is dropped too.
+	waitFor(t, "the cached pages to go", func() bool {
+		_, err := f.ReadAt(buf, 0)
+		return errors.Is(err, syscall.ESTALE)
+	})
 }
 
 func TestSubKeys(t *testing.T) {
@@ -479,4 +512,174 @@ func TestLargeReads(t *testing.T) {
 	if s := m.log.String(); s != "" {
 		t.Errorf("a healthy read logged:\n%s", s)
 	}
+}
+
+// TestSparseHolesFromLeaves checks a large sparse file: its holes are
+// found from its zero leaves without decoding them, and inside its data
+// leaves at 4 KiB granularity.
+func TestSparseHolesFromLeaves(t *testing.T) {
+	const size = 200 << 20
+	content := testrepo.Sparse(size,
+		testrepo.Region{Offset: 0, Data: testrepo.Random(4096, 1)},
+		testrepo.Region{Offset: 100<<20 + 8192, Data: testrepo.Random(64<<10, 2)},
+		testrepo.Region{Offset: size - 5000, Data: testrepo.Random(5000, 3)})
+	dir := t.TempDir()
+	r, err := testrepo.Create(filepath.Join(dir, "repo"), &testrepo.Options{MaxChunkSize: 4 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tree := testrepo.NewTree().MustAdd(testrepo.File("before.txt", testrepo.Text(12345, 4)), testrepo.File("disk.img", content))
+	info, err := r.AddSnapshot(context.Background(), tree.Source(), testrepo.ItemMeta{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.WriteKey(filepath.Join(dir, "key")); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	m := mountSources(t, fsOptions(), source{"gen", filepath.Join(dir, "repo"), filepath.Join(dir, "key")})
+	p := m.path("gen", "ids", info.ID.String(), "disk.img")
+
+	var st syscall.Stat_t
+	if err := syscall.Stat(p, &st); err != nil {
+		t.Fatal(err)
+	}
+	if want := int64(4096+64<<10+8192) / 512; st.Blocks != want {
+		// The last region spans two 4 KiB blocks of the file.
+		t.Errorf("st_blocks = %d, want %d", st.Blocks, want)
+	}
+	// The stat decoded only the data leaves (three of at most 4 MiB), not
+	// the 200 MiB of zeros.
+	if filled := m.repo["gen"].Cache().Stats().FillBytes; filled > 3*4<<20+1<<20 {
+		t.Errorf("stat decoded %d bytes", filled)
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fd := int(f.Fd())
+	for _, c := range []struct {
+		off    int64
+		whence int
+		want   int64
+	}{
+		{0, unix.SEEK_DATA, 0},
+		{0, unix.SEEK_HOLE, 4096},
+		{4096, unix.SEEK_DATA, 100<<20 + 8192},
+		{50 << 20, unix.SEEK_HOLE, 50 << 20},
+		{100<<20 + 8192, unix.SEEK_HOLE, 100<<20 + 8192 + 64<<10},
+		{100<<20 + 200<<10, unix.SEEK_DATA, size - 8192},
+		{size - 100, unix.SEEK_HOLE, size},
+	} {
+		got, err := unix.Seek(fd, c.off, c.whence)
+		if err != nil || got != c.want {
+			t.Errorf("lseek(%d, %d) = %d, %v; want %d", c.off, c.whence, got, err, c.want)
+		}
+	}
+	// cp recreates the holes; the copy has the same bytes.
+	out := filepath.Join(t.TempDir(), "disk.img")
+	fusetest.Run(t, "cp", "--sparse=auto", p, out)
+	var cst syscall.Stat_t
+	syscall.Stat(out, &cst)
+	if cst.Blocks > 1024 {
+		t.Errorf("cp copy allocates %d blocks", cst.Blocks)
+	}
+	want, _ := io.ReadAll(content.Open())
+	got, err := os.ReadFile(out)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("sparse copy differs (%v)", err)
+	}
+}
+
+// TestMountIsLazy checks that mounting and listing the items decode no
+// index: only looking at an item's directory reads (the start of) its
+// index, and only looking inside decodes it.
+func TestMountIsLazy(t *testing.T) {
+	m := mountSources(t, fsOptions(), source{"r", "bupstash-0.12.1/repo", "bupstash-0.12.1/keys/primary.key"})
+	chunks := m.repo["r"].Cache()
+	ents, err := os.ReadDir(m.path("r", "ids"))
+	if err != nil || len(ents) != 7 {
+		t.Fatalf("ids/: %d entries, %v", len(ents), err)
+	}
+	for _, view := range []string{"by-time", "by-tag/name"} {
+		if _, err := os.ReadDir(m.path("r", view)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := os.Readlink(m.path("r", "latest")); err != nil {
+		t.Fatal(err)
+	}
+	if s := chunks.Stats(); s.Misses+s.Joined+s.Prefetched != 0 {
+		t.Fatalf("mounting and listing items read chunks: %+v", s)
+	}
+	// The item directory shows the saved root: 0755, five links.
+	var st syscall.Stat_t
+	if err := syscall.Stat(m.path("r", "ids", snapshot012), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode != syscall.S_IFDIR|0o755 || st.Nlink != 5 {
+		t.Errorf("ids/%s: mode %o, nlink %d; want 40755, 5", snapshot012, st.Mode, st.Nlink)
+	}
+	if s := chunks.Stats(); s.Misses != 1 {
+		t.Errorf("a stat of the item directory read %d chunks, want its first index leaf", s.Misses)
+	}
+}
+
+// TestItemRootPermissions checks that a snapshot of a private directory
+// stays private: its item directory has the saved mode and owner, which
+// the kernel enforces for other users of an --allow-other mount.
+func TestItemRootPermissions(t *testing.T) {
+	const private = "7f3491e5"
+	m := &mounted{log: &logBuffer{}}
+	opts := fsOptions()
+	opts.Logger = newTestLogger(m.log)
+	m.fs = fs.New(opts)
+	k, err := bupstash.LoadKey(filepath.Join(testdata, "bupstash-0.12.1/keys/primary.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := bupstash.Open(context.Background(), filepath.Join(testdata, "bupstash-0.12.1/repo"), k, bupstash.Options{Logger: opts.Logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.fs.AddBupstash("r", r); err != nil {
+		t.Fatal(err)
+	}
+	m.dir = fusetest.Mount(t, m.fs, fs.MountOptions{AllowOther: true})
+	// Other users must be able to reach the mount at all.
+	if err := os.Chmod(filepath.Dir(m.dir), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ents, _ := os.ReadDir(m.path("r", "ids"))
+	for _, e := range ents {
+		if !strings.HasPrefix(e.Name(), private) {
+			continue
+		}
+		dir := m.path("r", "ids", e.Name())
+		var st syscall.Stat_t
+		if err := syscall.Stat(dir, &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode != syscall.S_IFDIR|0o700 || st.Uid != 0 {
+			t.Fatalf("ids/%s: mode %o uid %d, want 40700 and 0 as saved", e.Name(), st.Mode, st.Uid)
+		}
+		files, err := os.ReadDir(dir)
+		if err != nil || len(files) == 0 {
+			t.Fatalf("ls ids/%s: %v", e.Name(), err)
+		}
+		file := filepath.Join(dir, files[0].Name())
+		out, err := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "cat", file).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "Permission denied") {
+			t.Fatalf("another user read %s: %v %q", file, err, out)
+		}
+		// The saved owner (root) may.
+		if _, err := os.ReadFile(file); err != nil {
+			t.Fatalf("its owner cannot read %s: %v", file, err)
+		}
+		return
+	}
+	t.Fatalf("no item %s… in the fixture", private)
 }

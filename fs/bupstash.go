@@ -3,6 +3,8 @@ package fs
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -39,8 +41,49 @@ func (f *FS) AddBupstash(name string, repo *bupstash.Repository) error {
 	}
 	// Read the item list now: a wrong key or a damaged repository should
 	// show up at mount time, not on the first ls.
-	_, err := s.list(context.Background())
-	return err
+	if _, err := s.list(context.Background()); err != nil {
+		return err
+	}
+	f.addWatcher(s.watch)
+	return nil
+}
+
+// forcedRelist is how often the watcher re-reads the item list even when
+// items/ seems unchanged (its time may not change on every filesystem).
+const forcedRelist = 30 * time.Second
+
+// watch re-reads the item list whenever items/ changes (put, rm,
+// recover-removed and gc all change it), checking once per refresh
+// interval, so that removals are noticed even by readers of files that
+// are already open, and whose reads the kernel answers from its cache.
+func (s *bupstashSource) watch(ctx context.Context) {
+	dir := filepath.Join(s.repo.Dir(), "items")
+	stamp := func() time.Time {
+		fi, err := os.Stat(dir)
+		if err != nil {
+			return time.Time{}
+		}
+		return fi.ModTime()
+	}
+	last, forced := stamp(), time.Now()
+	t := time.NewTicker(s.fs.opts.Refresh)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := stamp()
+		if now.Equal(last) && time.Since(forced) < forcedRelist {
+			continue
+		}
+		last, forced = now, time.Now()
+		s.mu.Lock()
+		s.checked = time.Time{} // re-read now
+		s.mu.Unlock()
+		_, _ = s.list(ctx) // list reports its own errors
+	}
 }
 
 // list returns the current items, re-reading the repository's item list
@@ -73,13 +116,14 @@ func (s *bupstashSource) list(ctx context.Context) ([]*itemNode, error) {
 		n := s.fs.items.intern(s.name+"/"+id, func(slot uint32) *itemNode {
 			return &itemNode{fs: s.fs, slot: slot, src: s, item: it, open: s.repo.OpenItem(it)}
 		})
+		// An item recovered (bupstash recover-removed) is back.
+		n.removed.Store(false)
 		byID[id] = n
 		nodes = append(nodes, n)
 	}
 	for id, n := range s.byID {
 		if byID[id] == nil {
-			n.removed.Store(true)
-			s.fs.trees.remove(n.slot)
+			n.markRemoved()
 		}
 	}
 	s.items, s.byID = nodes, byID

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -100,13 +101,32 @@ func TestMountMatchesBupstashListings(t *testing.T) {
 			if f.byTag {
 				name = "list-contents-" + tags["fixture"].(string) + ".jsonl"
 			}
+			want := map[string]bool{}
 			for _, e := range readJSONL(t, filepath.Join(testdata, f.expected, name)) {
+				// "." is the item directory itself: it shows the saved root.
 				rel := string(jsonBytes(e["path"]))
-				if rel == "." {
-					continue // the item directory itself describes the item
-				}
 				checkEntry(t, m.path(f.name, "ids", id, rel), e)
+				want[rel] = true
 				checked++
+			}
+			// Nothing beyond what Bupstash lists.
+			root := m.path(f.name, "ids", id)
+			err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+				if err != nil {
+					return err
+				}
+				rel, _ := filepath.Rel(root, p)
+				if !want[rel] {
+					t.Errorf("%s/%s: %q is in the mount, not in bupstash's listing", f.name, id, rel)
+				}
+				delete(want, rel)
+				return nil
+			})
+			if err != nil {
+				t.Error(err)
+			}
+			for rel := range want {
+				t.Errorf("%s/%s: %q is listed by bupstash, not found walking the mount", f.name, id, rel)
 			}
 		}
 	}

@@ -78,9 +78,18 @@ type FS struct {
 	trees   *treeCache
 	handles handleTable
 
-	mu      sync.Mutex
-	sources []dirent // top-level directories, sorted by name
-	names   map[string]bool
+	mu       sync.Mutex
+	sources  []dirent // top-level directories, sorted by name
+	names    map[string]bool
+	watchers []func(context.Context) // run while mounted
+}
+
+// addWatcher registers a function run on its own goroutine while the
+// filesystem is mounted; its context ends at unmount.
+func (f *FS) addWatcher(w func(context.Context)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.watchers = append(f.watchers, w)
 }
 
 // New returns an empty filesystem; add sources before mounting it.

@@ -33,3 +33,13 @@ func (t *handleTable) remove(fh uint64) any {
 	delete(t.m, fh)
 	return h
 }
+
+// each calls fn for every open handle (under the table's lock: fn must not
+// use the table).
+func (t *handleTable) each(fn func(h any)) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, h := range t.m {
+		fn(h)
+	}
+}

@@ -2,7 +2,9 @@ package fs
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -23,13 +25,68 @@ type itemNode struct {
 	item *bupstash.Item
 	open *bupstash.OpenItem
 
-	removed atomic.Bool // gone from the repository since it was listed
+	removed atomic.Bool // gone from the repository
 
-	load  sync.Mutex // one index decode at a time per item
-	zeros sync.Map   // record → *zeroMapEntry, for sparse files
+	root  atomic.Pointer[rootEntry] // the directory's attributes, once known
+	load  sync.Mutex                // one index decode at a time per item
+	zeros sync.Map                  // record → *holeMap, for sparse files
+}
+
+// rootEntry is what a snapshot's directory shows: the saved root
+// directory, the index's "." entry.
+type rootEntry struct {
+	attr   bupstash.NodeAttr
+	xattrs []bupstash.Xattr
 }
 
 const rawFileRecord = 1
+
+// item returns the item in slot, or ESTALE once it has been removed from
+// the repository: its files then fail rather than go on being read from
+// a backup that is gone.
+func (f *FS) item(slot uint32) (*itemNode, error) {
+	n := f.items.get(slot)
+	if n == nil || n.gone() {
+		return nil, syscall.ESTALE
+	}
+	return n, nil
+}
+
+// invalidateItem drops the kernel's cached pages of n's open files, so
+// that their reads reach Read (and fail). It runs on its own goroutine: a
+// notification may wait for requests in flight on the same file.
+func (f *FS) invalidateItem(n *itemNode) {
+	if f.server == nil {
+		return
+	}
+	var ids []uint64
+	f.handles.each(func(h any) {
+		if fh, ok := h.(*fileHandle); ok && fh.item == n {
+			ids = append(ids, n.id(fh.record))
+		}
+	})
+	go func() {
+		for _, id := range ids {
+			f.server.InodeNotify(id, 0, 0)
+		}
+	}()
+}
+
+// gone reports whether the item has been removed from the repository
+// (as the source's watcher or its last listing found).
+func (n *itemNode) gone() bool { return n.removed.Load() }
+
+// markRemoved records that the item has left the repository, drops its
+// decoded index, and asks the kernel to forget what it cached of its open
+// files, whose reads then reach this filesystem and fail.
+func (n *itemNode) markRemoved() {
+	if n.removed.Swap(true) {
+		return
+	}
+	n.fs.trees.remove(n.slot)
+	n.fs.log.Info("item removed from the repository; its files now fail with ESTALE", n.logAttrs("")...)
+	n.fs.invalidateItem(n)
+}
 
 // showsContents reports whether the key may see what is inside the item:
 // a list-only key shows items as empty directories.
@@ -70,12 +127,19 @@ func (n *itemNode) id(record uint32) uint64 { return itemNodeID(n.slot, record) 
 func (n *itemNode) attr(ctx context.Context, record uint32, a *fuse.Attr) (time.Duration, error) {
 	ts := n.item.Timestamp
 	switch {
-	case record == 0:
-		// The item directory: described by the item, so that listing
-		// ids/ never decodes an index.
+	case record == 0 && (!n.item.HasIndex() || !n.showsContents()):
+		// A raw item's directory, or one whose index this key cannot
+		// read: described by the item.
 		setSynthAttr(a, syscall.S_IFDIR|0o555, n.fs.owner, ts)
 		a.Nlink = 2
 		a.Ino = n.id(0)
+		return stableTimeout, nil
+	case record == 0:
+		r, err := n.rootEntry(ctx)
+		if err != nil {
+			return 0, err
+		}
+		n.fillNodeAttr(r.attr, 0, nil, a)
 		return stableTimeout, nil
 	case !n.item.HasIndex():
 		if record != rawFileRecord || !n.src.repo.Key().CanListContents() {
@@ -94,26 +158,117 @@ func (n *itemNode) attr(ctx context.Context, record uint32, a *fuse.Attr) (time.
 	if int(record) >= t.Len() {
 		return 0, syscall.ENOENT
 	}
-	if na := t.Attr(record); na.Sparse && na.Size <= syncScanLimit && n.src.repo.Key().CanReadData() {
-		if _, ok := n.knownZeroMap(na.Inode); !ok {
-			if _, err := n.zeroMap(ctx, na.Inode); err != nil {
-				n.fs.errs.report(n.fileKey(na.Inode), "cannot map holes", err, n.logAttrs(t.Path(record))...)
-			}
-		}
+	na := t.Attr(record)
+	n.fillNodeAttr(na, na.Inode, t.Link(record), a)
+	if na.Mode&syscall.S_IFMT == syscall.S_IFREG && na.Sparse {
+		a.Blocks = n.sparseBlocks(ctx, t, record)
 	}
-	return n.fillAttr(t, record, a), nil
+	return stableTimeout, nil
+}
+
+// rootEntry returns the attributes of a snapshot's root directory. They
+// come from the first entry of the index, so that a stat of ids/<id>
+// costs one index leaf rather than the whole index; once known they stay
+// for the life of the mount, whatever happens to the decoded tree, so the
+// kernel never sees them change.
+func (n *itemNode) rootEntry(ctx context.Context) (*rootEntry, error) {
+	if r := n.root.Load(); r != nil {
+		return r, nil
+	}
+	if t, ok := n.fs.trees.get(n.slot); ok {
+		return n.rootFromTree(t), nil
+	}
+	idx, err := n.open.Index()
+	if err != nil {
+		return nil, err
+	}
+	e, err := idx.Next(ctx)
+	idx.Close()
+	switch {
+	case err == nil && string(e.Path) == ".":
+		return n.setRoot(&rootEntry{attr: bupstash.NodeAttr{
+			Mode: e.Mode, UID: clampID(e.UID), GID: clampID(e.GID), Nlink: uint32(max(min(e.Nlink, 1<<31), 2)),
+			Mtime: e.Mtime, Ctime: e.Ctime, MtimeNsec: e.MtimeNsec, CtimeNsec: e.CtimeNsec,
+		}, xattrs: e.Xattrs}), nil
+	case err == nil || errors.Is(err, io.EOF):
+		// No "." entry: the root is implied, as the tree builds it.
+		t, err := n.tree(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return n.rootFromTree(t), nil
+	}
+	n.fs.errs.report(fmt.Sprintf("index %d", n.slot), "cannot read index", err, n.logAttrs("")...)
+	return nil, err
+}
+
+// rootFromTree returns the root's attributes, taking them from the
+// decoded tree if they are not known yet.
+func (n *itemNode) rootFromTree(t *bupstash.Tree) *rootEntry {
+	if r := n.root.Load(); r != nil {
+		return r
+	}
+	return n.setRoot(&rootEntry{attr: t.Attr(0), xattrs: t.Xattrs(0)})
+}
+
+// setRoot publishes the root's attributes; the first to be published
+// wins.
+func (n *itemNode) setRoot(r *rootEntry) *rootEntry {
+	if r.attr.Mode&syscall.S_IFMT != syscall.S_IFDIR {
+		// The index's first entry is not a directory (a snapshot of one
+		// file): keep its permissions on a directory.
+		r.attr.Mode = syscall.S_IFDIR | r.attr.Mode&0o7777
+	}
+	if !n.root.CompareAndSwap(nil, r) {
+		return n.root.Load()
+	}
+	return r
+}
+
+// rootKnown reports whether the item directory's attributes cost nothing.
+func (n *itemNode) rootKnown() bool {
+	return !n.item.HasIndex() || !n.showsContents() || n.root.Load() != nil
+}
+
+// clampID maps ids beyond 32 bits to the kernel's overflow id, as the
+// decoded tree does.
+func clampID(v uint64) uint32 {
+	if v > 1<<32-1 {
+		return 65534
+	}
+	return uint32(v)
 }
 
 func (n *itemNode) fileKey(record uint32) string {
 	return n.src.name + "/" + n.item.ID.String() + "/" + strconv.FormatUint(uint64(record), 10)
 }
 
-// fillAttr fills a tree record's attributes and says how long they hold:
-// for ever, except for a sparse file whose holes are not mapped yet.
+// fillAttr fills a tree record's attributes as a listing shows them:
+// everything but the st_blocks of a sparse file whose holes are not mapped
+// yet, which claims every block until they are (and says so by holding
+// for no time).
 func (n *itemNode) fillAttr(t *bupstash.Tree, record uint32, a *fuse.Attr) time.Duration {
+	if record == 0 {
+		n.fillNodeAttr(n.rootFromTree(t).attr, 0, nil, a)
+		return stableTimeout
+	}
 	na := t.Attr(record)
+	n.fillNodeAttr(na, na.Inode, t.Link(record), a)
+	if na.Mode&syscall.S_IFMT == syscall.S_IFREG && na.Sparse {
+		b, ok := n.knownSparseBlocks(record)
+		if !ok {
+			return 0
+		}
+		a.Blocks = b
+	}
+	return stableTimeout
+}
+
+// fillNodeAttr fills attributes from a record's; inode is the record
+// number the inode number derives from.
+func (n *itemNode) fillNodeAttr(na bupstash.NodeAttr, inode uint32, link []byte, a *fuse.Attr) {
 	*a = fuse.Attr{
-		Ino:       n.id(na.Inode),
+		Ino:       n.id(inode),
 		Size:      na.Size,
 		Mode:      na.Mode,
 		Nlink:     na.Nlink,
@@ -137,19 +292,11 @@ func (n *itemNode) fillAttr(t *bupstash.Tree, record uint32, a *fuse.Attr) time.
 	switch na.Mode & syscall.S_IFMT {
 	case syscall.S_IFREG:
 		a.Blocks = blocks(na.Size)
-		if na.Sparse {
-			z, ok := n.knownZeroMap(na.Inode)
-			if !ok {
-				return 0
-			}
-			a.Blocks = z.blocks()
-		}
 	case syscall.S_IFLNK:
-		a.Size = uint64(len(t.Link(record)))
+		a.Size = uint64(len(link))
 	case syscall.S_IFCHR, syscall.S_IFBLK:
 		a.Rdev = mkdev(na.DevMajor, na.DevMinor)
 	}
-	return stableTimeout
 }
 
 // blocks is st_blocks for a file stored whole: 512-byte units.

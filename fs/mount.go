@@ -2,6 +2,7 @@ package fs
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -94,8 +95,15 @@ func (f *FS) Mount(dir string, mo MountOptions) (*Mount, error) {
 	// releases it, and the connection lives until the process is gone).
 	// Processes that do access their own mount call PrepareSelfAccess.
 	m := &Mount{fs: f, server: server, dir: dir, done: make(chan struct{})}
+	ctx, stop := context.WithCancel(context.Background())
+	f.mu.Lock()
+	for _, w := range f.watchers {
+		go w(ctx)
+	}
+	f.mu.Unlock()
 	go func() {
 		server.Serve()
+		stop()
 		close(m.done)
 	}()
 	if err := SetReadahead(dir, KernelReadahead); err != nil {

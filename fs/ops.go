@@ -30,9 +30,9 @@ func (f *FS) entryOf(ctx context.Context, id uint64, out *fuse.EntryOut, entryTi
 
 func (f *FS) attrOf(ctx context.Context, id uint64, a *fuse.Attr) (time.Duration, error) {
 	if slot, record, ok := splitNodeID(id); ok {
-		n := f.items.get(slot)
-		if n == nil {
-			return 0, syscall.ESTALE
+		n, err := f.item(slot)
+		if err != nil {
+			return 0, err
 		}
 		return n.attr(ctx, record, a)
 	}
@@ -54,9 +54,9 @@ func (f *FS) attrOf(ctx context.Context, id uint64, a *fuse.Attr) (time.Duration
 func (f *FS) Lookup(cancel <-chan struct{}, header *fuse.InHeader, name string, out *fuse.EntryOut) fuse.Status {
 	ctx := newContext(cancel)
 	if slot, dir, ok := splitNodeID(header.NodeId); ok {
-		n := f.items.get(slot)
-		if n == nil {
-			return fuse.Status(syscall.ESTALE)
+		n, err := f.item(slot)
+		if err != nil {
+			return status(err)
 		}
 		record, err := n.lookup(ctx, dir, name)
 		if errors.Is(err, syscall.ENOENT) {
@@ -114,9 +114,9 @@ func (f *FS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrO
 // Readlink implements fuse.RawFileSystem.
 func (f *FS) Readlink(cancel <-chan struct{}, header *fuse.InHeader) ([]byte, fuse.Status) {
 	if slot, record, ok := splitNodeID(header.NodeId); ok {
-		n := f.items.get(slot)
-		if n == nil {
-			return nil, fuse.Status(syscall.ESTALE)
+		n, err := f.item(slot)
+		if err != nil {
+			return nil, status(err)
 		}
 		target, err := n.readlink(newContext(cancel), record)
 		return target, status(err)
@@ -157,9 +157,9 @@ func (f *FS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut)
 	ctx := newContext(cancel)
 	h := &dirHandle{}
 	if slot, record, ok := splitNodeID(in.NodeId); ok {
-		n := f.items.get(slot)
-		if n == nil {
-			return fuse.Status(syscall.ESTALE)
+		n, err := f.item(slot)
+		if err != nil {
+			return status(err)
 		}
 		isDir, err := n.isDir(ctx, record)
 		if err != nil {
@@ -272,6 +272,15 @@ func (f *FS) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirE
 		if h.item != nil {
 			timeout = stableTimeout
 		}
+		if slot, record, ok := splitNodeID(id); ok && record == 0 {
+			// An item's directory shows its saved root, the first entry
+			// of its index: listing ids/ decodes no index; the kernel
+			// looks the entry up when someone asks for its attributes.
+			if n := f.items.get(slot); n == nil || !n.rootKnown() {
+				*eo = fuse.EntryOut{}
+				return true
+			}
+		}
 		if s, ok := f.nodes.get(id); ok {
 			if q, ok := s.(quickAttr); ok {
 				// Attributes that would need a decode pass are left out:
@@ -334,21 +343,13 @@ func (f *FS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fu
 	if !ok {
 		return f.openSynth(ctx, in.NodeId, out)
 	}
-	n := f.items.get(slot)
-	if n == nil {
-		return fuse.Status(syscall.ESTALE)
+	n, err := f.item(slot)
+	if err != nil {
+		return status(err)
 	}
 	file, path, err := n.file(ctx, record)
 	if err != nil {
 		return status(err)
-	}
-	if n.isSparse(record) {
-		// The caller is about to read it: map the holes now, so its fstat
-		// sees the true st_blocks and lseek can skip them.
-		if _, err := n.zeroMap(ctx, record); err != nil {
-			f.errs.report(n.fileKey(record), "cannot map holes", err, n.logAttrs(path)...)
-			return status(err)
-		}
 	}
 	out.Fh = f.handles.add(&fileHandle{
 		r:      bupstashReader{file.NewReader(), file.Size()},
@@ -392,6 +393,10 @@ func (f *FS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.Rea
 	h, ok := f.handles.get(in.Fh).(*fileHandle)
 	if !ok {
 		return nil, fuse.EBADF
+	}
+	if h.item != nil && h.item.gone() {
+		f.errs.report(h.logKey, "read of a file whose item was removed from the repository", syscall.ESTALE, h.attrs...)
+		return nil, fuse.Status(syscall.ESTALE)
 	}
 	buf = buf[:min(uint64(len(buf)), uint64(in.Size))]
 	n, err := h.r.ReadAtContext(newContext(cancel), buf, int64(in.Offset))

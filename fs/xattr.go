@@ -3,6 +3,7 @@ package fs
 import (
 	"syscall"
 
+	"github.com/backupfs/backupfs/repo/bupstash"
 	"github.com/hanwen/go-fuse/v2/fuse"
 )
 
@@ -21,12 +22,19 @@ func (f *FS) xattrsOf(cancel <-chan struct{}, id uint64) ([]xattr, error) {
 		}
 		return nil, nil
 	}
-	n := f.items.get(slot)
-	if n == nil {
-		return nil, syscall.ESTALE
+	n, err := f.item(slot)
+	if err != nil {
+		return nil, err
 	}
-	if record == 0 || !n.item.HasIndex() {
+	if !n.item.HasIndex() || !n.showsContents() {
 		return nil, nil
+	}
+	if record == 0 {
+		r, err := n.rootEntry(newContext(cancel))
+		if err != nil {
+			return nil, err
+		}
+		return toXattrs(r.xattrs), nil
 	}
 	t, err := n.tree(newContext(cancel))
 	if err != nil {
@@ -35,12 +43,15 @@ func (f *FS) xattrsOf(cancel <-chan struct{}, id uint64) ([]xattr, error) {
 	if int(record) >= t.Len() {
 		return nil, syscall.ENOENT
 	}
-	saved := t.Xattrs(record)
+	return toXattrs(t.Xattrs(record)), nil
+}
+
+func toXattrs(saved []bupstash.Xattr) []xattr {
 	xs := make([]xattr, len(saved))
 	for i, x := range saved {
 		xs[i] = xattr{x.Name, x.Value}
 	}
-	return xs, nil
+	return xs
 }
 
 // GetXAttr implements fuse.RawFileSystem: with an empty dest it reports the
