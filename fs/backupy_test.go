@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
@@ -138,23 +139,88 @@ func newBackupyStore(t *testing.T) (*backupyStore, *backupy.Keyring) {
 	return s, keys
 }
 
+// bkSource is one Backupy store to mount.
+type bkSource struct {
+	name, dir string
+	keys      *backupy.Keyring
+}
+
+// bkMount is a mount of Backupy stores that a test can unmount and mount
+// again on the same cache directory, as a user's remount would.
+type bkMount struct {
+	*mounted
+	stores []*backupy.Store
+	mnt    *fs.Mount
+}
+
+// mountBackupyStores mounts the stores, sharing one cache directory. The
+// stores log at debug level, so their decode passes show in m.log.
+func mountBackupyStores(t *testing.T, cacheDir string, views backupy.Views, srcs ...bkSource) *bkMount {
+	t.Helper()
+	fusetest.RequireFUSE(t)
+	bm := &bkMount{mounted: &mounted{log: &logBuffer{}}}
+	storeLog := slog.New(slog.NewTextHandler(bm.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	bm.fs = fs.New(fs.Options{Logger: newTestLogger(bm.log)})
+	chunks := cache.New(64 << 20)
+	for _, src := range srcs {
+		store, err := backupy.OpenStore(context.Background(), src.dir, backupy.Options{
+			Logger: storeLog, Keys: src.keys, Chunks: chunks, CacheDir: cacheDir, Views: views,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		bm.stores = append(bm.stores, store)
+		if err := bm.fs.AddBackupy(src.name, store); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bm.dir = t.TempDir()
+	mnt, err := bm.fs.Mount(bm.dir, fs.MountOptions{})
+	if err != nil {
+		t.Fatalf("mount: %v", err)
+	}
+	if err := mnt.PrepareSelfAccess(); err != nil {
+		t.Fatalf("mount: %v", err)
+	}
+	bm.mnt = mnt
+	t.Cleanup(func() { bm.unmount(t) })
+	return bm
+}
+
+// unmount unmounts and closes the stores, which saves their index.
+func (bm *bkMount) unmount(t *testing.T) {
+	if bm.mnt == nil {
+		return
+	}
+	if err := bm.mnt.Unmount(2 * time.Second); err != nil {
+		t.Errorf("unmount: %v", err)
+	}
+	if fusetest.Mounted(bm.dir) {
+		t.Errorf("%s is still mounted", bm.dir)
+		_ = syscall.Unmount(bm.dir, syscall.MNT_DETACH)
+	}
+	bm.mnt = nil
+	for _, s := range bm.stores {
+		s.Close()
+	}
+}
+
+// passes counts the full decode passes the stores logged, for an object
+// if given.
+func (bm *bkMount) passes(object string) int {
+	n := 0
+	for _, line := range strings.Split(bm.log.String(), "\n") {
+		if strings.Contains(line, "full decode pass") && strings.Contains(line, object) {
+			n++
+		}
+	}
+	return n
+}
+
 func mountBackupy(t *testing.T, dir string, keys *backupy.Keyring, views backupy.Views) (*mounted, *backupy.Store) {
 	t.Helper()
-	m := &mounted{log: &logBuffer{}}
-	log := newTestLogger(m.log)
-	store, err := backupy.OpenStore(context.Background(), dir, backupy.Options{
-		Logger: log, Keys: keys, Chunks: cache.New(64 << 20), CacheDir: t.TempDir(), Views: views,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	m.fs = fs.New(fs.Options{Logger: log})
-	if err := m.fs.AddBackupy("db", store); err != nil {
-		t.Fatal(err)
-	}
-	m.dir = fusetest.Mount(t, m.fs, fs.MountOptions{})
-	return m, store
+	bm := mountBackupyStores(t, t.TempDir(), views, bkSource{"db", dir, keys})
+	return bm.mounted, bm.stores[0]
 }
 
 func TestBackupyStoreInTheMount(t *testing.T) {
@@ -318,5 +384,64 @@ func TestBackupyCorruption(t *testing.T) {
 				t.Errorf("no log line names the object:\n%s", m.log)
 			}
 		})
+	}
+}
+
+// Two stores in one mount share the cache directory; after a remount both
+// stores' dumps list their exact sizes at once and read from the cache,
+// without a decode pass.
+func TestBackupyTwoStoresRemount(t *testing.T) {
+	cacheDir := t.TempDir()
+	type obj struct {
+		src, view string
+		dump      []byte
+	}
+	var srcs []bkSource
+	var objs []obj
+	for i, name := range []string{"alpha", "beta"} {
+		dir := t.TempDir()
+		dek := randomDEK(t)
+		dump := dumpOf("PGDMP\x01\x10\x00", 2<<20+int(i)*4096, uint64(10+i))
+		writeBlob(t, filepath.Join(dir, "job/run_r"+name+".enc"), dump, dek)
+		kr := backupy.NewKeyring()
+		tok, err := backupy.ParseToken(token(t, dek, "r"+name, ""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		kr.AddToken(tok, "test")
+		srcs = append(srcs, bkSource{name, dir, kr})
+		objs = append(objs, obj{name, name + "/job/run_r" + name + ".pgdump", dump})
+	}
+	bm := mountBackupyStores(t, cacheDir, 0, srcs...)
+	for _, o := range objs {
+		fi, err := os.Stat(bm.path(o.view))
+		if err != nil || fi.Size() != int64(len(o.dump)) {
+			t.Fatalf("%s: %v %v", o.view, fi, err)
+		}
+	}
+	if n := bm.passes(""); n != 2 {
+		t.Fatalf("%d decode passes for two objects:\n%s", n, bm.log)
+	}
+	bm.unmount(t)
+
+	bm = mountBackupyStores(t, cacheDir, 0, srcs...)
+	for _, o := range objs {
+		ents, err := os.ReadDir(bm.path(o.src, "job"))
+		if err != nil || len(ents) != 1 {
+			t.Fatalf("%s: %v %v", o.src, ents, err)
+		}
+		fi, err := ents[0].Info() // ls -l
+		if err != nil || fi.Size() != int64(len(o.dump)) {
+			t.Fatalf("%s after remount: %v %v", o.view, fi, err)
+		}
+	}
+	for _, o := range objs {
+		got, err := os.ReadFile(bm.path(o.view))
+		if err != nil || !bytes.Equal(got, o.dump) {
+			t.Fatalf("%s: %d bytes, %v", o.view, len(got), err)
+		}
+	}
+	if n := bm.passes(""); n != 0 {
+		t.Fatalf("%d decode passes after the remount:\n%s", n, bm.log)
 	}
 }

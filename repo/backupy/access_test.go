@@ -3,9 +3,12 @@ package backupy
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	mrand "math/rand/v2"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -248,31 +251,133 @@ func TestCacheReuse(t *testing.T) {
 	}
 }
 
-func TestSecondMountSharesIndexNotFiles(t *testing.T) {
+// Stores opened on the same cache directory in one process (a mount of
+// several stores) share it: one lock, one index holding every store's
+// entries, so each store's sizes survive a remount.
+func TestStoresShareCacheDir(t *testing.T) {
+	ctx := context.Background()
+	m := newMultiFrame(t, 6<<20)
+	cacheDir := t.TempDir()
+	dirs := []string{t.TempDir(), t.TempDir()}
+	open := func() []*Store {
+		var stores []*Store
+		for _, d := range dirs {
+			s, err := OpenStore(ctx, d, Options{Keys: m.keyring(t, false), CacheDir: cacheDir})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.Close() })
+			stores = append(stores, s)
+		}
+		return stores
+	}
+	for _, d := range dirs {
+		if err := os.WriteFile(filepath.Join(d, "run_multi.enc"), m.blob, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stores := open()
+	if stores[0].disk != stores[1].disk || !stores[0].disk.owner {
+		t.Fatal("the second store did not share the first one's cache directory")
+	}
+	for _, s := range stores {
+		f, err := s.Main(ctx, s.Blob("run_multi.enc"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n, err := f.Size(ctx); err != nil || n != int64(len(m.dump)) {
+			t.Fatalf("Size = %d, %v", n, err)
+		}
+	}
+	// Closing one store leaves the other working.
+	stores[0].Close()
+	if got, err := readAll(ctx, mustMain(t, stores[1]), 1<<20); err != nil || !bytes.Equal(got, m.dump) {
+		t.Fatalf("read after the other store closed: %v", err)
+	}
+	stores[1].Close()
+	var idx indexFile
+	if b, err := os.ReadFile(filepath.Join(cacheDir, indexName)); err != nil || json.Unmarshal(b, &idx) != nil {
+		t.Fatalf("index: %v", err)
+	}
+	seen := map[string]bool{}
+	for _, e := range idx.Entries {
+		if e.Decoded != nil && *e.Decoded == int64(len(m.dump)) {
+			seen[e.Store] = true
+		}
+	}
+	if len(seen) != 2 {
+		t.Fatalf("index holds sizes of %d stores, want 2: %+v", len(seen), idx.Entries)
+	}
+
+	// Remount: both sizes are known without decoding, and both read from
+	// the cached files.
+	before := passesStarted.Load()
+	for _, s := range open() {
+		f := mustMain(t, s)
+		if n, ok := f.SizeKnown(); !ok || n != int64(len(m.dump)) {
+			t.Fatalf("%s: size not remembered: %d %v", s.Root(), n, ok)
+		}
+		if got, err := readAll(ctx, f, 1<<20); err != nil || !bytes.Equal(got, m.dump) {
+			t.Fatalf("%s: read after remount: %v", s.Root(), err)
+		}
+	}
+	if d := passesStarted.Load() - before; d != 0 {
+		t.Fatalf("%d decode passes after the remount", d)
+	}
+}
+
+func mustMain(t testing.TB, s *Store) *File {
+	t.Helper()
+	f, err := s.Main(context.Background(), s.Blobs()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// A cache directory locked by another process is read (its index still
+// gives sizes) but not written: decoding goes to a private directory that
+// is removed on close.
+func TestLockedCacheDirIsReadOnly(t *testing.T) {
 	ctx := context.Background()
 	m := newMultiFrame(t, 6<<20)
 	ts := newTestStore(t, m.keyring(t, false), map[string][]byte{m.name: m.blob})
 	if _, err := ts.file(m.name, FileMain).Size(ctx); err != nil {
 		t.Fatal(err)
 	}
-	// Same cache directory while the first store is open: the second one
-	// reads the index but decodes privately.
-	other, err := OpenStore(ctx, ts.dir, ts.opts)
+	ts.Close()
+	// Another process holds the lock (a second open file description is
+	// as good as another process for flock).
+	unlock, err := lockDir(filepath.Join(ts.cacheDir, "lock"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer other.Close()
-	b := other.Blob(m.name)
-	files, _ := other.Files(ctx, b)
+	defer unlock()
+	index, _ := os.ReadFile(filepath.Join(ts.cacheDir, indexName))
+	ts.open()
+	if ts.disk.owner || ts.disk.dir == ts.disk.shared {
+		t.Fatal("a locked cache directory was taken over")
+	}
+	b := ts.blob(m.name)
+	files, _ := ts.Files(ctx, b)
 	if n, ok := files[0].SizeKnown(); !ok || n != int64(len(m.dump)) {
-		t.Fatalf("second mount size %d %v", n, ok)
+		t.Fatalf("size from the other process's index: %d %v", n, ok)
+	}
+	// Decoding goes to the private directory.
+	for _, e := range ts.disk.entries {
+		e.Cached = 0
 	}
 	got, err := readAll(ctx, files[0], 1<<20)
 	if err != nil || !bytes.Equal(got, m.dump) {
-		t.Fatalf("second mount read: %v", err)
+		t.Fatalf("read: %v", err)
 	}
-	if other.disk.dir == ts.disk.dir {
-		t.Fatal("second mount writes into the owner's directory")
+	private := ts.disk.dir
+	ts.Close()
+	if _, err := os.Stat(private); !os.IsNotExist(err) {
+		t.Fatalf("private directory left behind: %v", err)
+	}
+	if after, _ := os.ReadFile(filepath.Join(ts.cacheDir, indexName)); !bytes.Equal(after, index) {
+		t.Fatal("the index of a locked directory was rewritten")
 	}
 }
 

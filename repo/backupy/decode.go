@@ -89,6 +89,7 @@ func (b *Blob) newPass() (*decodePass, error) {
 		return nil, err
 	}
 	passesStarted.Add(1)
+	b.store.log.Debug("backupy: full decode pass", "object", b.Path)
 	f, err := b.openObject()
 	if err != nil {
 		return nil, err

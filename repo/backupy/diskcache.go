@@ -1,7 +1,6 @@
 package backupy
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,28 +17,40 @@ import (
 // persistent index ("index.json") of what full passes found about each
 // object version (decoded size, checksums, key fingerprint).
 //
+// A process opens each cache directory once: every store using the
+// directory shares one diskCache (reference counted by openDiskCache and
+// release), with one index holding the entries of all of them and one size
+// budget. The entries are keyed by objectID, which includes the store's
+// directory, so objects of different stores never collide.
+//
 // One process at a time owns the directory, through a lock file. A second
-// mount using the same directory reads the index (so it still lists exact
-// sizes) but decodes into a private directory that it removes on close.
+// process using the same directory reads the index (so it still lists
+// exact sizes) but decodes into a private directory that it removes on
+// close.
 type diskCache struct {
-	dir      string // where data files go
-	shared   string // the cache directory proper
+	dir    string // where data files go
+	shared string // the cache directory proper, and the registry key
+	log    *slog.Logger
+	owner  bool // holds the lock: may write the shared index and data
+	unlock func()
+	refs   int // stores using it; guarded by caches.mu
+
+	mu       sync.Mutex
 	maxBytes int64
-	log      *slog.Logger
-	owner    bool // holds the lock: may write the shared index and data
-	unlock   func()
-
-	ctx    context.Context // ends when the store closes; jobs run under it
-	cancel context.CancelFunc
-	wg     sync.WaitGroup // running jobs
-
-	mu      sync.Mutex
-	entries map[string]*indexEntry
-	jobs    map[string]*matJob
-	closed  bool
+	entries  map[string]*indexEntry
+	jobs     map[string]*matJob
+	closed   bool
 
 	saveMu sync.Mutex
 }
+
+// caches holds the open cache directories of this process. Taking a lock
+// file a second time would fail even inside one process (flock locks
+// belong to open files), so stores share the diskCache instead.
+var caches = struct {
+	mu sync.Mutex
+	m  map[string]*diskCache
+}{m: map[string]*diskCache{}}
 
 // indexEntry is what is known about one object version. It holds no key
 // material; KeyID is the key's fingerprint.
@@ -85,6 +96,10 @@ func defaultCacheDir() (string, error) {
 	return filepath.Join(home, ".cache", "backupfs", "backupy"), nil
 }
 
+// openDiskCache returns the cache directory dir (default: see
+// defaultCacheDir), opening it if this process has not yet. Each call must
+// be paired with a release. The size budget is the largest any user asked
+// for.
 func openDiskCache(dir string, maxBytes int64, log *slog.Logger) (*diskCache, error) {
 	if dir == "" {
 		d, err := defaultCacheDir()
@@ -107,8 +122,21 @@ func openDiskCache(dir string, maxBytes int64, log *slog.Logger) (*diskCache, er
 		}
 		log.Warn("backupy: cache directory was not private; set it to 0700", "dir", dir, "was", fi.Mode().Perm().String())
 	}
-	dc := &diskCache{dir: dir, shared: dir, maxBytes: maxBytes, log: log, entries: map[string]*indexEntry{}, jobs: map[string]*matJob{}}
-	dc.ctx, dc.cancel = context.WithCancel(context.Background())
+	// One diskCache per directory, however it is spelt.
+	if real, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = real
+	}
+
+	caches.mu.Lock()
+	defer caches.mu.Unlock()
+	if dc := caches.m[dir]; dc != nil {
+		dc.refs++
+		dc.mu.Lock()
+		dc.maxBytes = max(dc.maxBytes, maxBytes)
+		dc.mu.Unlock()
+		return dc, nil
+	}
+	dc := &diskCache{dir: dir, shared: dir, maxBytes: maxBytes, log: log, refs: 1, entries: map[string]*indexEntry{}, jobs: map[string]*matJob{}}
 	unlock, err := lockDir(filepath.Join(dir, "lock"))
 	switch {
 	case err == nil:
@@ -127,6 +155,7 @@ func openDiskCache(dir string, maxBytes int64, log *slog.Logger) (*diskCache, er
 	if dc.owner {
 		dc.sweep()
 	}
+	caches.m[dir] = dc
 	return dc, nil
 }
 
@@ -322,22 +351,51 @@ func (dc *diskCache) evict() {
 	}
 }
 
-// close stops the jobs, closes their files and saves the index.
-func (dc *diskCache) close() error {
+// closeStore stops the jobs of a closing store, closes their files (an
+// incomplete one is removed) and saves the index. Jobs of other stores go
+// on. Handles of the store still open fail afterwards: their reads find the
+// store closed, and their jobs are no longer in the table.
+func (dc *diskCache) closeStore(s *Store) {
 	dc.mu.Lock()
-	if dc.closed {
-		dc.mu.Unlock()
-		return nil
+	s.diskClosed = true // no job of s starts from now on
+	var mine []*matJob
+	for id, j := range dc.jobs {
+		if j.b.store == s {
+			mine = append(mine, j)
+			delete(dc.jobs, id)
+		}
 	}
-	dc.closed = true
 	dc.mu.Unlock()
-	dc.cancel()
-	dc.wg.Wait()
+	s.cancel()
+	s.jobs.Wait()
+	for _, j := range mine {
+		j.closeFile()
+		if !j.isDone() {
+			os.Remove(dc.dataPath(j.id))
+		}
+	}
+	dc.save()
+}
+
+// release drops one user. The last one closes the directory: it saves the
+// index and gives up the lock (or removes its private directory).
+func (dc *diskCache) release() {
+	caches.mu.Lock()
+	dc.refs--
+	last := dc.refs == 0
+	if last && caches.m[dc.shared] == dc {
+		delete(caches.m, dc.shared)
+	}
+	caches.mu.Unlock()
+	if !last {
+		return
+	}
 	dc.mu.Lock()
+	dc.closed = true
 	jobs := dc.jobs
 	dc.jobs = map[string]*matJob{}
 	dc.mu.Unlock()
-	for id, j := range jobs {
+	for id, j := range jobs { // only jobs of stores that were never closed
 		j.closeFile()
 		if !j.isDone() {
 			os.Remove(dc.dataPath(id))
@@ -354,5 +412,4 @@ func (dc *diskCache) close() error {
 	} else {
 		os.RemoveAll(dc.dir)
 	}
-	return nil
 }

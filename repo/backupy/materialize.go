@@ -42,7 +42,7 @@ func (j *matJob) unlock() { <-j.mu }
 func (dc *diskCache) acquireJob(b *Blob) (*matJob, error) {
 	dc.mu.Lock()
 	defer dc.mu.Unlock()
-	if dc.closed {
+	if dc.closed || b.store.diskClosed {
 		return nil, ErrClosed
 	}
 	j := dc.jobs[b.id]
@@ -121,7 +121,8 @@ func (j *matJob) start() bool {
 	if j.running {
 		return true
 	}
-	if j.dc.closed {
+	s := j.b.store
+	if j.dc.closed || s.diskClosed {
 		return false
 	}
 	j.lock()
@@ -134,8 +135,8 @@ func (j *matJob) start() bool {
 		return false
 	}
 	j.running = true
-	j.dc.wg.Add(1)
-	go j.run(j.dc.ctx)
+	s.jobs.Add(1)
+	go j.run(s.ctx)
 	return true
 }
 
@@ -143,7 +144,7 @@ func (j *matJob) start() bool {
 // or nil if it is done after all.
 func (j *matJob) stalled() error {
 	j.dc.mu.Lock()
-	closed := j.dc.closed
+	closed := j.dc.closed || j.b.store.diskClosed
 	j.dc.mu.Unlock()
 	if closed {
 		return ErrClosed
@@ -163,7 +164,7 @@ func (j *matJob) stalled() error {
 // I/O error or a cancelled store) decodes from the start again but keeps
 // the bytes already written: decoding is deterministic, so they are final.
 func (j *matJob) run(ctx context.Context) {
-	defer j.dc.wg.Done()
+	defer j.b.store.jobs.Done()
 	err := j.decode(ctx)
 
 	// Both locks at once: a waiter woken by publish must find the job

@@ -74,6 +74,15 @@ type Store struct {
 	chunks *cache.ChunkCache
 	disk   *diskCache
 
+	// Background decoding jobs of this store run under ctx, counted by
+	// jobs; Close cancels them and waits.
+	ctx    context.Context
+	cancel context.CancelFunc
+	jobs   sync.WaitGroup
+	// diskClosed is set, under disk.mu, once Close has begun: no job of
+	// this store starts afterwards.
+	diskClosed bool
+
 	mu     sync.RWMutex
 	keys   *Keyring
 	blobs  map[string]*Blob // by object key
@@ -136,8 +145,9 @@ func openStore(ctx context.Context, dir, only string, opts Options) (*Store, err
 	if s.disk, err = openDiskCache(opts.CacheDir, maxBytes, s.log); err != nil {
 		return nil, err
 	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	if err := s.Refresh(ctx); err != nil {
-		s.disk.close()
+		s.Close()
 		return nil, err
 	}
 	return s, nil
@@ -275,7 +285,9 @@ func (s *Store) Close() error {
 	}
 	s.closed = true
 	s.mu.Unlock()
-	return s.disk.close()
+	s.disk.closeStore(s)
+	s.disk.release()
+	return nil
 }
 
 func (s *Store) isClosed() bool {
