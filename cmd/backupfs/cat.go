@@ -36,7 +36,7 @@ func runCat(ctx context.Context, e *env, args []string) error {
 		}
 		f, err := o.Data()
 		if err != nil {
-			return fmt.Errorf("item %s: %w", it.ID, err)
+			return err // names the item
 		}
 		_, err = f.NewReader().WriteToContext(ctx, e.stdout)
 		return err
@@ -58,14 +58,13 @@ func runCat(ctx context.Context, e *env, args []string) error {
 	default:
 		return fmt.Errorf("item %s: %s: %w", it.ID, target, errNotRegular)
 	}
+	// The reader's errors name the item and the file.
 	f, err := o.File(ent)
 	if err != nil {
-		return fmt.Errorf("item %s: %s: %w", it.ID, target, err)
+		return err
 	}
-	if _, err := f.NewReader().WriteToContext(ctx, e.stdout); err != nil {
-		return fmt.Errorf("%s: %w", target, err)
-	}
-	return nil
+	_, err = f.NewReader().WriteToContext(ctx, e.stdout)
+	return err
 }
 
 // findEntry scans the index for path. The whole index is read, so that a

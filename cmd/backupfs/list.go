@@ -28,9 +28,20 @@ func runList(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	items, listErr := r.Items(ctx)
+	l, listErr := r.List(ctx)
+	if l == nil {
+		return listErr
+	}
+	bad := itemErrors(listErr)
+	if len(bad) == 0 && listErr != nil {
+		return listErr
+	}
+	// Nothing readable at all: the one line says why.
+	if skipped := l.SkippedError(); skipped != nil && len(l.Items) == 0 && len(bad) == 0 {
+		return fmt.Errorf("no item can be read with this key: %w", skipped)
+	}
 	enc := json.NewEncoder(e.stdout)
-	for _, it := range items {
+	for _, it := range l.Items {
 		if *asJSON {
 			if err := enc.Encode(itemJSON(it)); err != nil {
 				return err
@@ -40,13 +51,23 @@ func runList(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(e.stdout, "%s  %s  %-4s  %9s  %s\n", it.ID, it.Timestamp.Format(time.RFC3339), kind(it),
 			humanBytes(it.DataSize+it.IndexSize), formatTags(it.Tags))
 	}
-	if bad := itemErrors(listErr); len(bad) > 0 {
-		for _, ie := range bad {
-			fmt.Fprintf(e.stderr, "backupfs list: %v\n", ie)
-		}
-		return fmt.Errorf("%d of %d items could not be read", len(bad), len(bad)+len(items))
+	total := len(l.Items) + len(l.Skipped) + len(bad)
+	if skipped := l.SkippedError(); skipped != nil {
+		e.warn("skipped %d of %d items: %s", len(l.Skipped), total, skipped.Reason())
 	}
-	return listErr
+	if len(bad) > 0 {
+		return badItemsError(bad, total)
+	}
+	return nil
+}
+
+// badItemsError says, in one line, which items could not be read and why.
+func badItemsError(bad []*bupstash.ItemError, total int) error {
+	msgs := make([]string, len(bad))
+	for i, ie := range bad {
+		msgs[i] = ie.Error()
+	}
+	return fmt.Errorf("%d of %d items could not be read: %s", len(bad), total, strings.Join(msgs, "; "))
 }
 
 func kind(it *bupstash.Item) string {

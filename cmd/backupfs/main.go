@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 )
 
@@ -60,7 +61,104 @@ var commands = map[string]command{
 type env struct {
 	stdout, stderr io.Writer
 	getenv         func(string) string
-	log            *slog.Logger
+	// log takes the readers' warnings. The short commands print each as
+	// one plain line (see lineHandler); mount replaces it with slog text,
+	// for a long-running process whose log is kept.
+	log *slog.Logger
+}
+
+// warn prints one notice line on stderr.
+func (e *env) warn(format string, args ...any) {
+	fmt.Fprintf(e.stderr, "backupfs: warning: %s\n", oneLine(fmt.Sprintf(format, args...)))
+}
+
+// oneLine keeps a message on one line, escaping line breaks.
+func oneLine(s string) string {
+	return strings.NewReplacer("\n", `\n`, "\r", `\r`).Replace(s)
+}
+
+// lineHandler writes log records as the short commands' notices: one line
+// each, "backupfs: warning: message: err (key value, …)", without the
+// timestamps and key=value syntax a kept log needs.
+type lineHandler struct {
+	w     io.Writer
+	mu    *sync.Mutex
+	level slog.Level
+	attrs []slog.Attr
+	group string
+}
+
+func newLineHandler(w io.Writer, level slog.Level) *lineHandler {
+	return &lineHandler{w: w, mu: new(sync.Mutex), level: level}
+}
+
+func (h *lineHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= h.level }
+
+func (h *lineHandler) Handle(_ context.Context, r slog.Record) error {
+	var b strings.Builder
+	b.WriteString("backupfs: ")
+	switch {
+	case r.Level >= slog.LevelError:
+		b.WriteString("error: ")
+	case r.Level >= slog.LevelWarn:
+		b.WriteString("warning: ")
+	}
+	b.WriteString(r.Message)
+	var errText string
+	var rest []string
+	add := func(a slog.Attr, group string) {
+		a.Value = a.Value.Resolve()
+		if a.Equal(slog.Attr{}) {
+			return
+		}
+		if a.Key == "err" && group == "" && errText == "" {
+			errText = a.Value.String()
+			return
+		}
+		if group != "" {
+			a.Key = group + "." + a.Key
+		}
+		rest = append(rest, a.Key+" "+a.Value.String())
+	}
+	for _, a := range h.attrs {
+		add(a, "") // qualified when added
+	}
+	r.Attrs(func(a slog.Attr) bool { add(a, h.group); return true })
+	if errText != "" {
+		b.WriteString(": " + errText)
+	}
+	if len(rest) > 0 {
+		b.WriteString(" (" + strings.Join(rest, ", ") + ")")
+	}
+	line := oneLine(b.String()) + "\n"
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	_, err := io.WriteString(h.w, line)
+	return err
+}
+
+func (h *lineHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	c := *h
+	c.attrs = append([]slog.Attr(nil), h.attrs...)
+	for _, a := range attrs {
+		if h.group != "" {
+			a.Key = h.group + "." + a.Key
+		}
+		c.attrs = append(c.attrs, a)
+	}
+	return &c
+}
+
+func (h *lineHandler) WithGroup(name string) slog.Handler {
+	if name == "" {
+		return h
+	}
+	c := *h
+	if c.group != "" {
+		name = c.group + "." + name
+	}
+	c.group = name
+	return &c
 }
 
 func main() {
@@ -78,7 +176,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		stdout: stdout,
 		stderr: stderr,
 		getenv: getenv,
-		log:    slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		log:    slog.New(newLineHandler(stderr, slog.LevelWarn)),
 	}
 	defer func() {
 		if r := recover(); r != nil {
@@ -95,7 +193,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	}
 	cmd, ok := commands[args[0]]
 	if !ok {
-		fmt.Fprintf(stderr, "backupfs: unknown command %q\n\n%s", args[0], usage)
+		fmt.Fprintf(stderr, "backupfs: unknown command %q (run 'backupfs help' for the list)\n", args[0])
 		return 2
 	}
 	// Profiling for any command, from the environment: BACKUPFS_PPROF=ADDR
@@ -125,16 +223,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 }
 
 // parseInterleaved parses flags that may appear before, between or after
-// positional arguments, which the flag package alone does not allow.
+// positional arguments, which the flag package alone does not allow. A bad
+// flag is one line of error, not the usage text (which -h prints).
 func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 	fs.SetOutput(io.Discard)
+	usage := fs.Usage
+	fs.Usage = func() {}
+	defer func() { fs.Usage = usage }()
 	var positional []string
 	for {
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
 				return nil, err
 			}
-			return nil, fmt.Errorf("%w: %v", errUsage, err)
+			return nil, fmt.Errorf("%w: %v (-h for help)", errUsage, err)
 		}
 		args = fs.Args()
 		if len(args) == 0 {

@@ -6,11 +6,15 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"lukechampine.com/blake3"
 )
 
 const testdata = "../../testdata"
@@ -130,23 +134,23 @@ func TestCat(t *testing.T) {
 	}
 }
 
-// Every failure is one line on stderr naming what failed, with a non-zero
-// exit status; never a panic trace.
+// Every failure is exactly one line on stderr naming what failed, with a
+// non-zero exit status; never a panic trace, never log lines around it.
 func TestErrors(t *testing.T) {
-	damaged := filepath.Join(t.TempDir(), "repo")
-	if err := os.CopyFS(damaged, os.DirFS(repo012)); err != nil {
-		t.Fatal(err)
-	}
+	damaged := copyRepo(t, repo012)
 	os.Remove(filepath.Join(damaged, "data", "53fa94e309e7b76cf0086d88141f82ea94a6927d4c639b218f71ddd90f2581fb"))
+	badItem := copyRepo(t, repo012)
+	flipByte(t, filepath.Join(badItem, "items", "d5dbf2447bdcf7807b25732d40a02b35"), 100)
 
 	keys := filepath.Join(testdata, "bupstash-0.12.1/keys")
+	otherKey := filepath.Join(testdata, "bupstash-versions/v0.11.1/primary.key")
+	const thisKey, otherKeyID = "b4516a10824916f79b9e909e0f8d42b8", "0c29c326ba7cc2e9d111980e8aa1a403"
 	for _, tt := range []struct {
 		name string
 		args []string
 		code int
 		want []string
 	}{
-		{"no command", nil, 2, []string{"usage"}},
 		{"unknown command", []string{"frobnicate"}, 2, []string{`unknown command "frobnicate"`}},
 		{"no repository", []string{"list", "--key", primary012}, 2, []string{"BUPSTASH_REPOSITORY"}},
 		{"no key", []string{"list", "--repo", repo012}, 2, []string{"BUPSTASH_KEY"}},
@@ -157,12 +161,28 @@ func TestErrors(t *testing.T) {
 		{"no such path", []string{"cat", "--repo", repo012, "--key", primary012, "fdd75e29", "nope.txt"}, 1, []string{"nope.txt", "no such file"}},
 		{"directory", []string{"cat", "--repo", repo012, "--key", primary012, "fdd75e29", "sub"}, 1, []string{"is a directory"}},
 		{"symlink", []string{"cat", "--repo", repo012, "--key", primary012, "fdd75e29", "link-to-a"}, 1, []string{"symbolic link", "a.txt"}},
-		{"wrong key", []string{"cat", "--repo", repo012, "--key", filepath.Join(testdata, "bupstash-versions/v0.11.1/primary.key"), "fdd75e29"}, 1, []string{"no such item", "another primary key"}},
-		{"list key", []string{"ls", "--repo", repo012, "--key", filepath.Join(keys, "list.key"), "fdd75e29"}, 1, []string{"list-only"}},
-		{"list-contents key", []string{"cat", "--repo", repo012, "--key", filepath.Join(keys, "list-contents.key"), "fdd75e29", "a.txt"}, 1, []string{"only primary keys"}},
+		{"wrong key, list", []string{"list", "--repo", repo012, "--key", otherKey}, 1,
+			[]string{"no item can be read with this key", "7 items", "made under primary key " + thisKey, "this key belongs to primary key " + otherKeyID}},
+		{"wrong key, cat", []string{"cat", "--repo", repo012, "--key", otherKey, "fdd75e29"}, 1,
+			[]string{"item fdd75e29487490b4ef3eb1792242fc00 was made under primary key " + thisKey, "this key belongs to primary key " + otherKeyID}},
+		{"wrong key, ls", []string{"ls", "--repo", repo012, "--key", otherKey, "a9ef"}, 1,
+			[]string{"item a9efc039bcd20bcdb8d0a8b5f047f7a3 was made under primary key " + thisKey, otherKeyID}},
+		{"list key", []string{"ls", "--repo", repo012, "--key", filepath.Join(keys, "list.key"), "fdd75e29"}, 1, []string{"item fdd75e29487490b4ef3eb1792242fc00", "list-only"}},
+		{"list-contents key, file", []string{"cat", "--repo", repo012, "--key", filepath.Join(keys, "list-contents.key"), "fdd75e29", "a.txt"}, 1,
+			[]string{"item fdd75e29487490b4ef3eb1792242fc00", "a.txt", "only primary keys"}},
+		{"list-contents key, snapshot", []string{"cat", "--repo", repo012, "--key", filepath.Join(keys, "list-contents.key"), "fdd75e29"}, 1,
+			[]string{"item fdd75e29487490b4ef3eb1792242fc00", "only primary keys"}},
+		{"list-contents key, raw item", []string{"cat", "--repo", repo012, "--key", filepath.Join(keys, "list-contents.key"), "d5dbf244"}, 1,
+			[]string{"item d5dbf2447bdcf7807b25732d40a02b35", "only primary keys"}},
 		{"put key", []string{"list", "--repo", repo012, "--key", filepath.Join(keys, "put.key")}, 1, []string{"put-only"}},
 		{"missing chunk", []string{"cat", "--repo", damaged, "--key", primary012, "fdd75e29", "big.txt"}, 1,
-			[]string{"big.txt", "item fdd75e29487490b4ef3eb1792242fc00", "53fa94e309e7b76cf0086d88141f82ea94a6927d4c639b218f71ddd90f2581fb", "missing"}},
+			[]string{`item fdd75e29487490b4ef3eb1792242fc00: "big.txt": data leaf 0, chunk 53fa94e309e7b76cf0086d88141f82ea94a6927d4c639b218f71ddd90f2581fb`, "missing"}},
+		{"missing chunk, tar", []string{"cat", "--repo", damaged, "--key", primary012, "fdd75e29"}, 1,
+			[]string{`item fdd75e29487490b4ef3eb1792242fc00: "a.txt": data leaf 0, chunk 53fa94e309e7b76cf0086d88141f82ea94a6927d4c639b218f71ddd90f2581fb`, "missing"}},
+		{"damaged item, list", []string{"list", "--repo", badItem, "--key", primary012}, 1,
+			[]string{"1 of 7 items could not be read: item d5dbf2447bdcf7807b25732d40a02b35: "}},
+		{"damaged item, cat", []string{"cat", "--repo", badItem, "--key", primary012, "d5db"}, 1,
+			[]string{"item d5dbf2447bdcf7807b25732d40a02b35: "}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			r := runCmd(t, nil, tt.args...)
@@ -174,26 +194,104 @@ func TestErrors(t *testing.T) {
 					t.Errorf("stderr %q lacks %q", r.stderr, w)
 				}
 			}
-			if strings.Contains(r.stderr, "goroutine ") || strings.Contains(r.stderr, "panic") {
-				t.Errorf("stderr has a trace: %s", r.stderr)
+			if n := strings.Count(r.stderr, "\n"); n != 1 || !strings.HasSuffix(r.stderr, "\n") || !strings.HasPrefix(r.stderr, "backupfs") {
+				t.Errorf("stderr is not exactly one line: %q", r.stderr)
 			}
-			if tt.code == 1 && strings.Count(strings.TrimSpace(lastLines(r.stderr)), "\n") > 0 {
-				t.Errorf("error is more than one line: %q", r.stderr)
+			// Each thing is said once: the item id, the path.
+			if id := itemIDIn(r.stderr); id != "" && strings.Count(r.stderr, id) != 1 {
+				t.Errorf("stderr names item %s more than once: %q", id, r.stderr)
 			}
 		})
 	}
+	// The usage text is the one multi-line message, and only on request
+	// or when no command is given.
+	if r := runCmd(t, nil); r.code != 2 || !strings.Contains(r.stderr, "usage") {
+		t.Errorf("no command: %d %q", r.code, r.stderr)
+	}
 }
 
-// lastLines drops warning log lines (they start with "time="), which
-// precede the one error line.
-func lastLines(s string) string {
-	var keep []string
-	for _, l := range strings.Split(strings.TrimSpace(s), "\n") {
-		if !strings.HasPrefix(l, "time=") {
-			keep = append(keep, l)
+// itemIDIn returns the first 32-hex-digit item id in s, if any.
+func itemIDIn(s string) string {
+	if i := strings.Index(s, "item "); i >= 0 && len(s) >= i+5+32 {
+		id := s[i+5 : i+5+32]
+		if strings.Trim(id, "0123456789abcdef") == "" {
+			return id
 		}
 	}
-	return strings.Join(keep, "\n")
+	return ""
+}
+
+func copyRepo(t *testing.T, src string) string {
+	t.Helper()
+	dst := filepath.Join(t.TempDir(), "repo")
+	if err := os.CopyFS(dst, os.DirFS(src)); err != nil {
+		t.Fatal(err)
+	}
+	return dst
+}
+
+func flipByte(t *testing.T, path string, off int) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[off] ^= 0x40
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Items made under another primary key are summed up in one notice line;
+// the readable ones are listed and the command succeeds.
+func TestListSkipsOtherKeysWithOneNotice(t *testing.T) {
+	dir := copyRepo(t, repo012)
+	for _, id := range []string{"21005b7805101fabe090ee972e7251fe", "2344665cf5b0c7a8cd4eee53844cd8bf"} {
+		b, err := os.ReadFile(filepath.Join(testdata, "bupstash-versions/v0.11.1/repo/items", id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(dir, "items", id), b, 0o644)
+	}
+	r := runCmd(t, nil, "list", "--repo", dir, "--key", primary012)
+	want := "backupfs: warning: skipped 2 of 9 items: made under primary key 0c29c326ba7cc2e9d111980e8aa1a403; " +
+		"this key belongs to primary key b4516a10824916f79b9e909e0f8d42b8\n"
+	if r.code != 0 || r.stderr != want || strings.Count(r.stdout, "\n") != 7 {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr %q, want %q", r.code, r.stdout, r.stderr, want)
+	}
+	// cat of one of them says whose it is.
+	r = runCmd(t, nil, "cat", "--repo", dir, "--key", primary012, "2344")
+	if r.code != 1 || !strings.Contains(r.stderr, "item 2344665cf5b0c7a8cd4eee53844cd8bf was made under primary key 0c29c326ba7cc2e9d111980e8aa1a403") {
+		t.Fatalf("cat: %d %q", r.code, r.stderr)
+	}
+}
+
+// A pending transaction is one plain notice line, not a log record.
+func TestHotJournalIsOneNotice(t *testing.T) {
+	dir := copyRepo(t, repo012)
+	wal := []byte{0, 2, 0, 0, 0, 0, 0, 0, 0, 1} // Begin{2}, End
+	sum := blake3.Sum256(wal)
+	if err := os.WriteFile(filepath.Join(dir, "tx.wal"), append(wal, sum[:]...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := runCmd(t, nil, "list", "--repo", dir, "--key", primary012)
+	want := "backupfs: warning: repository has an unfinished transaction; reading it as if it were recovered (repo " + dir + ")\n"
+	if r.code != 0 || r.stderr != want || strings.Count(r.stdout, "\n") != 7 {
+		t.Fatalf("exit %d, stderr %q, want %q", r.code, r.stderr, want)
+	}
+}
+
+func TestLineHandler(t *testing.T) {
+	var b bytes.Buffer
+	log := slog.New(newLineHandler(&b, slog.LevelWarn))
+	log.Info("hidden")
+	log.Warn("lock refused", "repo", "/r", "err", errors.New("no locks\nhere"))
+	log.With("source", "s").WithGroup("g").Error("bad", "n", 3)
+	want := "backupfs: warning: lock refused: no locks\\nhere (repo /r)\n" +
+		"backupfs: error: bad (source s, g.n 3)\n"
+	if b.String() != want {
+		t.Fatalf("got %q, want %q", b.String(), want)
+	}
 }
 
 func TestParseByteSize(t *testing.T) {

@@ -49,12 +49,14 @@ func (f *repoFlags) open(ctx context.Context, e *env) (*bupstash.Repository, err
 }
 
 // item opens the repository and finds the item an id or id prefix names.
+// An item made under another primary key is reported as such, naming both
+// keys, rather than as missing.
 func (f *repoFlags) item(ctx context.Context, e *env, id string) (*bupstash.Repository, *bupstash.Item, error) {
 	r, err := f.open(ctx, e)
 	if err != nil {
 		return nil, nil, err
 	}
-	items, err := r.Items(ctx)
+	l, err := r.List(ctx)
 	if err != nil {
 		// Damaged items are reported only if the one asked for is among
 		// them; the rest of the repository is still usable.
@@ -67,7 +69,7 @@ func (f *repoFlags) item(ctx context.Context, e *env, id string) (*bupstash.Repo
 			return nil, nil, err
 		}
 	}
-	it, err := bupstash.FindItem(items, id)
+	it, err := l.Find(id)
 	if err != nil {
 		return nil, nil, err
 	}

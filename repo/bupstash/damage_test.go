@@ -6,8 +6,10 @@ import (
 	"crypto/sha256"
 	"errors"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/backupfs/backupfs/cache"
@@ -259,13 +261,52 @@ func TestDamageIsContained(t *testing.T) {
 }
 
 func TestWrongKeys(t *testing.T) {
-	// Another repository's primary key: every item is someone else's.
-	if d, err := readEverything(filepath.Join(testdata, damageRepo), filepath.Join(testdata, "bupstash-versions/v0.11.1/primary.key")); err != nil || len(d) != 0 {
-		t.Fatalf("foreign key: read %d items, err %v", len(d), err)
+	// Another repository's primary key: every item is someone else's, and
+	// the listing says so, naming both keys, rather than looking empty.
+	const repoKey, otherKey = "b4516a10824916f79b9e909e0f8d42b8", "0c29c326ba7cc2e9d111980e8aa1a403"
+	var logged bytes.Buffer
+	k, err := LoadKey(filepath.Join(testdata, "bupstash-versions/v0.11.1/primary.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Open(context.Background(), filepath.Join(testdata, damageRepo), k,
+		Options{Logger: slog.New(slog.NewTextHandler(&logged, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := r.List(context.Background())
+	if err != nil || len(l.Items) != 0 || len(l.Skipped) != 7 || l.KeyID.String() != otherKey {
+		t.Fatalf("foreign key: %d items, %d skipped, key %s, err %v", len(l.Items), len(l.Skipped), l.KeyID, err)
+	}
+	for _, s := range l.Skipped {
+		if s.PrimaryKeyID.String() != repoKey {
+			t.Errorf("item %s: skipped as made under %s", s.ID, s.PrimaryKeyID)
+		}
+	}
+	want := "7 items were made under primary key " + repoKey + "; this key belongs to primary key " + otherKey
+	if e := l.SkippedError(); e == nil || e.Error() != want || !errors.Is(e, ErrOtherKey) {
+		t.Errorf("summary: %v, want %q", e, want)
+	}
+	_, err = l.Find("fdd75e29")
+	want = "item fdd75e29487490b4ef3eb1792242fc00 was made under primary key " + repoKey + "; this key belongs to primary key " + otherKey
+	if !errors.Is(err, ErrOtherKey) || err.Error() != want {
+		t.Errorf("Find: %v, want %q", err, want)
+	}
+	if _, err := l.Find("0123"); !errors.Is(err, ErrNoItem) {
+		t.Errorf("Find of a missing item: %v", err)
+	}
+	// Items (the mount's call) warns once per newly seen batch, in one line.
+	for range 2 {
+		if items, err := r.Items(context.Background()); err != nil || len(items) != 0 {
+			t.Fatalf("Items: %d, %v", len(items), err)
+		}
+	}
+	if n := strings.Count(logged.String(), "\n"); n != 1 || !strings.Contains(logged.String(), "7 items were made under primary key "+repoKey) {
+		t.Errorf("log: %q", logged.String())
 	}
 	// The right key id but damaged secret parts: decryption fails.
 	raw, _ := os.ReadFile(damageKey)
-	k, _ := ParseKey(raw)
+	k, _ = ParseKey(raw)
 	k.MetadataSK.V[5] ^= 1
 	k.DataSK.V[5] ^= 1
 	k.IdxSK.V[5] ^= 1

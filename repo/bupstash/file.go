@@ -183,7 +183,53 @@ type File struct {
 	base int64 // offset of the file in the section (non-zero only for V1/V2 entries)
 	size int64
 	hash *[32]byte // BLAKE3 of the content, when the index records it
-	desc string    // "item <id> path <p>", for messages
+	item Xid
+	path string // the entry's path; "" for a whole data stream
+}
+
+// FileError reports a failed read of a file, or of an item's whole data
+// stream, naming the item and the file.
+type FileError struct {
+	Item Xid
+	Path string // raw bytes; "" for the whole data stream
+	Err  error
+}
+
+func (e *FileError) Error() string {
+	if e.Path == "" {
+		return fmt.Sprintf("item %s: data stream: %v", e.Item, e.Err)
+	}
+	return fmt.Sprintf("item %s: %q: %v", e.Item, e.Path, e.Err)
+}
+
+func (e *FileError) Unwrap() error { return e.Err }
+
+// inFile returns err naming the item and file it concerns, once. A chunk
+// error names its item itself and gets the path added; an error about the
+// whole data stream gets the path of the file that was being read from it
+// (tar output reads files out of one stream); anything else is wrapped in
+// a FileError.
+func inFile(err error, item Xid, path string) error {
+	if err == nil || err == io.EOF || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	switch e := err.(type) {
+	case *ChunkError:
+		if e.Path == "" && path != "" {
+			c := *e
+			c.Path = path
+			return &c
+		}
+		return err
+	case *FileError:
+		if e.Path == "" && path != "" {
+			c := *e
+			c.Path = path
+			return &c
+		}
+		return err
+	}
+	return &FileError{Item: item, Path: path, Err: err}
 }
 
 // Size returns the file's length in bytes.
@@ -232,7 +278,7 @@ func (r *FileReader) ReadAtContext(ctx context.Context, p []byte, off int64) (in
 		err = nil
 	}
 	if err != nil {
-		return n, err
+		return n, inFile(err, f.item, f.path)
 	}
 	if herr := r.track(ctx, p[:n], off, last); herr != nil {
 		return n, herr
@@ -276,7 +322,7 @@ func (r *FileReader) track(ctx context.Context, got []byte, off int64, last uint
 			r.hasher = nil
 			r.hashed = -1 // checked; never again for this reader
 			if sum != *f.hash {
-				return fmt.Errorf("%s: %w: content does not match the hash in the index", f.desc, ErrCorrupt)
+				return &FileError{Item: f.item, Path: f.path, Err: fmt.Errorf("%w: content does not match the hash in the index", ErrCorrupt)}
 			}
 		}
 	}

@@ -29,6 +29,7 @@ const nodeEntrySize = 8 + 32
 // the damage.
 type ChunkError struct {
 	Item    Xid
+	Path    string // the file being read, when known; raw bytes
 	Tree    string // "data" or "index"
 	Leaf    int64  // leaf index, or -1 for an interior node
 	Address Address
@@ -40,7 +41,11 @@ func (e *ChunkError) Error() string {
 	if e.Leaf >= 0 {
 		what = fmt.Sprintf("leaf %d", e.Leaf)
 	}
-	return fmt.Sprintf("item %s: %s %s, chunk %s: %v", e.Item, e.Tree, what, e.Address, e.Err)
+	file := ""
+	if e.Path != "" {
+		file = fmt.Sprintf(" %q:", e.Path)
+	}
+	return fmt.Sprintf("item %s:%s %s %s, chunk %s: %v", e.Item, file, e.Tree, what, e.Address, e.Err)
 }
 
 func (e *ChunkError) Unwrap() error { return e.Err }

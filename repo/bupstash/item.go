@@ -233,14 +233,151 @@ type ItemError struct {
 func (e *ItemError) Error() string { return fmt.Sprintf("item %s: %v", e.ID, e.Err) }
 func (e *ItemError) Unwrap() error { return e.Err }
 
-// Items returns the live items (those with a file in items/, §5.4), oldest
-// first. Items made under another primary key are skipped with a warning.
-// Items that fail to decode are left out and reported in the returned
-// error (an errors.Join of *ItemError), alongside the good ones.
+// Listing is what List found in the repository.
+type Listing struct {
+	// Items are the live items the key can read, oldest first.
+	Items []*Item
+	// Skipped are the live items made under another primary key, by id.
+	Skipped []SkippedItem
+	// KeyID is the primary key id of the key the repository was opened
+	// with.
+	KeyID Xid
+}
+
+// SkippedItem is an item made under another primary key than the one in
+// use: nothing in it but its id and that key id can be read.
+type SkippedItem struct {
+	ID           Xid
+	PrimaryKeyID Xid
+}
+
+// OtherKeyError reports items made under another primary key: one item
+// (Item set), or Count items of a listing.
+type OtherKeyError struct {
+	Item     *Xid
+	Count    int
+	ItemKeys []Xid // the primary keys the items were made under, sorted
+	KeyID    Xid   // the primary key id of the key in use
+}
+
+func (e *OtherKeyError) Error() string {
+	what := fmt.Sprintf("%d items were", e.Count)
+	switch {
+	case e.Item != nil:
+		what = "item " + e.Item.String() + " was"
+	case e.Count == 1:
+		what = "1 item was"
+	}
+	return what + " " + e.Reason()
+}
+
+// Reason says whose the items are and whose the key is: "made under
+// primary key X; this key belongs to primary key Y".
+func (e *OtherKeyError) Reason() string {
+	keys := make([]string, len(e.ItemKeys))
+	for i, k := range e.ItemKeys {
+		keys[i] = k.String()
+	}
+	under := "primary key "
+	if len(keys) > 1 {
+		under = "primary keys "
+	}
+	return fmt.Sprintf("made under %s%s; this key belongs to primary key %s", under, strings.Join(keys, ", "), e.KeyID)
+}
+
+// Is makes errors.Is(err, ErrOtherKey) hold.
+func (e *OtherKeyError) Is(target error) bool { return target == ErrOtherKey }
+
+// SkippedError describes the listing's skipped items as one error, or
+// returns nil if there are none.
+func (l *Listing) SkippedError() *OtherKeyError {
+	if len(l.Skipped) == 0 {
+		return nil
+	}
+	return otherKeyError(nil, l.Skipped, l.KeyID)
+}
+
+func otherKeyError(item *Xid, skipped []SkippedItem, key Xid) *OtherKeyError {
+	seen := map[Xid]bool{}
+	e := &OtherKeyError{Item: item, Count: len(skipped), KeyID: key}
+	for _, s := range skipped {
+		if !seen[s.PrimaryKeyID] {
+			seen[s.PrimaryKeyID] = true
+			e.ItemKeys = append(e.ItemKeys, s.PrimaryKeyID)
+		}
+	}
+	sort.Slice(e.ItemKeys, func(i, j int) bool { return bytes.Compare(e.ItemKeys[i][:], e.ItemKeys[j][:]) < 0 })
+	return e
+}
+
+// Find returns the item whose id is idOrPrefix or starts with it. A match
+// among the skipped items gives an *OtherKeyError naming the item and both
+// keys; a prefix matching several items, readable or not, is ambiguous.
+func (l *Listing) Find(idOrPrefix string) (*Item, error) {
+	p := strings.ToLower(idOrPrefix)
+	if p == "" || !isHexName(p, len(p)) {
+		return nil, fmt.Errorf("%w %q: not an item id", ErrNoItem, idOrPrefix)
+	}
+	var found *Item
+	var foreign *SkippedItem
+	var ids []Xid
+	for _, it := range l.Items {
+		if strings.HasPrefix(it.ID.String(), p) {
+			found = it
+			ids = append(ids, it.ID)
+		}
+	}
+	for i, s := range l.Skipped {
+		if strings.HasPrefix(s.ID.String(), p) {
+			foreign = &l.Skipped[i]
+			ids = append(ids, s.ID)
+		}
+	}
+	switch {
+	case len(ids) > 1:
+		return nil, fmt.Errorf("%w: %q matches %s and %s", ErrAmbiguousItem, idOrPrefix, ids[0], ids[1])
+	case found != nil:
+		return found, nil
+	case foreign != nil:
+		return nil, otherKeyError(&foreign.ID, []SkippedItem{*foreign}, l.KeyID)
+	}
+	return nil, fmt.Errorf("%w %q", ErrNoItem, idOrPrefix)
+}
+
+// Items returns the live items the key can read, oldest first, like List.
+// Items made under another primary key are left out; each newly seen
+// batch of them is reported as one warning in the log.
+func (r *Repository) Items(ctx context.Context) ([]*Item, error) {
+	l, err := r.List(ctx)
+	if l == nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	var fresh []SkippedItem
+	for _, s := range l.Skipped {
+		if !r.reported[s.ID] {
+			r.reported[s.ID] = true
+			fresh = append(fresh, s)
+		}
+	}
+	r.mu.Unlock()
+	if len(fresh) > 0 {
+		r.log.Warn("skipping items made under another primary key", "repo", r.dir,
+			"err", otherKeyError(nil, fresh, l.KeyID).Error())
+	}
+	return l.Items, err
+}
+
+// List returns the live items (those with a file in items/, §5.4): those
+// the key can read, oldest first, and those made under another primary
+// key, which it cannot. Items that fail to decode are left out and
+// reported in the returned error (an errors.Join of *ItemError), alongside
+// the listing of the good ones. List logs nothing about skipped items; the
+// caller decides how to report them (see Listing.SkippedError).
 //
 // Item files never change once written, so each is read and decrypted once
 // per Repository; later calls only list the directory.
-func (r *Repository) Items(ctx context.Context) ([]*Item, error) {
+func (r *Repository) List(ctx context.Context) (*Listing, error) {
 	var ids []Xid
 	var errs []error
 	err := r.readMeta(ctx, func(v *metaView) error {
@@ -259,7 +396,9 @@ func (r *Repository) Items(ctx context.Context) ([]*Item, error) {
 				continue
 			}
 			ids = append(ids, id)
-			if _, known := r.items[id]; !known {
+			_, known := r.items[id]
+			_, foreign := r.foreign[id]
+			if !known && !foreign {
 				fresh = append(fresh, id)
 			}
 		}
@@ -276,11 +415,13 @@ func (r *Repository) Items(ctx context.Context) ([]*Item, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	live := make(map[Xid]bool, len(ids))
-	items := make([]*Item, 0, len(ids))
+	l := &Listing{Items: make([]*Item, 0, len(ids)), KeyID: r.key.PrimaryKeyID}
 	for _, id := range ids {
 		live[id] = true
 		if it := r.items[id]; it != nil {
-			items = append(items, it)
+			l.Items = append(l.Items, it)
+		} else if k, ok := r.foreign[id]; ok {
+			l.Skipped = append(l.Skipped, SkippedItem{ID: id, PrimaryKeyID: k})
 		}
 	}
 	for id := range r.items {
@@ -288,14 +429,19 @@ func (r *Repository) Items(ctx context.Context) ([]*Item, error) {
 			delete(r.items, id) // removed since the last listing
 		}
 	}
-	sort.Slice(items, func(i, j int) bool {
-		a, b := items[i], items[j]
+	for id := range r.foreign {
+		if !live[id] {
+			delete(r.foreign, id)
+		}
+	}
+	sort.Slice(l.Items, func(i, j int) bool {
+		a, b := l.Items[i], l.Items[j]
 		if !a.Timestamp.Equal(b.Timestamp) {
 			return a.Timestamp.Before(b.Timestamp)
 		}
 		return bytes.Compare(a.ID[:], b.ID[:]) < 0
 	})
-	return items, errors.Join(errs...)
+	return l, errors.Join(errs...)
 }
 
 // loadItems reads and decrypts new item files on several goroutines: each
@@ -350,12 +496,8 @@ func (r *Repository) loadItems(ctx context.Context, v *metaView, ids []Xid) (err
 			}
 		case errors.Is(res.err, ErrOtherKey):
 			r.mu.Lock()
-			first := !r.reported[res.id]
-			r.reported[res.id] = true
+			r.foreign[res.id] = res.it.PrimaryKeyID
 			r.mu.Unlock()
-			if first {
-				r.log.Warn("skipping item made under another primary key", "repo", r.dir, "item", res.id, "key", res.it.PrimaryKeyID)
-			}
 		case res.err != nil:
 			errs = append(errs, &ItemError{ID: res.id, Err: res.err})
 		default:

@@ -250,4 +250,8 @@ func TestItemsFromAnotherKeyAreSkipped(t *testing.T) {
 	if err != nil || len(items) != 0 {
 		t.Fatalf("items = %d, err = %v; want none, no error", len(items), err)
 	}
+	l, err := r.List(context.Background())
+	if err != nil || len(l.Skipped) == 0 || len(l.Skipped) != len(listItems(t, openFixture(t, fixtures[2]))) {
+		t.Fatalf("skipped = %d, err = %v; want every item", len(l.Skipped), err)
+	}
 }

@@ -54,12 +54,12 @@ func (o *OpenItem) wholeStream() *section {
 // snapshot's file contents concatenated in index order.
 func (o *OpenItem) Data() (*File, error) {
 	if o.data == nil {
-		return nil, ErrCannotReadData
+		return nil, fmt.Errorf("item %s: %w", o.item.ID, ErrCannotReadData)
 	}
 	return &File{
 		sec:  o.wholeStream(),
 		size: int64(o.item.DataSize),
-		desc: fmt.Sprintf("item %s data", o.item.ID),
+		item: o.item.ID,
 	}, nil
 }
 
@@ -69,13 +69,13 @@ func (o *OpenItem) Data() (*File, error) {
 // the data stream.
 func (o *OpenItem) File(e *IndexEntry) (*File, error) {
 	if o.data == nil {
-		return nil, ErrCannotReadData
+		return nil, &FileError{Item: o.item.ID, Path: string(e.Path), Err: ErrCannotReadData}
 	}
-	f := &File{size: int64(e.Size), hash: e.DataHash, desc: fmt.Sprintf("item %s: %q", o.item.ID, e.Path)}
+	f := &File{size: int64(e.Size), hash: e.DataHash, item: o.item.ID, path: string(e.Path)}
 	switch {
 	case e.Size == 0:
 		if e.DataHash != nil && *e.DataHash != blake3.Sum256(nil) {
-			return nil, fmt.Errorf("%s: %w: empty file with the hash of non-empty content", f.desc, ErrCorrupt)
+			return nil, &FileError{Item: o.item.ID, Path: f.path, Err: fmt.Errorf("%w: empty file with the hash of non-empty content", ErrCorrupt)}
 		}
 		f.sec = newSection(o.data, span{})
 	case e.HasCursor:

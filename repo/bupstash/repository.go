@@ -66,6 +66,7 @@ type Repository struct {
 	mu       sync.Mutex
 	spaces   map[[32]byte]uint64 // leaf hash key → cache space
 	items    map[Xid]*Item       // decoded metadata of item files seen so far
+	foreign  map[Xid]Xid         // items made under another primary key → that key's id
 	reported map[Xid]bool        // items already reported as skipped
 }
 
@@ -107,6 +108,7 @@ func Open(ctx context.Context, dir string, key *Key, opts Options) (*Repository,
 		nodeSpace:  cache.NewSpace(),
 		spaces:     make(map[[32]byte]uint64),
 		items:      make(map[Xid]*Item),
+		foreign:    make(map[Xid]Xid),
 		reported:   make(map[Xid]bool),
 	}
 	if r.log == nil {

@@ -19,12 +19,12 @@ import (
 func WriteTar(ctx context.Context, o *OpenItem, w io.Writer) error {
 	idx, err := o.Index()
 	if err != nil {
-		return err
+		return fmt.Errorf("item %s: %w", o.item.ID, err)
 	}
 	defer idx.Close()
 	data, err := o.Data()
 	if err != nil {
-		return err
+		return err // names the item
 	}
 	// One sequential reader over the whole stream, as Bupstash reads it:
 	// readahead then spans file boundaries.
@@ -64,7 +64,7 @@ func WriteTar(ctx context.Context, o *OpenItem, w io.Writer) error {
 			continue // a hard link carries no data: the first name has it
 		}
 		if err := copyContent(ctx, w, stream, e, buf); err != nil {
-			return fmt.Errorf("item %s: %q: %w", o.item.ID, e.Path, err)
+			return inFile(err, o.item.ID, string(e.Path))
 		}
 	}
 	_, err = w.Write(make([]byte, 1024))
