@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"path/filepath"
+	"strings"
 
 	"github.com/BurntSushi/toml"
 )
@@ -115,8 +116,8 @@ func loadConfig(path string, explicit bool) (*config, error) {
 }
 
 func relativeTo(configPath, p string) string {
-	if p == "" || filepath.IsAbs(p) {
-		return p
+	if p == "" || filepath.IsAbs(p) || strings.Contains(p, "://") {
+		return p // a URL (ssh://…) is refused later, as written
 	}
 	return filepath.Join(filepath.Dir(configPath), p)
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path"
 	"strings"
 	"time"
 
@@ -95,17 +96,11 @@ func runLs(ctx context.Context, e *env, args []string) error {
 	return nil
 }
 
-// cleanPath turns a user's path inside an item into index form: no leading
-// "/" or "./", no trailing "/", "" for the root.
+// cleanPath turns a user's path inside an item into index form, as a
+// shell would resolve it from the snapshot root: no leading "/" or "./",
+// no trailing "/", no empty, "." or ".." components; "" for the root.
 func cleanPath(p string) string {
-	p = strings.Trim(p, "/")
-	for strings.HasPrefix(p, "./") {
-		p = strings.TrimLeft(p[2:], "/")
-	}
-	if p == "." {
-		return ""
-	}
-	return p
+	return strings.TrimPrefix(path.Clean("/"+p), "/")
 }
 
 func under(p, dir string) bool {
@@ -175,8 +170,11 @@ func (p *entryPrinter) print(ent *bupstash.IndexEntry, name string) error {
 	}
 	var b bytes.Buffer
 	size := fmt.Sprint(ent.Size)
-	if t := ent.Type(); t == bupstash.ModeCharDev || t == bupstash.ModeBlockDev {
+	switch ent.Type() {
+	case bupstash.ModeCharDev, bupstash.ModeBlockDev:
 		size = fmt.Sprintf("%d, %d", ent.DevMajor, ent.DevMinor)
+	case bupstash.ModeSymlink:
+		size = fmt.Sprint(len(ent.Link)) // as ls -l: the target's length
 	}
 	fmt.Fprintf(&b, "%s %3d %5d %5d %10s %s %s", modeString(ent.Mode), ent.Nlink, ent.UID, ent.GID, size,
 		time.Unix(ent.Mtime, int64(ent.MtimeNsec)).UTC().Format("2006-01-02 15:04"), name)

@@ -86,7 +86,7 @@ func TestLs(t *testing.T) {
 	for _, want := range []string{
 		"-rw-r--r--   1     0     0          6 2001-02-03 04:05 a.txt\n",
 		"crw-r--r--   1     0     0       1, 3 ",
-		"lrwxrwxrwx   1     0     0          0 1969-12-31 23:59 dangling -> does/not/exist\n",
+		"lrwxrwxrwx   1     0     0         14 1969-12-31 23:59 dangling -> does/not/exist\n", // size: the target's length, as ls -l
 		"-rwsr-xr-x   1     0     0         10 ",
 		"drwx------   2     0     0          0 ",
 		" caf\xe9\n",
@@ -102,6 +102,13 @@ func TestLs(t *testing.T) {
 	r = runCmd(t, nil, "ls", "fdd75e29", "sub", "-R", "--repo", repo012, "--key", primary012)
 	if r.code != 0 || !strings.Contains(r.stdout, " nested/deeper/file.txt\n") || !strings.Contains(r.stdout, " s.txt\n") {
 		t.Fatalf("ls -R sub: %d %s %s", r.code, r.stdout, r.stderr)
+	}
+	// Paths are cleaned as a shell would.
+	for _, p := range []string{"sub//nested", "/sub/nested/", "./sub/./nested", "sub/../sub/nested"} {
+		r = runCmd(t, nil, "ls", "--repo", repo012, "--key", primary012, "fdd75e29", p)
+		if r.code != 0 || !strings.Contains(r.stdout, " deeper\n") || r.stderr != "" {
+			t.Errorf("ls %s: %d %q %q", p, r.code, r.stdout, r.stderr)
+		}
 	}
 	r = runCmd(t, nil, "ls", "--repo", repo012, "--key", primary012, "--json", "fdd75e29", "a.txt")
 	var rec map[string]any
@@ -141,6 +148,8 @@ func TestErrors(t *testing.T) {
 	os.Remove(filepath.Join(damaged, "data", "53fa94e309e7b76cf0086d88141f82ea94a6927d4c639b218f71ddd90f2581fb"))
 	badItem := copyRepo(t, repo012)
 	flipByte(t, filepath.Join(badItem, "items", "d5dbf2447bdcf7807b25732d40a02b35"), 100)
+	noSchema := copyRepo(t, repo012)
+	os.Remove(filepath.Join(noSchema, "meta", "schema_version"))
 
 	keys := filepath.Join(testdata, "bupstash-0.12.1/keys")
 	otherKey := filepath.Join(testdata, "bupstash-versions/v0.11.1/primary.key")
@@ -156,7 +165,10 @@ func TestErrors(t *testing.T) {
 		{"no key", []string{"list", "--repo", repo012}, 2, []string{"BUPSTASH_KEY"}},
 		{"bad flag", []string{"list", "--nope"}, 2, []string{"nope"}},
 		{"missing key file", []string{"list", "--repo", repo012, "--key", "/nonexistent.key"}, 1, []string{"/nonexistent.key"}},
-		{"not a repository", []string{"list", "--repo", testdata, "--key", primary012}, 1, []string{"not a bupstash repository"}},
+		{"not a repository", []string{"list", "--repo", testdata, "--key", primary012}, 1, []string{"not a bupstash repository", "no tx.lock", "bupstash init"}},
+		{"no schema version", []string{"list", "--repo", noSchema, "--key", primary012}, 1, []string{"not a bupstash repository", "no meta/schema_version", "bupstash init"}},
+		{"no such directory", []string{"list", "--repo", "/nonexistent/repo", "--key", primary012}, 1, []string{"/nonexistent/repo", "no such file"}},
+		{"remote repository", []string{"list", "--repo", "ssh://backup.example/srv/repo", "--key", primary012}, 1, []string{"ssh://", "not supported yet", "local or network-mounted"}},
 		{"unknown item", []string{"cat", "--repo", repo012, "--key", primary012, "0123abcd"}, 1, []string{"no such item", "0123abcd"}},
 		{"no such path", []string{"cat", "--repo", repo012, "--key", primary012, "fdd75e29", "nope.txt"}, 1, []string{"nope.txt", "no such file"}},
 		{"directory", []string{"cat", "--repo", repo012, "--key", primary012, "fdd75e29", "sub"}, 1, []string{"is a directory"}},
@@ -307,5 +319,16 @@ func TestParseByteSize(t *testing.T) {
 	}
 	if humanBytes(16842989+1753) != "16.06MiB" || humanBytes(17) != "17B" {
 		t.Errorf("humanBytes: %s %s", humanBytes(16842989+1753), humanBytes(17))
+	}
+}
+
+// A remote repository in the configuration file is kept as written (and
+// then refused as remote), not turned into a path next to the file.
+func TestConfigKeepsRepositoryURLs(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "config.toml")
+	os.WriteFile(path, []byte("[[bupstash]]\nrepo = \"ssh://host/srv/repo\"\nkey = \"k.key\"\n"), 0o600)
+	c, err := loadConfig(path, true)
+	if err != nil || c.Bupstash[0].Repo != "ssh://host/srv/repo" || c.Bupstash[0].Key != filepath.Join(filepath.Dir(path), "k.key") {
+		t.Fatalf("%+v, %v", c, err)
 	}
 }

@@ -22,7 +22,9 @@ const DefaultCacheSize = 256 << 20
 
 // Errors reported by Open and by readers. Callers test them with errors.Is.
 var (
-	ErrNotRepository     = errors.New("not a bupstash repository (no tx.lock)")
+	ErrNotRepository = errors.New("not a bupstash repository")
+	// ErrRemote reports a repository reached over ssh (bupstash serve).
+	ErrRemote            = errors.New("remote repositories (ssh://) are not supported yet; use a local or network-mounted repository directory")
 	ErrUnsupportedSchema = errors.New("unsupported repository schema")
 	ErrUnsupportedStore  = errors.New("unsupported storage engine")
 	ErrPutOnlyKey        = errors.New("put-only key: it can neither list nor read items")
@@ -80,14 +82,11 @@ func Open(ctx context.Context, dir string, key *Key, opts Options) (*Repository,
 	if !key.CanListItems() {
 		return nil, fmt.Errorf("%s: %w", dir, ErrPutOnlyKey)
 	}
-	if _, err := os.Stat(filepath.Join(dir, "tx.lock")); err != nil {
-		if _, serr := os.Stat(filepath.Join(dir, "bupstash.sqlite3")); serr == nil {
-			return nil, fmt.Errorf("%s: %w: this repository is from bupstash 0.8 or older; open it once with bupstash 0.10.x to migrate it, then try again", dir, ErrUnsupportedSchema)
-		}
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("%s: %w", dir, ErrNotRepository)
-		}
-		return nil, fmt.Errorf("%s: %w", dir, err)
+	if strings.HasPrefix(dir, "ssh://") {
+		return nil, fmt.Errorf("%s: %w", dir, ErrRemote)
+	}
+	if err := checkLayout(dir); err != nil {
+		return nil, err
 	}
 	schema, err := readSchema(dir)
 	if err != nil {
@@ -124,6 +123,36 @@ func Open(ctx context.Context, dir string, key *Key, opts Options) (*Repository,
 		r.dataOpener = key.dataOpener()
 	}
 	return r, nil
+}
+
+// repositoryLayout says what a repository looks like, for messages about
+// directories that are not one.
+const repositoryLayout = "a repository is a directory holding tx.lock, meta/schema_version, items/ and data/, as `bupstash init` makes it"
+
+// checkLayout tells a repository from other directories by the files
+// Bupstash itself checks for: tx.lock (§2.1) and the schema version.
+func checkLayout(dir string) error {
+	st, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("repository %w", err) // "repository stat DIR: no such file or directory"
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("%s: %w: not a directory", dir, ErrNotRepository)
+	}
+	for _, name := range []string{"tx.lock", "meta/schema_version"} {
+		_, err := os.Stat(filepath.Join(dir, name))
+		switch {
+		case err == nil:
+			continue
+		case !errors.Is(err, fs.ErrNotExist):
+			return fmt.Errorf("%s: %w", dir, err)
+		}
+		if _, serr := os.Stat(filepath.Join(dir, "bupstash.sqlite3")); serr == nil {
+			return fmt.Errorf("%s: %w: this repository is from bupstash 0.8 or older; open it once with bupstash 0.10.x to migrate it, then try again", dir, ErrUnsupportedSchema)
+		}
+		return fmt.Errorf("%s: %w: it has no %s (%s)", dir, ErrNotRepository, name, repositoryLayout)
+	}
+	return nil
 }
 
 func readSchema(dir string) (int, error) {

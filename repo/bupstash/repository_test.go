@@ -29,7 +29,8 @@ func TestOpenRefusesWhatItCannotRead(t *testing.T) {
 			os.Remove(filepath.Join(dir, "tx.lock"))
 			write(dir, "bupstash.sqlite3", "")
 		}, ErrUnsupportedSchema, "migrate"},
-		{"not a repository", func(dir string) { os.Remove(filepath.Join(dir, "tx.lock")) }, ErrNotRepository, ""},
+		{"not a repository", func(dir string) { os.Remove(filepath.Join(dir, "tx.lock")) }, ErrNotRepository, "no tx.lock"},
+		{"no schema version", func(dir string) { os.Remove(filepath.Join(dir, "meta", "schema_version")) }, ErrNotRepository, "`bupstash init`"},
 		{"external store", func(dir string) {
 			write(dir, "meta/storage_engine", `{"ExternalStore": {"socket_path": "/run/s.sock", "path": "x"}}`)
 		}, ErrUnsupportedStore, "external storage plugin"},
@@ -43,6 +44,9 @@ func TestOpenRefusesWhatItCannotRead(t *testing.T) {
 				t.Fatalf("err = %v, want %v mentioning %q", err, tt.want, tt.hint)
 			}
 		})
+	}
+	if _, err := Open(context.Background(), "ssh://host/srv/repo", k, Options{}); !errors.Is(err, ErrRemote) || !strings.Contains(err.Error(), "network-mounted") {
+		t.Fatalf("ssh: %v", err)
 	}
 	put := mustLoadKey(t, "bupstash-0.12.1/keys/put.key")
 	if _, err := Open(context.Background(), filepath.Join(testdata, "bupstash-0.12.1/repo"), put, Options{}); !errors.Is(err, ErrPutOnlyKey) {
