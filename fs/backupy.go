@@ -176,9 +176,14 @@ func (n *backupyFile) open(ctx context.Context) (fileReader, uint32, error) {
 		return nil, 0, err
 	}
 	flags := uint32(fuse.FOPEN_KEEP_CACHE)
-	if n.f.Volatile() {
+	switch {
+	case n.f.Volatile():
 		// Its size may change between stat and read: no page cache, and
 		// reads are not clipped at a stale size.
+		flags = fuse.FOPEN_DIRECT_IO
+	case n.f.Blob().Corrupt() != nil && n.f.Kind() != backupy.FileRaw:
+		// Its size is what still reads; a read past it must reach the
+		// object and fail with EIO rather than end cleanly at the size.
 		flags = fuse.FOPEN_DIRECT_IO
 	}
 	return &backupyReader{h: h, f: n.f}, flags, nil

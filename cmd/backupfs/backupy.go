@@ -129,6 +129,7 @@ func backupyLs(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
+	defer opts.Keys.Wipe()
 	s, err := backupy.OpenStore(ctx, dir, opts)
 	if err != nil {
 		return err
@@ -199,7 +200,12 @@ func backupyCat(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
+	defer opts.Keys.Wipe()
 	opts.Views = backupy.ViewZst
+	// The keys are given for this object, as backupy-decrypt's token is
+	// for its file: one that does not open it means damage (or a wrong
+	// token), which is what the error then says, not "no key".
+	opts.KeysGiven = true
 	s, b, err := backupy.OpenFile(ctx, name, opts)
 	if err != nil {
 		return err

@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"flag"
 	"io"
@@ -163,6 +165,8 @@ func TestBackupyErrors(t *testing.T) {
 	raw, _ := hex.DecodeString(bkKAT1Blob)
 	raw[40] ^= 1
 	os.WriteFile(corrupt, raw, 0o600)
+	otherTok := filepath.Join(t.TempDir(), "other.jwt")
+	os.WriteFile(otherTok, []byte(bkToken(t, bytes.Repeat([]byte{7}, 32), "run-9", "")), 0o600)
 	for _, tc := range []struct {
 		name  string
 		args  []string
@@ -177,7 +181,8 @@ func TestBackupyErrors(t *testing.T) {
 		{"locked", []string{"cat", "--cache-dir", f.cache, kat}, false, "no key for this encrypted object (give --token or --keyring)"},
 		{"foreign", []string{"cat", "--cache-dir", f.cache, filepath.Join(f.dir, "README")}, false, "not a Backupy object"},
 		{"bad token", []string{"cat", "--token", badTok, "--cache-dir", f.cache, kat}, false, "want 3 segments"},
-		{"corrupt", []string{"cat", "--token", f.token, "--cache-dir", f.cache, corrupt}, false, "no key"},
+		{"corrupt", []string{"cat", "--token", f.token, "--cache-dir", f.cache, corrupt}, false, "run_x.enc: corrupt: frame 0 at ciphertext offset 0: frame failed authentication"},
+		{"wrong token", []string{"cat", "--token", otherTok, "--cache-dir", f.cache, kat}, false, "frame 0 at ciphertext offset 0: frame failed authentication (wrong key or corrupt data)"},
 		{"import nothing", []string{"import-token"}, true, "at least one token"},
 		{"import garbage", []string{"import-token", "x.y.z"}, false, "invalid decryption token"},
 	} {
@@ -194,4 +199,44 @@ func TestBackupyErrors(t *testing.T) {
 	if _, _, err := runBk("ls", "-h"); !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("-h = %v", err)
 	}
+}
+
+// bkToken makes a decryption token shaped like the server's.
+func bkToken(t *testing.T, dek []byte, runID, sha string) string {
+	t.Helper()
+	claims := map[string]any{
+		"iss": "backupy-server", "aud": "backupy-decrypt", "exp": 4102444800, "sub": "user-1",
+		"run_id": runID, "company_id": "co-1", "alg": "AES-256-GCM", "format_version": 1,
+		"dek": base64.StdEncoding.EncodeToString(dek),
+	}
+	if sha != "" {
+		claims["sha256"] = sha
+	}
+	body, err := json.Marshal(claims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc := base64.RawURLEncoding
+	return enc.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT"}`)) + "." + enc.EncodeToString(body) + ".c2ln"
+}
+
+// A state learnt with a key (verified) is not shown for an object that is
+// locked now: ls never prints "verified" next to "locked".
+func TestBackupyLsLockedIsNotVerified(t *testing.T) {
+	f := newBkFixture(t)
+	t.Setenv(backupy.EnvKeyring, "")
+	if _, stderr, err := runBk("ls", "--token", f.token, "--sizes", "--cache-dir", f.cache, f.dir); err != nil {
+		t.Fatalf("%v: %s", err, stderr)
+	}
+	out, stderr, err := runBk("ls", "--cache-dir", f.cache, f.dir)
+	if err != nil {
+		t.Fatalf("%v: %s", err, stderr)
+	}
+	checkTable(t, out, [][]string{
+		{"PATH", "KIND", "SIZE", "DECODED", "STATE", "KEY", "FILE"},
+		{"README", "foreign", "12", "?", "unencrypted", "-", "README"},
+		{"co_kat/agt_1/job_1/run_other.enc", "encrypted-v1", "94", "?", "locked", "locked", "run_other.enc"},
+		{"co_kat/agt_1/job_1/run_plain.enc", "plain-zstd", "", "", "unencrypted", "-", "run_plain.sql"},
+		{"co_kat/agt_1/job_1/run_run-kat1.enc", "encrypted-v1", "94", "?", "locked", "locked", "run_run-kat1.enc"},
+	})
 }

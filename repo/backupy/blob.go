@@ -46,25 +46,34 @@ type Blob struct {
 	pl       payload
 	files    []*File
 	dec      decodedState
+	saved    indexEntry // what the index said when the object was listed
 }
 
-// blobKey is the key that opened an object and what it is bound to.
+// blobKey is the key that opened an object and what it is bound to. A
+// blobKey is never changed once published; learning the expected hash
+// replaces it.
 type blobKey struct {
 	dek    *DEK
 	cipher *gcmframe.Cipher
-	how    string // path, run, sha256 or trial
+	how    string // path, run, sha256, trial or given
 	source string
 	sha    string // expected ciphertext SHA-256, "" if unknown
 	runID  string
 }
 
-// decodedState is what full passes have established.
+// decodedState is what reads and full passes have established.
 type decodedState struct {
 	size        int64  // decoded size of the main view, -1 if unknown
-	computedSHA string // ciphertext SHA-256 from a full pass
+	computedSHA string // ciphertext SHA-256 of this object version, from a read of all of it
 	zstdOK      bool   // a full pass verified the zstd checksum
-	verified    bool   // and the ciphertext matched a known SHA-256
-	corrupt     error  // *CorruptError once corruption is detected
+	corrupt     *CorruptError
+	// corruptAt is the offset in the compressed layer where the damage
+	// starts: reads of the layer (and decoded bytes a pass produced) before
+	// it are still served. 0 means nothing can be trusted.
+	corruptAt int64
+	// goodDecoded is, for damage at corruptAt > 0, how many decoded bytes
+	// a pass produced before failing; -1 if no pass got there yet.
+	goodDecoded int64
 }
 
 func (s *Store) newBlob(rel string, fi fs.FileInfo) (*Blob, error) {
@@ -75,7 +84,7 @@ func (s *Store) newBlob(rel string, fi fs.FileInfo) (*Blob, error) {
 		store:   s,
 		abs:     filepath.Join(s.root, filepath.FromSlash(rel)),
 		space:   cache.NewSpace(),
-		dec:     decodedState{size: -1},
+		dec:     decodedState{size: -1, goodDecoded: -1},
 	}
 	b.id = objectID(s.root, rel, b.Size, b.ModTime)
 	f, err := b.openObject()
@@ -88,21 +97,33 @@ func (s *Store) newBlob(rel string, fi fs.FileInfo) (*Blob, error) {
 		return nil, fmt.Errorf("reading %s: %w", rel, b.structErr)
 	}
 	if b.structErr != nil {
+		// Found without a key, so it holds whatever the key: the intact
+		// frames before the damage still read.
 		b.dec.corrupt = &CorruptError{Object: rel, Err: b.structErr}
-		s.log.Warn("backupy: damaged object", "object", rel, "err", b.structErr)
+		b.dec.corruptAt = b.damageOffset(b.structErr)
+		s.log.Warn("backupy: damaged object", append(frameAttrs(b.structErr), "object", rel, "err", b.structErr)...)
 	}
+	// Facts about the bytes themselves: the hash, and what a clean pass
+	// decoded them to. Verdicts that need a key wait for prepare.
 	if e, ok := s.disk.lookup(b.id); ok {
+		b.saved = e
 		b.dec.computedSHA = e.SHA256
 		b.dec.zstdOK = e.ZstdOK
-		b.dec.verified = e.Verified
 		if e.Decoded != nil {
 			b.dec.size = *e.Decoded
 		}
-		if e.Corrupt != "" && b.dec.corrupt == nil {
-			b.dec.corrupt = &CorruptError{Object: rel, Err: errors.New(e.Corrupt + " (found by an earlier full pass)")}
-		}
 	}
 	return b, nil
+}
+
+// frameAttrs are log attributes locating damage in a frame: "frame i at
+// offset X", X being the frame's ciphertext offset.
+func frameAttrs(err error) []any {
+	var fe *gcmframe.FrameError
+	if !errors.As(err, &fe) {
+		return nil
+	}
+	return []any{"where", fmt.Sprintf("frame %d at offset %d", fe.Frame, fe.Offset)}
 }
 
 // objectID names an object version in the cache directory.
@@ -193,39 +214,144 @@ func (b *Blob) stateLocked() string {
 	switch {
 	case b.dec.corrupt != nil:
 		return "corrupt"
-	case b.dec.verified:
-		return "verified"
 	case b.Kind == KindEncrypted && b.key == nil:
 		return "locked"
+	case b.verifiedLocked():
+		return "verified"
 	case b.Kind == KindEncrypted || b.Kind == KindEmpty && b.index != nil:
 		return "encrypted"
 	}
 	return "unencrypted"
 }
 
+// verifiedLocked reports whether the object's ciphertext hash, computed by
+// a read of all of it, is the one bound to its key. The caller holds b.mu.
+func (b *Blob) verifiedLocked() bool {
+	return b.key != nil && b.key.sha != "" && b.dec.computedSHA == b.key.sha
+}
+
 // Corrupt returns the corruption found in the object, or nil.
 func (b *Blob) Corrupt() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.dec.corrupt == nil {
+		return nil // not a typed nil
+	}
 	return b.dec.corrupt
 }
 
-// markCorrupt records an integrity failure, persists it and returns the
-// *CorruptError that reads of the object will fail with from now on.
-func (b *Blob) markCorrupt(cause error) error {
-	b.mu.Lock()
-	if b.dec.corrupt != nil {
-		err := b.dec.corrupt
-		b.mu.Unlock()
-		return err
+// damageOffset returns where in the compressed layer the damage an error
+// reports begins: the start of the frame it names, or 0 when it taints the
+// whole object (a bad zstd stream, a wrong hash).
+func (b *Blob) damageOffset(cause error) int64 {
+	var fe *gcmframe.FrameError
+	if !errors.As(cause, &fe) || b.index == nil {
+		return 0
 	}
+	if fe.Frame < b.index.Frames() {
+		return b.index.Frame(fe.Frame).PlainOffset
+	}
+	return b.compressedSize()
+}
+
+// persistable says under which key fingerprint a verdict may be saved in
+// the index for later mounts, or ok false if it must be found again each
+// time. The structure of the frames holds whatever the key; a bad frame
+// beyond frame 0 or a bad zstd stream hold for the key that opened frame 0
+// (no other key can); a hash mismatch is never saved, as it depends on the
+// hash a token claims (the computed hash is saved instead, and compared
+// again with whatever a later mount's keys claim); a frame 0 that the
+// bound key cannot open is found again by every key match.
+func (b *Blob) persistable(cause error, key *blobKey) (keyID string, ok bool) {
+	var fe *gcmframe.FrameError
+	switch {
+	case errors.Is(cause, errHashMismatch):
+		return "", false
+	case errors.Is(cause, gcmframe.ErrAuth):
+		if !errors.As(cause, &fe) || fe.Frame == 0 {
+			return "", false
+		}
+	case errors.Is(cause, errZstd):
+	default: // structural: truncation, frame sizes, trailing bytes, layout
+		return "", true
+	}
+	if key != nil && key.dek != nil {
+		return key.dek.Fingerprint(), true
+	}
+	return "", b.index == nil // unencrypted: no key involved
+}
+
+// markCorrupt records an integrity failure, persists it if it does not
+// depend on a token's claims, and returns the *CorruptError that reads
+// touching the damage fail with from now on. The object keeps a raw view
+// of its bytes.
+func (b *Blob) markCorrupt(cause error) error {
+	return b.corruptWith(cause, b.damageOffset(cause), true)
+}
+
+func (b *Blob) corruptWith(cause error, at int64, persist bool) error {
 	err := &CorruptError{Object: b.Path, Err: cause}
-	b.dec.corrupt = err
-	b.dec.verified = false
+	b.mu.Lock()
+	first := b.dec.corrupt == nil
+	earlier := first || at < b.dec.corruptAt
+	if first {
+		b.dec.corrupt = err
+		b.dec.corruptAt = at
+	} else if earlier {
+		b.dec.corruptAt = at
+		b.dec.goodDecoded = -1
+	}
+	key := b.key
+	if first && b.prepared {
+		b.files = b.rebuildFiles()
+	}
 	b.mu.Unlock()
-	b.store.log.Error("backupy: object is corrupt; its decoded views will fail", "object", b.Path, "err", cause)
-	b.store.disk.update(b, func(e *indexEntry) { e.Corrupt = cause.Error() })
+	if !earlier {
+		return err // already known, and no worse
+	}
+	attrs := append(frameAttrs(cause), "object", b.Path, "err", cause)
+	if persist {
+		b.store.log.Error("backupy: object is corrupt; reads of the damaged part fail", attrs...)
+	} else {
+		b.store.log.Warn("backupy: object was found corrupt by an earlier full pass", attrs...)
+	}
+	if keyID, ok := b.persistable(cause, key); ok && persist {
+		b.store.disk.update(b, func(e *indexEntry) {
+			e.Corrupt, e.CorruptKey, e.CorruptAt = cause.Error(), keyID, &at
+		})
+	}
 	return err
+}
+
+// damageBefore returns the corruption if reads of the compressed layer up
+// to end touch the damage.
+func (b *Blob) damageBefore(end int64) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.dec.corrupt != nil && end > b.dec.corruptAt {
+		return b.dec.corrupt
+	}
+	return nil
+}
+
+// wholeDamage returns the corruption if it taints every byte of the
+// object's decoded views.
+func (b *Blob) wholeDamage() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.dec.corrupt != nil && b.dec.corruptAt == 0 {
+		return b.dec.corrupt
+	}
+	return nil
+}
+
+// noteGoodDecoded records how far a pass over a damaged object got.
+func (b *Blob) noteGoodDecoded(n int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.dec.corrupt != nil && b.dec.corruptAt > 0 && n > b.dec.goodDecoded {
+		b.dec.goodDecoded = n
+	}
 }
 
 // isIntegrityError reports whether err proves the object bytes are wrong
@@ -239,16 +365,15 @@ func isIntegrityError(err error) bool {
 	return false
 }
 
-// usable returns the error every read of a decoded view fails with, if any.
+// usable returns why no decoded view of the object can be read at all:
+// the store is closed, or no key opens the object. Corruption is checked
+// per read (damageBefore, wholeDamage), as reads before the damage work.
 func (b *Blob) usable() error {
 	if err := b.store.errIfClosed(); err != nil {
 		return err
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.dec.corrupt != nil {
-		return b.dec.corrupt
-	}
 	if b.Kind == KindEncrypted && b.key == nil {
 		return fmt.Errorf("backupy: %s: %w", b.Path, ErrLocked)
 	}
@@ -259,21 +384,6 @@ func (b *Blob) currentKey() *blobKey {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.key
-}
-
-// forgetKey drops the matched key and the derived views so the next use
-// matches again with the store's current keyring.
-func (b *Blob) forgetKey() {
-	b.prepMu.Lock()
-	defer b.prepMu.Unlock()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.key = nil
-	b.prepared = false
-	for _, f := range b.files {
-		f.stale.Store(true)
-	}
-	b.files = nil
 }
 
 // prepare matches a key and sniffs the payload, once. It reads at most
@@ -291,8 +401,10 @@ func (b *Blob) prepare(ctx context.Context) error {
 		return err
 	}
 	var (
-		key *blobKey
-		pl  = payload{ext: ".bin", fcs: -1}
+		key      *blobKey
+		pl       = payload{ext: ".bin", fcs: -1}
+		badHead  bool // the key bound to the object does not open frame 0
+		emptySHA string
 	)
 	switch b.Kind {
 	case KindEncrypted:
@@ -301,25 +413,21 @@ func (b *Blob) prepare(ctx context.Context) error {
 			return err
 		}
 		key = k
-		if key != nil && frame0 != nil {
+		switch {
+		case key != nil && frame0 != nil:
 			pl = sniffPayload(frame0)
-			if !pl.zstd && key.sha != "" {
-				// The agent always compresses, so an encrypted payload
-				// that is not zstd is suspect: frames reordered so that
-				// another one comes first still decrypt (GCM does not bind
-				// a frame to its place). Such a view is never decoded, so
-				// no pass would catch it; check the object hash now.
-				if err := b.checkObjectSHA(ctx, key.sha); err != nil {
-					return err
-				}
+		case key != nil:
+			badHead = true
+			if b.saved.Ext != "" {
+				pl.ext = b.saved.Ext // named as when it last opened
 			}
 		}
 	case KindEmpty:
-		k, err := b.checkEmpty()
+		k, sha, err := b.checkEmpty()
 		if err != nil {
 			return err
 		}
-		key = k
+		key, emptySHA = k, sha
 	case KindPlainZstd:
 		prefix, err := b.readPrefix(gcmframe.PlainSize)
 		if err != nil {
@@ -330,14 +438,42 @@ func (b *Blob) prepare(ctx context.Context) error {
 	b.mu.Lock()
 	b.key, b.pl = key, pl
 	b.mu.Unlock()
-	if key != nil || b.Kind == KindPlainZstd {
+
+	b.applySaved(key)
+	switch {
+	case badHead:
+		b.markCorrupt(&gcmframe.FrameError{Frame: 0, Offset: 0, Err: gcmframe.ErrAuth})
+	case b.Kind == KindEmpty:
+		if err := b.learnSHA(emptySHA); err == nil {
+			b.recordPass(0)
+		}
+	case key != nil:
+		b.mu.Lock()
+		known := b.dec.computedSHA
+		b.mu.Unlock()
+		if known != "" {
+			// Hashed by an earlier mount: compare with what this mount's
+			// keys claim, with no read at all.
+			b.learnSHA(known)
+		} else if !pl.zstd && key.sha != "" {
+			// The agent always compresses, so an encrypted payload
+			// that is not zstd is suspect: frames reordered so that
+			// another one comes first still decrypt (GCM does not bind
+			// a frame to its place). Such a view is never decoded, so
+			// no pass would catch it; check the object hash now.
+			if err := b.checkObjectSHA(ctx); err != nil {
+				return err
+			}
+		}
+	}
+	if (key != nil && !badHead) || b.Kind == KindPlainZstd {
 		b.learnSizeFromPayload(ctx)
 	}
 	b.mu.Lock()
-	b.files = b.buildFiles()
 	b.prepared = true
+	b.files = b.rebuildFiles()
 	b.mu.Unlock()
-	if key != nil || b.Kind == KindPlainZstd {
+	if (key != nil && !badHead) || b.Kind == KindPlainZstd {
 		b.store.disk.update(b, func(e *indexEntry) {
 			e.Ext = pl.ext
 			if key != nil && key.dek != nil {
@@ -348,9 +484,51 @@ func (b *Blob) prepare(ctx context.Context) error {
 	return nil
 }
 
-// checkObjectSHA hashes the whole object and marks it corrupt if the hash
-// is not want.
-func (b *Blob) checkObjectSHA(ctx context.Context, want string) error {
+// applySaved applies a verdict an earlier mount saved, if it holds for
+// the key the object now has (see persistable).
+func (b *Blob) applySaved(key *blobKey) {
+	e := b.saved
+	if e.Corrupt == "" || e.CorruptAt == nil {
+		return
+	}
+	if e.CorruptKey != "" && (key == nil || key.dek == nil || key.dek.Fingerprint() != e.CorruptKey) {
+		return
+	}
+	b.corruptWith(errors.New(e.Corrupt+" (found by an earlier full pass)"), *e.CorruptAt, false)
+}
+
+// learnSHA records the ciphertext hash computed by a read of the whole
+// object, binds it to the key if an entry of the key selects an object of
+// that hash, and compares it with the hash bound to the key: a mismatch
+// marks the object corrupt and is returned.
+func (b *Blob) learnSHA(sha string) error {
+	kr := b.store.keyring()
+	b.mu.Lock()
+	b.dec.computedSHA = sha
+	k := b.key
+	if k != nil && k.sha == "" && k.dek != nil {
+		if bound, run := kr.binding(k.dek, b.Path, sha, k.how == "given"); bound != "" {
+			nk := *k
+			nk.sha = bound
+			if nk.runID == "" {
+				nk.runID = run
+			}
+			b.key, k = &nk, &nk
+		}
+	}
+	b.mu.Unlock()
+	if b.saved.SHA256 != sha {
+		b.store.disk.update(b, func(e *indexEntry) { e.SHA256 = sha })
+	}
+	if k != nil && k.sha != "" && !strings.EqualFold(k.sha, sha) {
+		return b.markCorrupt(fmt.Errorf("%w: object sha256 %s, expected %s", errHashMismatch, sha, k.sha))
+	}
+	return nil
+}
+
+// checkObjectSHA hashes the whole object and checks the hash (learnSHA).
+// A mismatch marks the object corrupt; only I/O errors are returned.
+func (b *Blob) checkObjectSHA(ctx context.Context) error {
 	f, err := b.openObject()
 	if err != nil {
 		return err
@@ -360,9 +538,7 @@ func (b *Blob) checkObjectSHA(ctx context.Context, want string) error {
 	if _, err := io.Copy(h, readerWithContext{ctx, f}); err != nil {
 		return fmt.Errorf("backupy: %s: %w", b.Path, err)
 	}
-	if got := hex.EncodeToString(h.Sum(nil)); !strings.EqualFold(got, want) {
-		b.markCorrupt(fmt.Errorf("%w: object sha256 %s, expected %s", errHashMismatch, got, want))
-	}
+	b.learnSHA(hex.EncodeToString(h.Sum(nil)))
 	return nil
 }
 
@@ -435,44 +611,43 @@ func (b *Blob) readPrefix(n int64) ([]byte, error) {
 // checkEmpty is the full pass of an empty object: hashing its at most
 // four bytes. An encrypted one has no frame to try keys on, so a key entry
 // is bound by selectors alone (path, run id, or this very hash), only to
-// learn the expected hash.
-func (b *Blob) checkEmpty() (*blobKey, error) {
+// learn the expected hash. It returns the key and the computed hash.
+func (b *Blob) checkEmpty() (*blobKey, string, error) {
 	data, err := b.readPrefix(b.Size)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	sum := sha256.Sum256(data)
 	got := hex.EncodeToString(sum[:])
 	var key *blobKey
 	if b.index != nil {
 		kr := b.store.keyring()
-		if cands := kr.candidates(b.Path, got, ""); len(cands) > 0 && cands[0].how != "trial" {
-			sha, run := kr.binding(cands[0].entry.dek)
-			key = &blobKey{how: cands[0].how, source: cands[0].entry.source, sha: sha, runID: run}
+		given := b.store.opts.KeysGiven
+		if cands := kr.candidates(b.Path, got, "", given); len(cands) > 0 && cands[0].bound() {
+			c := cands[0]
+			sha, run := kr.binding(c.entry.dek, b.Path, got, c.how == "given")
+			key = &blobKey{how: c.how, source: c.entry.source, sha: sha, runID: run}
 		}
 	}
-	if key != nil && key.sha != "" && key.sha != got {
-		b.markCorrupt(fmt.Errorf("%w: got %s, want %s", errHashMismatch, got, key.sha))
-		return key, nil
-	}
-	b.recordPass(0, got, key != nil && key.sha != "")
-	return key, nil
+	return key, got, nil
 }
 
 // matchKey finds the key of an encrypted object (format notes §8.6): keys
 // selected by path, run id and known hash first, then every other key, each
 // confirmed by decrypting frame 0, whose GCM tag makes a false match
 // practically impossible. It returns frame 0's plaintext with the key.
+//
+// When no key opens frame 0 but one was selected for the object (by its
+// path, run or hash, or given for it), that key is returned with a nil
+// frame 0: the object is damaged, not locked. Only an object no key was
+// bound to stays locked.
 func (b *Blob) matchKey(ctx context.Context) (*blobKey, []byte, error) {
 	kr := b.store.keyring()
-	hint := ""
-	if e, ok := b.store.disk.lookup(b.id); ok {
-		hint = e.KeyID
-	}
 	b.mu.Lock()
 	knownSHA := b.dec.computedSHA
 	b.mu.Unlock()
-	cands := kr.candidates(b.Path, knownSHA, hint)
+	given := b.store.opts.KeysGiven
+	cands := kr.candidates(b.Path, knownSHA, b.saved.KeyID, given)
 	if len(cands) == 0 || b.index.Frames() == 0 {
 		return nil, nil, nil
 	}
@@ -488,6 +663,12 @@ func (b *Blob) matchKey(ctx context.Context) (*blobKey, []byte, error) {
 		return nil, nil, fmt.Errorf("backupy: reading frame 0 of %s: %w", b.Path, err)
 	}
 	scratch := make([]byte, len(body))
+	newKey := func(c keyCandidate, ciph *gcmframe.Cipher) *blobKey {
+		sha, run := kr.binding(c.entry.dek, b.Path, knownSHA, c.how == "given")
+		return &blobKey{dek: c.entry.dek, cipher: ciph, how: c.how, source: c.entry.source, sha: sha, runID: run}
+	}
+	var failed []keyCandidate // bound keys that did not open frame 0
+	var firstCipher *gcmframe.Cipher
 	for _, c := range cands {
 		if err := ctx.Err(); err != nil {
 			return nil, nil, context.Cause(ctx)
@@ -499,22 +680,27 @@ func (b *Blob) matchKey(ctx context.Context) (*blobKey, []byte, error) {
 		copy(scratch, body)
 		pt, err := ciph.Open(scratch)
 		if err != nil {
-			if c.how != "trial" {
-				b.store.log.Warn("backupy: key selected for object does not open it", "object", b.Path, "selected_by", c.how, "source", c.entry.source, "key", c.entry.dek)
+			if c.bound() {
+				if failed == nil {
+					firstCipher = ciph
+				}
+				failed = append(failed, c)
 			}
 			continue
+		}
+		for _, w := range failed {
+			b.store.log.Warn("backupy: key selected for object does not open it", "object", b.Path, "selected_by", w.how, "source", w.entry.source, "key", w.entry.dek)
 		}
 		frame0 := append([]byte(nil), pt...)
 		// Frame 0 is needed again for sniffing and by the first reads.
 		if ch, err := b.store.chunks.Get(ctx, b.frameKey(0), func(context.Context) ([]byte, []byte, error) { return frame0, nil, nil }); err == nil {
 			ch.Release()
 		}
-		sha, run := kr.binding(c.entry.dek)
-		if run == "" {
-			run = c.entry.runID
-		}
 		b.store.log.Debug("backupy: key matched", "object", b.Path, "by", c.how, "key", c.entry.dek)
-		return &blobKey{dek: c.entry.dek, cipher: ciph, how: c.how, source: c.entry.source, sha: sha, runID: run}, frame0, nil
+		return newKey(c, ciph), frame0, nil
+	}
+	if len(failed) > 0 {
+		return newKey(failed[0], firstCipher), nil, nil
 	}
 	return nil, nil, nil
 }

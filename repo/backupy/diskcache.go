@@ -55,19 +55,27 @@ var caches = struct {
 // indexEntry is what is known about one object version. It holds no key
 // material; KeyID is the key's fingerprint.
 type indexEntry struct {
-	Store    string `json:"store"`
-	Object   string `json:"object"`
-	Size     int64  `json:"size"`
-	MTime    int64  `json:"mtime_ns"`
-	Decoded  *int64 `json:"decoded,omitempty"`
-	SHA256   string `json:"sha256,omitempty"` // computed over the ciphertext
-	ZstdOK   bool   `json:"zstd_ok,omitempty"`
-	Verified bool   `json:"verified,omitempty"`
-	Corrupt  string `json:"corrupt,omitempty"`
-	KeyID    string `json:"key_id,omitempty"`
-	Ext      string `json:"ext,omitempty"`
-	Cached   int64  `json:"cached,omitempty"` // size of a complete data file, 0 if none
-	Used     int64  `json:"used_ns"`          // Unix nanoseconds of last use
+	Store   string `json:"store"`
+	Object  string `json:"object"`
+	Size    int64  `json:"size"`
+	MTime   int64  `json:"mtime_ns"`
+	Decoded *int64 `json:"decoded,omitempty"`
+	SHA256  string `json:"sha256,omitempty"` // computed over the ciphertext
+	ZstdOK  bool   `json:"zstd_ok,omitempty"`
+	KeyID   string `json:"key_id,omitempty"`
+	Ext     string `json:"ext,omitempty"`
+	Cached  int64  `json:"cached,omitempty"` // size of a complete data file, 0 if none
+	Used    int64  `json:"used_ns"`          // Unix nanoseconds of last use
+
+	// A corruption verdict that does not depend on what a token claims
+	// (see Blob.persistable): the cause, the fingerprint of the key it was
+	// found under ("" if it holds whatever the key), and where in the
+	// compressed layer the damage starts. Whether the object is the one
+	// the server recorded is never saved: SHA256 is, and each mount
+	// compares it with the hash its own keys claim.
+	Corrupt    string `json:"corrupt,omitempty"`
+	CorruptKey string `json:"corrupt_key,omitempty"`
+	CorruptAt  *int64 `json:"corrupt_at,omitempty"`
 }
 
 type indexFile struct {
@@ -76,8 +84,11 @@ type indexFile struct {
 }
 
 const (
-	indexName    = "index.json"
-	indexVersion = 1
+	indexName = "index.json"
+	// indexVersion 2 replaced version 1's saved "verified" flag and
+	// key-dependent corruption verdicts; a version 1 index is read
+	// without them.
+	indexVersion = 2
 	// maxIndexEntries bounds the index; the least recently used entries
 	// beyond it are dropped (they only cost a decode pass to relearn).
 	maxIndexEntries = 50000
@@ -168,14 +179,19 @@ func (dc *diskCache) load() {
 	if err == nil {
 		err = json.Unmarshal(b, &f)
 	}
-	if err != nil || f.Version != indexVersion || f.Entries == nil {
+	if err != nil || (f.Version != indexVersion && f.Version != 1) || f.Entries == nil {
 		dc.log.Warn("backupy: ignoring unreadable size index", "file", filepath.Join(dc.shared, indexName), "err", err)
 		return
 	}
 	for id, e := range f.Entries {
-		if e != nil {
-			dc.entries[id] = e
+		if e == nil {
+			continue
 		}
+		if f.Version == 1 {
+			// Its verdicts may have come from a token's claim.
+			e.Corrupt, e.CorruptKey, e.CorruptAt = "", "", nil
+		}
+		dc.entries[id] = e
 	}
 }
 

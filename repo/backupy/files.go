@@ -3,10 +3,10 @@ package backupy
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io/fs"
 	"strconv"
-	"sync/atomic"
 	"time"
 )
 
@@ -45,12 +45,12 @@ func (k FileKind) String() string {
 
 // File is one name shown for an object, in the directory of its object
 // key. Files are created by Store.Files and stay valid until the object
-// changes or the store's keys are replaced.
+// changes. A view added later (the raw bytes of an object found corrupt)
+// does not replace the earlier Files.
 type File struct {
-	name  string
-	kind  FileKind
-	blob  *Blob
-	stale atomic.Bool // the blob's views were rebuilt
+	name string
+	kind FileKind
+	blob *Blob
 }
 
 // Name returns the file name (no directory).
@@ -104,28 +104,50 @@ func (s *Store) Main(ctx context.Context, b *Blob) (*File, error) {
 	return nil, fmt.Errorf("backupy: %s: %s object has no decoded view", b.Path, b.Kind)
 }
 
-// buildFiles lists the views. The caller holds b.mu.
-func (b *Blob) buildFiles() []*File {
+// rebuildFiles lists the views, keeping the File of every view that was
+// listed before. The caller holds b.mu.
+//
+// A corrupt object that has a key keeps a raw view of its bytes, named
+// <base>.enc for an encrypted object and after the object otherwise, next
+// to its decoded view: what the damage is can be looked at, and what reads
+// before it is still served.
+func (b *Blob) rebuildFiles() []*File {
 	views := b.store.opts.Views
-	add := func(files []*File, name string, kind FileKind) []*File {
-		return append(files, &File{name: name, kind: kind, blob: b})
-	}
 	var files []*File
+	add := func(name string, kind FileKind) {
+		for _, f := range b.files {
+			if f.name == name && f.kind == kind {
+				files = append(files, f)
+				return
+			}
+		}
+		files = append(files, &File{name: name, kind: kind, blob: b})
+	}
 	base := b.base()
 	switch {
 	case b.Kind == KindForeign:
-		return add(nil, b.basename(), FileRaw)
+		add(b.basename(), FileRaw)
+		return files
 	case b.Kind == KindEncrypted && b.key == nil:
-		files = add(files, base+".enc", FileRaw)
+		add(base+".enc", FileRaw)
 	default:
 		main := base + b.pl.ext
-		files = add(files, main, FileMain)
+		add(main, FileMain)
 		if views&ViewZst != 0 && b.pl.zstd {
-			files = add(files, main+".zst", FileZst)
+			add(main+".zst", FileZst)
+		}
+		if b.dec.corrupt != nil {
+			raw := base + ".enc"
+			if b.index == nil {
+				raw = b.basename()
+			}
+			if raw != main && raw != main+".zst" && raw != base+".meta.json" {
+				add(raw, FileRaw)
+			}
 		}
 	}
 	if views&ViewMeta != 0 {
-		files = add(files, base+".meta.json", FileMeta)
+		add(base+".meta.json", FileMeta)
 	}
 	return files
 }
@@ -139,28 +161,12 @@ func (b *Blob) basename() string {
 	return b.Path
 }
 
-// current returns the live File with the same name and kind as a stale
-// one, after matching keys again.
-func (f *File) current(ctx context.Context) (*File, error) {
-	if !f.stale.Load() {
-		return f, nil
-	}
-	files, err := f.blob.store.Files(ctx, f.blob)
-	if err != nil {
-		return nil, err
-	}
-	for _, g := range files {
-		if g.name == f.name && g.kind == f.kind {
-			return g, nil
-		}
-	}
-	if f.blob.Locked() {
-		return nil, fmt.Errorf("backupy: %s: %w", f.blob.Path, ErrLocked)
-	}
-	return nil, fmt.Errorf("backupy: %s: %w", f.blob.Path, ErrChanged)
-}
-
 // SizeKnown returns the file size if it is known without decoding.
+//
+// The main view of a corrupt object is as long as the part of it that
+// still reads: what a pass decoded before the damage (0 for damage that
+// taints all of it). The FUSE layer serves corrupt objects with direct I/O,
+// so that reads past that size still reach the object and fail.
 func (f *File) SizeKnown() (int64, bool) {
 	b := f.blob
 	switch f.kind {
@@ -174,7 +180,14 @@ func (f *File) SizeKnown() (int64, bool) {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.dec.size >= 0 {
+	switch {
+	case b.dec.corrupt != nil && b.dec.corruptAt == 0:
+		return max(b.dec.size, 0), true
+	case b.dec.corrupt != nil && b.dec.goodDecoded >= 0:
+		return b.dec.goodDecoded, true
+	case b.dec.corrupt != nil:
+		return 0, false // a pass finds how much reads
+	case b.dec.size >= 0:
 		return b.dec.size, true
 	}
 	return 0, false
@@ -184,10 +197,6 @@ func (f *File) SizeKnown() (int64, bool) {
 // size is not known yet this runs (or joins) the object's decode pass and
 // waits for it; ctx ends the wait but not the pass.
 func (f *File) Size(ctx context.Context) (int64, error) {
-	f, err := f.current(ctx)
-	if err != nil {
-		return 0, err
-	}
 	if n, ok := f.SizeKnown(); ok {
 		return n, nil
 	}
@@ -206,6 +215,14 @@ func (f *File) Size(ctx context.Context) (int64, error) {
 	defer b.store.disk.releaseJob(j)
 	n, err := j.wait(ctx)
 	if err != nil {
+		if !errors.Is(err, ErrCorrupt) {
+			return 0, err
+		}
+		// Damage the pass ran into: the part before it still reads.
+		b.noteGoodDecoded(n)
+		if n, ok := f.SizeKnown(); ok {
+			return n, nil
+		}
 		return 0, err
 	}
 	// A streaming handle may have finished first; both give the same size.
@@ -231,7 +248,7 @@ func (f *File) Xattrs() []Xattr {
 	b.mu.Lock()
 	state := b.stateLocked()
 	sha := b.dec.computedSHA
-	if b.key != nil && b.key.sha != "" {
+	if sha == "" && b.key != nil {
 		sha = b.key.sha
 	}
 	b.mu.Unlock()

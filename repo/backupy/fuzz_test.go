@@ -45,6 +45,7 @@ func FuzzParseKeyring(f *testing.F) {
 	f.Add("sha256:" + kat1SHA + " hex:" + katKeyHex)
 	f.Add("token:/nonexistent\n")
 	f.Add("path:[ hex:00")
+	f.Add("run:1 hex:" + katKeyHex + " sha256:" + kat1SHA + "\npath:a/* b64:" + katKeyB64 + " sha256:x\n")
 	f.Fuzz(func(t *testing.T, text string) {
 		if strings.Contains(text, "token:") {
 			// Token entries read files; keep the fuzzer off the disk.
@@ -62,7 +63,9 @@ func FuzzParseKeyring(f *testing.F) {
 				t.Fatal("entry without a key")
 			}
 		}
-		kr.candidates("co/run_1.enc", kat1SHA, "")
+		for _, c := range kr.candidates("co/run_1.enc", kat1SHA, "", false) {
+			kr.binding(c.entry.dek, "co/run_1.enc", kat1SHA, false)
+		}
 	})
 }
 

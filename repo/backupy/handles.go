@@ -3,7 +3,10 @@ package backupy
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 	"sync"
@@ -19,13 +22,10 @@ type Handle interface {
 }
 
 // Open opens the file. Opening a decoded view of a locked object fails
-// with ErrLocked, of a corrupt object with ErrCorrupt. Open never waits for
-// a decode pass.
+// with ErrLocked. A corrupt object opens: reads before its damage work,
+// reads touching it fail with ErrCorrupt. Open never waits for a decode
+// pass.
 func (f *File) Open(ctx context.Context) (Handle, error) {
-	f, err := f.current(ctx)
-	if err != nil {
-		return nil, err
-	}
 	b := f.blob
 	switch f.kind {
 	case FileRaw:
@@ -46,14 +46,20 @@ func (f *File) Open(ctx context.Context) (Handle, error) {
 	}
 	b.mu.Lock()
 	zstd := b.pl.zstd
+	check := b.Kind != KindEmpty && b.key != nil && b.key.sha != "" && b.dec.computedSHA == ""
 	b.mu.Unlock()
 	if f.kind == FileZst || !zstd || b.Kind == KindEmpty {
 		h := &compressedHandle{b: b}
 		if b.index == nil {
 			// Unencrypted: the compressed layer is the object itself.
-			if h.f, err = b.openObject(); err != nil {
+			file, err := b.openObject()
+			if err != nil {
 				return nil, err
 			}
+			h.f = file
+		}
+		if check {
+			h.seq = &seqCheck{b: b, sum: sha256.New()}
 		}
 		return h, nil
 	}
@@ -85,12 +91,17 @@ func (h *bytesHandle) Close() error { return nil }
 // compressedHandle reads the compressed layer: decrypted frames through
 // the chunk cache, or the file of an unencrypted object.
 type compressedHandle struct {
-	b *Blob
-	f *os.File // unencrypted objects only
+	b   *Blob
+	f   *os.File  // unencrypted objects only
+	seq *seqCheck // when the object's hash is known but not yet checked
 }
 
 func (h *compressedHandle) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	if err := h.b.usable(); err != nil {
+		return 0, err
+	}
+	end := off + int64(len(p))
+	if err := h.b.damageBefore(end); err != nil {
 		return 0, err
 	}
 	var raw io.ReaderAt
@@ -98,20 +109,149 @@ func (h *compressedHandle) ReadAt(ctx context.Context, p []byte, off int64) (int
 		raw = h.f
 	}
 	n, err := h.b.readCompressed(ctx, raw, p, off)
-	if err == nil || err == io.EOF {
-		// A corruption found by another reader meanwhile wins.
-		if cerr := h.b.usable(); cerr != nil {
-			return 0, cerr
+	if err != nil && err != io.EOF {
+		return n, err
+	}
+	// A corruption found by another reader meanwhile wins.
+	if cerr := h.b.damageBefore(end); cerr != nil {
+		return 0, cerr
+	}
+	if h.seq != nil && n > 0 {
+		if serr := h.seq.read(ctx, off, int64(n)); serr != nil {
+			return 0, serr
 		}
 	}
 	return n, err
 }
 
 func (h *compressedHandle) Close() error {
+	if h.seq != nil {
+		h.seq.close()
+	}
 	if h.f != nil {
 		return h.f.Close()
 	}
 	return nil
+}
+
+// seqCheck makes a handle's reads of the compressed layer a full pass
+// when they cover it from its first byte to its last: it hashes the
+// object's ciphertext, in order, as far as the reads have covered the
+// layer without a gap, and checks the hash once they reach the end
+// (learnSHA). A mismatch fails the read that completed the coverage, and
+// the object is corrupt from then on: reordered frames, which every frame
+// tag accepts, cannot read cleanly to the end.
+//
+// The kernel's readahead delivers reads a little out of order, so covered
+// ranges are kept as a short list; a handle that reads all over the place
+// is not a sequential reader, and gives up.
+type seqCheck struct {
+	b *Blob
+
+	mu     sync.Mutex
+	spans  []span // plaintext ranges read, sorted, disjoint, not adjacent
+	hashed int64  // ciphertext bytes hashed
+	sum    hash.Hash
+	file   *os.File // the object, for hashing
+	off    bool     // finished or given up
+}
+
+type span struct{ start, end int64 }
+
+// maxSpans bounds the gaps a sequential reader may leave behind it.
+const maxSpans = 64
+
+func (s *seqCheck) read(ctx context.Context, off, n int64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.off {
+		return nil
+	}
+	s.spans = addSpan(s.spans, span{off, off + n})
+	if len(s.spans) > maxSpans {
+		s.stop()
+		return nil
+	}
+	if s.spans[0].start != 0 {
+		return nil
+	}
+	b := s.b
+	covered, size := s.spans[0].end, b.compressedSize()
+	complete := covered >= size
+	// How much ciphertext the covered plaintext stands for: whole frames.
+	upTo := covered
+	switch {
+	case complete:
+		upTo = b.Size
+	case b.index != nil:
+		upTo = b.index.Frame(b.index.FrameAt(covered)).Offset
+	}
+	if err := s.hashTo(ctx, upTo); err != nil {
+		s.stop()
+		return err
+	}
+	if !complete {
+		return nil
+	}
+	s.stop()
+	return b.learnSHA(hex.EncodeToString(s.sum.Sum(nil)))
+}
+
+// hashTo hashes the ciphertext up to offset end.
+func (s *seqCheck) hashTo(ctx context.Context, end int64) error {
+	if end <= s.hashed {
+		return nil
+	}
+	if s.file == nil {
+		f, err := s.b.openObject()
+		if err != nil {
+			return err
+		}
+		s.file = f
+	}
+	n, err := io.Copy(s.sum, readerWithContext{ctx, io.NewSectionReader(s.file, s.hashed, end-s.hashed)})
+	s.hashed += n
+	if err == nil && s.hashed < end {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil {
+		return fmt.Errorf("backupy: hashing %s: %w", s.b.Path, err)
+	}
+	return nil
+}
+
+// stop ends checking; the caller holds s.mu.
+func (s *seqCheck) stop() {
+	s.off = true
+	s.spans = nil
+	if s.file != nil {
+		s.file.Close()
+		s.file = nil
+	}
+}
+
+func (s *seqCheck) close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stop()
+}
+
+// addSpan inserts r into a sorted list of disjoint spans, merging it with
+// every span it overlaps or touches.
+func addSpan(spans []span, r span) []span {
+	if r.end <= r.start {
+		return spans
+	}
+	out := make([]span, 0, len(spans)+1)
+	i := 0
+	for ; i < len(spans) && spans[i].end < r.start; i++ {
+		out = append(out, spans[i])
+	}
+	for ; i < len(spans) && spans[i].start <= r.end; i++ {
+		r.start, r.end = min(r.start, spans[i].start), max(r.end, spans[i].end)
+	}
+	out = append(out, r)
+	return append(out, spans[i:]...)
 }
 
 // decodedHandle reads the decoded dump. It starts as a streaming handle
@@ -136,15 +276,25 @@ func (h *decodedHandle) ReadAt(ctx context.Context, p []byte, off int64) (int, e
 		return n, err
 	}
 	// Reads before a full pass cannot see damage; if a pass found some
-	// meanwhile, do not hand out bytes that may be wrong.
-	if cerr := h.b.usable(); cerr != nil {
+	// that taints every byte meanwhile, do not hand out bytes that may be
+	// wrong. Bytes a pass decoded before localised damage are fine, but a
+	// damaged object never reads to a clean end.
+	if cerr := h.b.wholeDamage(); cerr != nil {
 		return 0, cerr
+	}
+	if err == io.EOF {
+		if cerr := h.b.Corrupt(); cerr != nil {
+			return 0, cerr
+		}
 	}
 	return n, err
 }
 
 func (h *decodedHandle) read(ctx context.Context, p []byte, off int64) (int, error) {
 	if err := h.b.usable(); err != nil {
+		return 0, err
+	}
+	if err := h.b.wholeDamage(); err != nil {
 		return 0, err
 	}
 	if n, ok := h.b.decodedSize(); ok && off >= n {

@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -20,7 +22,8 @@ func corruptCopy(b []byte, fn func([]byte) []byte) []byte { return fn(bytes.Clon
 // TestCorruption covers each damage of §8.5. Every case must end in reads
 // that fail with ErrCorrupt and an error naming the object and, where a
 // frame is at fault, the frame and its ciphertext offset. No case may
-// return wrong bytes.
+// return wrong bytes, or reach a clean end. Damage at a frame leaves what
+// comes before it readable; damage only a full pass sees taints it all.
 func TestCorruption(t *testing.T) {
 	m := newMultiFrame(t, 6<<20)
 	frames := (len(m.blob) - 4 + fullFrame - 1) / fullFrame
@@ -29,6 +32,12 @@ func TestCorruption(t *testing.T) {
 	}
 	badChecksum := bytes.Clone(m.zst)
 	badChecksum[len(badChecksum)-1] ^= 1
+	swap12 := func(b []byte) []byte {
+		f1 := bytes.Clone(b[fullFrame : 2*fullFrame])
+		copy(b[fullFrame:], b[2*fullFrame:3*fullFrame])
+		copy(b[2*fullFrame:], f1)
+		return b
+	}
 	for _, tc := range []struct {
 		name string
 		blob []byte
@@ -37,9 +46,11 @@ func TestCorruption(t *testing.T) {
 		atListing bool
 		cause     error
 		frame     int // frame named in the error, -1 for none
-		// zstOK: the .zst view reads cleanly before a full pass (the
-		// damage is invisible to frame tags).
-		zstOK bool
+		// zst: how a read of the whole .zst view before any pass ends:
+		// "clean" (the damage is invisible to frame tags), "hash" (it
+		// fails: the sequential read checks the known sha256), "" not
+		// tried.
+		zst string
 	}{
 		{name: "flipped byte in frame 2", blob: corruptCopy(m.blob, func(b []byte) []byte { b[2*fullFrame+1000] ^= 1; return b }),
 			cause: gcmframe.ErrAuth, frame: 2},
@@ -53,22 +64,15 @@ func TestCorruption(t *testing.T) {
 			cause: gcmframe.ErrTruncated, frame: 2},
 		{name: "bad middle header length", blob: corruptCopy(m.blob, func(b []byte) []byte { copy(b[fullFrame:], []byte{0, 0, 0, 27}); return b }),
 			cause: gcmframe.ErrFrameSize, frame: 1},
-		{name: "swapped full frames", blob: corruptCopy(m.blob, func(b []byte) []byte {
-			f1 := bytes.Clone(b[fullFrame : 2*fullFrame])
-			copy(b[fullFrame:], b[2*fullFrame:3*fullFrame])
-			copy(b[2*fullFrame:], f1)
-			return b
-		}), cause: errZstd, frame: -1, zstOK: true},
-		{name: "swapped full frames with known sha256", sha: shaHex(m.blob), blob: corruptCopy(m.blob, func(b []byte) []byte {
-			f1 := bytes.Clone(b[fullFrame : 2*fullFrame])
-			copy(b[fullFrame:], b[2*fullFrame:3*fullFrame])
-			copy(b[2*fullFrame:], f1)
-			return b
-		}), cause: errZstd, frame: -1, zstOK: true},
+		{name: "swapped full frames", blob: corruptCopy(m.blob, swap12), cause: errZstd, frame: -1, zst: "clean"},
+		{name: "swapped full frames with known sha256", sha: shaHex(m.blob), blob: corruptCopy(m.blob, swap12),
+			cause: errZstd, frame: -1},
+		{name: "swapped full frames with known sha256, read as .zst", sha: shaHex(m.blob), blob: corruptCopy(m.blob, swap12),
+			cause: errHashMismatch, frame: -1, zst: "hash"},
 		{name: "cut at a frame boundary with a new marker", blob: append(bytes.Clone(m.blob[:2*fullFrame]), 0, 0, 0, 0),
-			cause: errZstd, frame: -1, zstOK: true},
-		{name: "zstd checksum", blob: agentEncrypt(t, badChecksum, m.key), cause: errZstd, frame: -1, zstOK: true},
-		{name: "sha256 mismatch", blob: m.blob, sha: strings.Repeat("ab", 32), cause: errHashMismatch, frame: -1, zstOK: true},
+			cause: errZstd, frame: -1, zst: "clean"},
+		{name: "zstd checksum", blob: agentEncrypt(t, badChecksum, m.key), cause: errZstd, frame: -1, zst: "clean"},
+		{name: "sha256 mismatch", blob: m.blob, sha: strings.Repeat("ab", 32), cause: errHashMismatch, frame: -1, zst: "hash"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
@@ -86,16 +90,31 @@ func TestCorruption(t *testing.T) {
 			if !strings.HasSuffix(main.Name(), ".pgdump") {
 				t.Fatalf("main view %s", main.Name())
 			}
-			if tc.zstOK {
-				z, err := readAll(ctx, ts.file(m.name, FileZst), 1<<20)
-				if err != nil {
-					t.Fatalf("zst view before a pass: %v", err)
+			var z []byte
+			var zerr error
+			if tc.zst != "" {
+				z, zerr = readAll(ctx, ts.file(m.name, FileZst), 1<<20)
+			}
+			switch err := zerr; tc.zst {
+			case "clean":
+				if err != nil || len(z) == 0 {
+					t.Fatalf("zst view before a pass: %d bytes, %v", len(z), err)
 				}
-				if len(z) == 0 {
-					t.Fatal("zst view empty")
+			case "hash":
+				if !errors.Is(err, ErrCorrupt) || !errors.Is(err, errHashMismatch) {
+					t.Fatalf("zst view read to its end with a known sha256: %v", err)
 				}
 			}
-			got, err := readAll(ctx, main, 256<<10)
+			var got []byte
+			var err error
+			if tc.frame%2 == 0 {
+				got, err = readAll(ctx, main, 256<<10) // streaming
+			} else {
+				_, err = main.Size(ctx) // the shared job
+				if err == nil {
+					got, err = readAll(ctx, main, 256<<10)
+				}
+			}
 			markerAt := int64(-1)
 			if tc.frame == frames {
 				markerAt = int64(len(m.blob) - 4)
@@ -104,28 +123,70 @@ func TestCorruption(t *testing.T) {
 			if !bytes.HasPrefix(m.dump, got) {
 				t.Fatal("returned bytes that are not the dump")
 			}
-			// From now on everything decoded fails, even fresh handles,
-			// the .zst view and Size.
-			if _, err := readAll(ctx, ts.file(m.name, FileZst), 1<<20); !errors.Is(err, ErrCorrupt) {
-				t.Fatalf("zst view after detection: %v", err)
+			checkAfterDetection(t, ts, m, tc.frame >= 0)
+			if !strings.Contains(ts.log.String(), m.name) {
+				t.Fatalf("no log line names the object:\n%s", ts.log)
 			}
-			if _, err := main.Open(ctx); !errors.Is(err, ErrCorrupt) {
-				t.Fatalf("Open after detection: %v", err)
+			if tc.frame >= 0 && !strings.Contains(ts.log.String(), fmt.Sprintf("frame %d at offset ", tc.frame)) {
+				t.Fatalf("no log line names frame %d:\n%s", tc.frame, ts.log)
 			}
-			if st := xattr(main, "user.backupy.state"); st != "corrupt" {
-				t.Fatalf("state %s", st)
-			}
-			// The raw object is still there to inspect... through meta.
-			meta, _ := readAll(ctx, ts.file(m.name, FileMeta), 4096)
-			if !bytes.Contains(meta, []byte(`"corruption"`)) {
-				t.Fatalf("meta.json does not report the corruption: %s", meta)
-			}
-			// And a later mount remembers it without a pass.
+
+			// A later mount remembers it without a pass.
+			before := passesStarted.Load()
 			ts.reopen()
-			if _, err := ts.file(m.name, FileMain).Open(ctx); !errors.Is(err, ErrCorrupt) {
-				t.Fatalf("corruption forgotten across mounts: %v", err)
+			if _, err := ts.Files(ctx, ts.blob(m.name)); err != nil {
+				t.Fatal(err)
+			}
+			if err := ts.blob(m.name).Corrupt(); err == nil {
+				t.Fatal("corruption forgotten across mounts")
+			}
+			checkAfterDetection(t, ts, m, tc.frame >= 0)
+			if tc.frame < 0 && passesStarted.Load() != before {
+				t.Fatal("a remembered corruption decoded again")
 			}
 		})
+	}
+}
+
+// checkAfterDetection: once damage is known every decoded read that
+// touches it fails, fresh handles included; reads before damage at a
+// frame still work; the raw bytes, the state and meta.json tell the truth.
+func checkAfterDetection(t *testing.T, ts *testStore, m *multiFrame, localized bool) {
+	t.Helper()
+	ctx := context.Background()
+	name := m.name
+	for _, f := range []*File{ts.file(name, FileMain), ts.file(name, FileZst)} {
+		if _, err := readAll(ctx, f, 1<<20); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("%s read to its end after detection: %v", f.Name(), err)
+		}
+		h, err := f.Open(ctx)
+		if err != nil {
+			t.Fatalf("Open %s: %v", f.Name(), err)
+		}
+		want := m.dump
+		if f.Kind() == FileZst {
+			want = m.zst
+		}
+		buf := make([]byte, 4096)
+		n, err := h.ReadAt(ctx, buf, 0)
+		h.Close()
+		switch {
+		case localized && (err != nil || !bytes.Equal(buf[:n], want[:4096])):
+			t.Fatalf("%s: read before the damage: %d bytes, %v", f.Name(), n, err)
+		case !localized && !errors.Is(err, ErrCorrupt):
+			t.Fatalf("%s: read of an object tainted as a whole: %v", f.Name(), err)
+		}
+	}
+	if st := xattr(ts.file(name, FileMain), "user.backupy.state"); st != "corrupt" {
+		t.Fatalf("state %s", st)
+	}
+	raw, err := readAll(ctx, ts.file(name, FileRaw), 1<<20)
+	if disk, _ := os.ReadFile(filepath.Join(ts.dir, filepath.FromSlash(name))); err != nil || !bytes.Equal(raw, disk) {
+		t.Fatalf("raw view of the corrupt object: %v", err)
+	}
+	meta, _ := readAll(ctx, ts.file(name, FileMeta), 4096)
+	if !bytes.Contains(meta, []byte(`"corruption"`)) {
+		t.Fatalf("meta.json does not report the corruption: %s", meta)
 	}
 }
 
@@ -171,9 +232,19 @@ func TestCorruptionFoundByRandomRead(t *testing.T) {
 	}
 	_, err = zh.ReadAt(ctx, buf, 3*gcmframe.PlainSize+5)
 	checkCorruptErr(t, err, m.name, gcmframe.ErrAuth, 3, -1)
-	// Intact frames are now refused too: the object is known bad.
-	if _, err := zh.ReadAt(ctx, buf, 10); !errors.Is(err, ErrCorrupt) {
-		t.Fatalf("read after detection: %v", err)
+	// Frames before the damage still read (§8.5: EIO only past the last
+	// good frame); frames after it do not, even intact ones.
+	if _, err := zh.ReadAt(ctx, buf, 10); err != nil {
+		t.Fatalf("read before the damage: %v", err)
+	}
+	if _, err := zh.ReadAt(ctx, buf, 4*gcmframe.PlainSize+5); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("read after the damage: %v", err)
+	}
+	if _, err := zh.ReadAt(ctx, buf, 3*gcmframe.PlainSize-50); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("read straddling the damage: %v", err)
+	}
+	if b := ts.blob(m.name); b.State() != "corrupt" {
+		t.Fatalf("state %s", b.State())
 	}
 }
 
@@ -183,9 +254,23 @@ func TestUnencryptedChecksum(t *testing.T) {
 	zst := agentZstd(t, dump, false)
 	zst[len(zst)-2] ^= 1
 	ts := newTestStore(t, nil, map[string][]byte{"run_u.enc": zst})
-	_, err := ts.file("run_u.enc", FileMain).Size(ctx)
+	main := ts.file("run_u.enc", FileMain)
+	if _, err := main.Size(ctx); err != nil {
+		t.Fatalf("Size of a corrupt object (it is listed, reads fail): %v", err)
+	}
+	_, err := readAll(ctx, main, 1<<20)
 	if !errors.Is(err, ErrCorrupt) || !errors.Is(err, errZstd) || !errors.Is(err, zstd.ErrCRCMismatch) {
-		t.Fatalf("Size = %v", err)
+		t.Fatalf("read = %v", err)
+	}
+	// Its raw bytes stay visible, and the verdict needs no key, so a later
+	// mount knows it.
+	if f := ts.file("run_u.enc", FileRaw); f.Name() != "run_u.enc" {
+		t.Fatalf("raw view %s", f.Name())
+	}
+	ts.reopen()
+	ts.file("run_u.enc", FileMain)
+	if err := ts.blob("run_u.enc").Corrupt(); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("after reopen: %v", err)
 	}
 }
 
@@ -261,5 +346,103 @@ func TestSwappedFirstFrameWithKnownSHA(t *testing.T) {
 		if _, err := readAll(ctx, f, 1<<20); !errors.Is(err, ErrCorrupt) {
 			t.Errorf("%s: %v, want ErrCorrupt", f.Name(), err)
 		}
+	}
+}
+
+// A hash mismatch depends on the hash a token claims, so it is not kept
+// as a verdict: the computed hash is, and each mount compares it with what
+// its own keys claim, without reading the object again.
+func TestHashVerdictFollowsTheToken(t *testing.T) {
+	ctx := context.Background()
+	m := newMultiFrame(t, 6<<20)
+	withSHA := func(sha string) *Keyring {
+		kr := NewKeyring()
+		kr.AddToken(mustToken(t, tokenFor(m.key, "multi", sha)), "test")
+		return kr
+	}
+	wrong := strings.Repeat("ab", 32)
+	ts := newTestStore(t, withSHA(wrong), map[string][]byte{m.name: m.blob})
+	if _, err := readAll(ctx, ts.file(m.name, FileMain), 1<<20); !errors.Is(err, errHashMismatch) {
+		t.Fatalf("pass with a wrong token: %v", err)
+	}
+	if e, _ := ts.disk.lookup(ts.blob(m.name).id); e.Corrupt != "" || e.SHA256 != shaHex(m.blob) {
+		t.Fatalf("index entry %+v", e)
+	}
+	for _, tc := range []struct{ sha, state string }{
+		{shaHex(m.blob), "verified"},
+		{"", "encrypted"},
+		{wrong, "corrupt"},
+	} {
+		ts.opts.Keys = withSHA(tc.sha)
+		ts.reopen()
+		before := passesStarted.Load()
+		main := ts.file(m.name, FileMain)
+		if st := ts.blob(m.name).State(); st != tc.state {
+			t.Fatalf("token sha256 %q: state %s, want %s", tc.sha, st, tc.state)
+		}
+		if d := passesStarted.Load() - before; d != 0 {
+			t.Fatalf("%d passes: the remembered hash should have sufficed", d)
+		}
+		got, err := readAll(ctx, main, 1<<20)
+		if tc.state == "corrupt" {
+			if !errors.Is(err, errHashMismatch) {
+				t.Fatalf("read with the wrong token again: %v", err)
+			}
+		} else if err != nil || !bytes.Equal(got, m.dump) {
+			t.Fatalf("read with token sha256 %q: %v", tc.sha, err)
+		}
+	}
+}
+
+// A key found for an object by trial decryption binds no hash: here the
+// token's key also opens a second object (the same key used twice), which
+// must not be judged against the first object's hash. It is verified only
+// if its own hash turns out to be the token's.
+func TestTrialMatchBindsNoHash(t *testing.T) {
+	ctx := context.Background()
+	key := newKey(t)
+	blobA := agentEncrypt(t, agentZstd(t, pgDump(300_000), true), key)
+	other := pgDump(200_000)
+	blobB := agentEncrypt(t, agentZstd(t, other, true), key)
+	copyA := bytes.Clone(blobA)
+	tok := mustToken(t, tokenFor(key, "a", shaHex(blobA)))
+	for _, ring := range []string{"token", "imported"} {
+		t.Run(ring, func(t *testing.T) {
+			kr := NewKeyring()
+			if ring == "token" {
+				kr.AddToken(tok, "token")
+			} else {
+				var err error
+				if kr, err = ParseKeyring(strings.NewReader(strings.Join(KeyringLines(tok), "\n")), "ring"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			ts := newTestStore(t, kr, map[string][]byte{
+				"co/run_a.enc":   blobA,
+				"co/elsewhere/b": blobB,
+				"co/elsewhere/c": copyA,
+			})
+			b := ts.blob("co/elsewhere/b")
+			if _, err := ts.Files(ctx, b); err != nil {
+				t.Fatal(err)
+			}
+			if k := b.currentKey(); k == nil || k.how != "trial" || k.sha != "" || k.runID != "" {
+				t.Fatalf("trial key bound to %+v", k)
+			}
+			if got, err := readAll(ctx, ts.file("co/elsewhere/b", FileMain), 1<<20); err != nil || !bytes.Equal(got, other) {
+				t.Fatalf("object opened by trial: %v", err)
+			}
+			for name, want := range map[string]string{"co/run_a.enc": "verified", "co/elsewhere/b": "encrypted", "co/elsewhere/c": "verified"} {
+				if _, err := readAll(ctx, ts.file(name, FileMain), 1<<20); err != nil {
+					t.Fatalf("%s: %v", name, err)
+				}
+				if st := ts.blob(name).State(); st != want {
+					t.Fatalf("%s: state %s, want %s", name, st, want)
+				}
+			}
+			if got := xattr(ts.file("co/elsewhere/b", FileMain), "user.backupy.run_id"); got != "" {
+				t.Fatalf("trial match took the token's run id %q", got)
+			}
+		})
 	}
 }

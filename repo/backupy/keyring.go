@@ -48,14 +48,21 @@ type keyEntry struct {
 // A keyring file is plain text, one entry per line, '#' starting a comment
 // at the beginning of a line or after a blank:
 //
-//	run:<run_id>             b64:<base64 DEK>
+//	run:<run_id>             b64:<base64 DEK> [sha256:<hex>]
 //	sha256:<hex of the .enc> hex:<64 hex DEK>
-//	path:<object key or glob> hex:<...>     # path.Match globs; * stops at /
+//	path:<object key or glob> hex:<...> [sha256:<hex>]  # path.Match globs; * stops at /
 //	*                        b64:<...>      # tried on any unmatched object
 //	token:<JWT file>                        # binds by its run_id and sha256
 //
 // Key material is hex: or b64: (standard or URL-safe, padded or not). A
-// relative token: path is relative to the keyring file's directory.
+// relative token: path is relative to the keyring file's directory. The
+// optional sha256: field of a run: or path: entry is the hash of the object
+// that entry selects, checked by full passes.
+//
+// An entry's hash and run id are bound only to objects its own selector
+// picks: the object key matches its path: glob, names its run (or the
+// token's run_id), or has the entry's hash (once that hash is known). A key
+// found for an object by trial decryption alone binds neither.
 type Keyring struct {
 	entries []*keyEntry
 }
@@ -140,10 +147,17 @@ func (k *Keyring) addLine(fields []string, file, source string) error {
 		k.AddToken(t, source+" (token "+p+")")
 		return nil
 	}
-	if len(fields) != 2 {
-		return fmt.Errorf("%w: want <selector> <hex:|b64: key material>", ErrKeyring)
+	if len(fields) != 2 && !(len(fields) == 3 && (strings.HasPrefix(sel, "run:") || strings.HasPrefix(sel, "path:"))) {
+		return fmt.Errorf("%w: want <selector> <hex:|b64: key material> (and for run: and path:, optionally sha256:<hex>)", ErrKeyring)
 	}
 	e := &keyEntry{source: source}
+	if len(fields) == 3 {
+		v, ok := strings.CutPrefix(fields[2], "sha256:")
+		if b, err := hex.DecodeString(v); !ok || err != nil || len(b) != 32 {
+			return fmt.Errorf("%w: the third field must be sha256:<64 hex digits>", ErrKeyring)
+		}
+		e.sha = strings.ToLower(v)
+	}
 	switch {
 	case sel == "*":
 		e.kind = selAny
@@ -311,30 +325,38 @@ func readTokenFile(name string, stdin io.Reader) (*Token, error) {
 }
 
 // KeyringLines turns a token into durable keyring lines: a comment naming
-// the run, and a run: entry; the token's object hash is kept as a second,
-// sha256: entry for the same key, which binds it for verification.
+// the run, and a run: entry carrying the token's object hash (if any) for
+// verification. A second, sha256: entry for the same key selects the
+// object by that hash once it is known, whatever the object is called.
 func KeyringLines(t *Token) []string {
 	lines := []string{fmt.Sprintf("# run %s, company %s, subject %s, key %s", t.RunID, t.CompanyID, t.Subject, t.DEK.Fingerprint())}
 	m := t.DEK.keyringMaterial()
-	lines = append(lines, fmt.Sprintf("run:%s %s", t.RunID, m))
-	if t.SHA256 != "" {
-		lines = append(lines, fmt.Sprintf("sha256:%s %s", t.SHA256, m))
+	if t.SHA256 == "" {
+		return append(lines, fmt.Sprintf("run:%s %s", t.RunID, m))
 	}
-	return lines
+	return append(lines,
+		fmt.Sprintf("run:%s %s sha256:%s", t.RunID, m, t.SHA256),
+		fmt.Sprintf("sha256:%s %s", t.SHA256, m))
 }
 
 // keyCandidate is a key to try on an object, with how it was selected.
 type keyCandidate struct {
 	entry *keyEntry
-	how   string // "path", "run", "sha256" or "trial"
+	how   string // "path", "run", "sha256", "trial" or "given"
 }
+
+// bound reports whether the key was chosen for this object rather than
+// merely tried on it: then a frame 0 that fails with it means damage.
+func (c keyCandidate) bound() bool { return c.how != "trial" }
 
 // candidates orders the keys to try on an object: path selectors, run
 // selectors, hash selectors (when the object hash is known), then every
 // other key for trial decryption. Each distinct key appears once. hint, a
 // fingerprint remembered from an earlier mount, moves that key to the front
-// of the trial keys.
-func (k *Keyring) candidates(objectKey, knownSHA, hint string) []keyCandidate {
+// of the trial keys. With given, the caller named the object and its keys
+// (backupfs backupy cat), so the keys no selector picks are "given"
+// rather than tried.
+func (k *Keyring) candidates(objectKey, knownSHA, hint string, given bool) []keyCandidate {
 	if k == nil {
 		return nil
 	}
@@ -375,8 +397,12 @@ func (k *Keyring) candidates(objectKey, knownSHA, hint string) []keyCandidate {
 		ri, rj := trialRank(rest[i], hint), trialRank(rest[j], hint)
 		return ri < rj
 	})
+	how := "trial"
+	if given {
+		how = "given"
+	}
 	for _, e := range rest {
-		add(e, "trial")
+		add(e, how)
 	}
 	return out
 }
@@ -391,10 +417,32 @@ func trialRank(e *keyEntry, hint string) int {
 	return 2
 }
 
-// binding returns the object hash and run id any entry binds to key.
-func (k *Keyring) binding(key *DEK) (sha, runID string) {
+// selects reports whether the entry's own selector picks the object: its
+// path: glob matches, the object names its run, or the object's known hash
+// is the entry's.
+func (e *keyEntry) selects(objectKey, knownSHA string) bool {
+	switch {
+	case e.sha != "" && e.sha == knownSHA:
+		return true
+	case e.kind == selPath:
+		return pathMatches(e.value, objectKey)
+	case e.kind == selRun:
+		return runMatches(e.value, objectKey)
+	}
+	return false
+}
+
+// binding returns the object hash and run id that entries holding key bind
+// to the object: only entries whose selectors pick it, so that a key found
+// by trial never takes another object's hash. With given (the caller named
+// the object), every entry of the key binds, as a token does for
+// backupy-decrypt.
+func (k *Keyring) binding(key *DEK, objectKey, knownSHA string, given bool) (sha, runID string) {
+	if k == nil || key == nil {
+		return "", ""
+	}
 	for _, e := range k.entries {
-		if e.dek.fp != key.fp {
+		if e.dek.fp != key.fp || !(given || e.selects(objectKey, knownSHA)) {
 			continue
 		}
 		if sha == "" {

@@ -119,7 +119,7 @@ func TestParseKeyring(t *testing.T) {
 		"run:run-2\tb64:" + katKeyB64 + "   # trailing comment",
 		"sha256:" + strings.ToUpper(kat1SHA) + " b64:" + base64.RawStdEncoding.EncodeToString(key),
 		"path:co_1/*/job_9/*  b64:" + base64.URLEncoding.EncodeToString(key),
-		"path:/exact/key.enc  b64:" + base64.RawURLEncoding.EncodeToString(key),
+		"path:/exact/key.enc  b64:" + base64.RawURLEncoding.EncodeToString(key) + " sha256:" + strings.ToUpper(kat1SHA),
 		"*  hex:" + strings.ToUpper(katKeyHex),
 		"token:kat.jwt",
 	}, "\n")
@@ -138,7 +138,7 @@ func TestParseKeyring(t *testing.T) {
 	if e := kr.entries[2]; e.kind != selSHA || e.sha != kat1SHA {
 		t.Fatalf("sha entry %+v", e)
 	}
-	if e := kr.entries[4]; e.kind != selPath || e.value != "exact/key.enc" {
+	if e := kr.entries[4]; e.kind != selPath || e.value != "exact/key.enc" || e.sha != kat1SHA {
 		t.Fatalf("path entry %+v", e)
 	}
 	if e := kr.entries[6]; e.kind != selRun || e.value != "run-kat1" || e.sha != kat1SHA || !strings.Contains(e.source, "keys:9") {
@@ -148,7 +148,11 @@ func TestParseKeyring(t *testing.T) {
 	for _, tc := range []struct{ name, line, want string }{
 		{"unknown selector", "job:1 hex:" + katKeyHex, "unknown selector"},
 		{"no material", "run:1", "want <selector>"},
-		{"extra field", "run:1 hex:" + katKeyHex + " extra", "want <selector>"},
+		{"extra field", "run:1 hex:" + katKeyHex + " extra", "sha256:<64 hex digits>"},
+		{"short hash field", "run:1 hex:" + katKeyHex + " sha256:abc", "sha256:<64 hex digits>"},
+		{"hash field on sha256:", "sha256:" + kat1SHA + " hex:" + katKeyHex + " sha256:" + kat1SHA, "want <selector>"},
+		{"hash field on *", "* hex:" + katKeyHex + " sha256:" + kat1SHA, "want <selector>"},
+		{"four fields", "run:1 hex:" + katKeyHex + " sha256:" + kat1SHA + " x", "want <selector>"},
 		{"empty run", "run: hex:" + katKeyHex, "empty run id"},
 		{"bad sha", "sha256:abc hex:" + katKeyHex, "64 hex digits"},
 		{"bad glob", "path:[ hex:" + katKeyHex, "syntax error in pattern"},
@@ -177,16 +181,30 @@ func TestParseKeyring(t *testing.T) {
 func TestKeyringLinesRoundTrip(t *testing.T) {
 	tok := mustToken(t, katJWT)
 	lines := KeyringLines(tok)
-	if len(lines) != 3 || !strings.HasPrefix(lines[0], "# run run-kat1") || !strings.HasPrefix(lines[1], "run:run-kat1 b64:") || !strings.HasPrefix(lines[2], "sha256:"+kat1SHA) {
+	if len(lines) != 3 || !strings.HasPrefix(lines[0], "# run run-kat1") ||
+		!strings.HasPrefix(lines[1], "run:run-kat1 b64:") || !strings.HasSuffix(lines[1], " sha256:"+kat1SHA) ||
+		!strings.HasPrefix(lines[2], "sha256:"+kat1SHA) {
 		t.Fatalf("lines %q", lines)
 	}
 	kr, err := ParseKeyring(strings.NewReader(strings.Join(lines, "\n")), "imported")
 	if err != nil {
 		t.Fatal(err)
 	}
-	sha, run := kr.binding(tok.DEK)
-	if sha != kat1SHA || run != "run-kat1" {
-		t.Fatalf("binding %s %s", sha, run)
+	if sha, run := kr.binding(tok.DEK, "x/run_run-kat1.enc", "", false); sha != kat1SHA || run != "run-kat1" {
+		t.Fatalf("binding to the run's object: %s %s", sha, run)
+	}
+	// Another object is bound only once its own hash says it is the one.
+	if sha, run := kr.binding(tok.DEK, "x/other.enc", "", false); sha != "" || run != "" {
+		t.Fatalf("binding to another object: %s %s", sha, run)
+	}
+	if sha, _ := kr.binding(tok.DEK, "x/other.enc", kat1SHA, false); sha != kat1SHA {
+		t.Fatalf("binding by the known hash: %s", sha)
+	}
+	// Without a hash, the token is just a run: entry.
+	tok2 := *tok
+	tok2.SHA256 = ""
+	if l := KeyringLines(&tok2); len(l) != 2 || strings.Contains(l[1], "sha256") {
+		t.Fatalf("lines without a hash %q", l)
 	}
 	// The imported keyring unlocks and verifies KAT-1.
 	ts := newTestStore(t, kr, map[string][]byte{"x/run_run-kat1.enc": unhex(t, kat1Blob)})

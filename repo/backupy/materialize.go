@@ -180,11 +180,15 @@ func (j *matJob) run(ctx context.Context) {
 		e := j.dc.entryLocked(j.b)
 		e.Cached = size
 	}
+
 	idle := j.refs == 0
 	if idle && j.dc.jobs[j.id] == j {
 		delete(j.dc.jobs, j.id)
 	}
 	j.dc.mu.Unlock()
+	if errors.Is(err, ErrCorrupt) {
+		j.b.noteGoodDecoded(size)
+	}
 	if err != nil && !errors.Is(err, ErrCorrupt) && !errors.Is(err, context.Canceled) {
 		j.dc.log.Warn("backupy: decoding into the cache failed", "object", j.b.Path, "err", err)
 	}
@@ -308,7 +312,9 @@ func (j *matJob) readAt(ctx context.Context, p []byte, off int64) (int, error) {
 	}
 }
 
-// wait blocks until the job is done and returns the decoded size.
+// wait blocks until the job is done and returns the decoded size. If the
+// object is corrupt, it returns the error with how much was decoded before
+// the damage.
 func (j *matJob) wait(ctx context.Context) (int64, error) {
 	restarted := false
 	for {
@@ -319,7 +325,10 @@ func (j *matJob) wait(ctx context.Context) (int64, error) {
 			return size, nil
 		}
 		if jerr != nil {
-			if restarted || errors.Is(jerr, ErrCorrupt) {
+			if errors.Is(jerr, ErrCorrupt) {
+				return size, jerr
+			}
+			if restarted {
 				return 0, jerr
 			}
 			restarted = true

@@ -50,8 +50,16 @@ type Options struct {
 	CacheMaxBytes int64
 	// Views adds optional views; see DefaultViews.
 	Views Views
-	// HideForeign hides objects that are not Backupy objects.
+	// HideForeign hides objects that are not Backupy objects; otherwise
+	// they are shown byte for byte under their own names.
 	HideForeign bool
+	// KeysGiven says the keys were given for these very objects, as when
+	// a user names one object and its token (backupfs backupy cat): every
+	// key is then bound to every object, like a token to the file
+	// backupy-decrypt is given, so a key that does not open frame 0 means
+	// a damaged object rather than a locked one, and the key's hash is
+	// checked. Without it, keys no selector picks are only tried.
+	KeysGiven bool
 	// StreamWindow is how far behind its newest byte a streaming handle
 	// still serves reads, to absorb out-of-order kernel readahead. Zero
 	// means 16 MiB.
@@ -84,7 +92,7 @@ type Store struct {
 	diskClosed bool
 
 	mu     sync.RWMutex
-	keys   *Keyring
+	keys   *Keyring         // never changes
 	blobs  map[string]*Blob // by object key
 	sorted []*Blob
 	closed bool
@@ -254,19 +262,6 @@ func (s *Store) Blob(key string) *Blob {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.blobs[strings.TrimPrefix(key, "/")]
-}
-
-// SetKeys replaces the keyring, for a mount that reloads its keys. Objects
-// are matched again on their next use; files of objects that lose their
-// key fail to open with ErrLocked.
-func (s *Store) SetKeys(k *Keyring) {
-	s.mu.Lock()
-	s.keys = k
-	blobs := s.sorted
-	s.mu.Unlock()
-	for _, b := range blobs {
-		b.forgetKey()
-	}
 }
 
 func (s *Store) keyring() *Keyring {

@@ -3,6 +3,7 @@ package backupy
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
@@ -308,34 +309,88 @@ func TestLockedObject(t *testing.T) {
 		t.Fatalf("Main = %v, want ErrLocked", err)
 	}
 
-	// A wrong key leaves it locked.
+	// A key merely tried (selected by nothing) that does not open it
+	// leaves it locked.
 	wrong := NewKeyring()
-	wrong.AddToken(mustToken(t, tokenFor(newKey(t), "l", "")), "wrong")
-	ts.SetKeys(wrong)
-	if _, err := ts.Main(ctx, b); !errors.Is(err, ErrLocked) {
-		t.Fatalf("Main with a wrong key = %v", err)
-	}
-	if !strings.Contains(ts.log.String(), "does not open it") {
-		t.Fatalf("no warning about the run-selected wrong key: %s", ts.log.String())
+	wrong.AddToken(mustToken(t, tokenFor(newKey(t), "other-run", "")), "wrong")
+	ts.opts.Keys = wrong
+	ts.reopen()
+	if _, err := ts.Main(ctx, ts.blob("co/run_l.enc")); !errors.Is(err, ErrLocked) {
+		t.Fatalf("Main with a wrong trial key = %v", err)
 	}
 
 	// Adding the key unlocks it; the names change.
 	right := NewKeyring()
 	right.AddToken(mustToken(t, tokenFor(key, "l", "")), "right")
-	ts.SetKeys(right)
-	main, err := ts.Main(ctx, b)
+	ts.opts.Keys = right
+	ts.reopen()
+	main, err := ts.Main(ctx, ts.blob("co/run_l.enc"))
 	if err != nil || main.Name() != "run_l.pgdump" {
 		t.Fatalf("Main = %v, %v", main, err)
 	}
-	// Taking it away again: a File from before fails with ErrLocked.
-	ts.SetKeys(nil)
-	if _, err := main.Open(ctx); !errors.Is(err, ErrLocked) {
-		t.Fatalf("stale Open = %v, want ErrLocked", err)
-	}
-	if _, err := main.Size(ctx); !errors.Is(err, ErrLocked) {
-		t.Fatalf("stale Size = %v, want ErrLocked", err)
+	if got, err := readAll(ctx, main, 1000); err != nil || !bytes.Equal(got, pgDump(5000)) {
+		t.Fatalf("read with the key: %v", err)
 	}
 	assertNoLeak(t, ts.log.String(), key)
+}
+
+// A key bound to an object (by its run id here) that does not open frame
+// 0 means the object is damaged, not locked: it shows under its decoded
+// name next to its raw bytes, and reads fail naming frame 0.
+func TestBoundKeyFailingFrame0IsCorruption(t *testing.T) {
+	ctx := context.Background()
+	key := newKey(t)
+	blob := agentEncrypt(t, agentZstd(t, pgDump(5000), true), key)
+	for _, tc := range []struct {
+		name   string
+		keys   func() *Keyring
+		object []byte
+	}{
+		{"frame 0 damaged, key by run", func() *Keyring {
+			kr := NewKeyring()
+			kr.AddToken(mustToken(t, tokenFor(key, "l", "")), "token")
+			return kr
+		}, corruptCopy(blob, func(b []byte) []byte { b[100] ^= 1; return b })},
+		{"wrong key by run", func() *Keyring {
+			kr := NewKeyring()
+			kr.AddToken(mustToken(t, tokenFor(newKey(t), "l", "")), "token")
+			return kr
+		}, blob},
+		{"frame 0 damaged, key by path", func() *Keyring {
+			kr, err := ParseKeyring(strings.NewReader("path:co/* hex:"+hex.EncodeToString(key)+"\n"), "ring")
+			if err != nil {
+				t.Fatal(err)
+			}
+			return kr
+		}, corruptCopy(blob, func(b []byte) []byte { b[len(b)-10] ^= 1; return b })},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ts := newTestStore(t, tc.keys(), map[string][]byte{"co/run_l.enc": tc.object})
+			b := ts.blob("co/run_l.enc")
+			files, err := ts.Files(ctx, b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := names(files); !slices.Equal(got, []string{"run_l.bin", "run_l.enc", "run_l.meta.json"}) {
+				t.Fatalf("files %v", got)
+			}
+			if b.Locked() || b.State() != "corrupt" {
+				t.Fatalf("locked %v, state %s", b.Locked(), b.State())
+			}
+			_, err = readAll(ctx, ts.file("co/run_l.enc", FileMain), 4096)
+			checkCorruptErr(t, err, "co/run_l.enc", gcmframe.ErrAuth, 0, -1)
+			if raw, err := readAll(ctx, ts.file("co/run_l.enc", FileRaw), 4096); err != nil || !bytes.Equal(raw, tc.object) {
+				t.Fatalf("raw view: %v", err)
+			}
+			log := ts.log.String()
+			if n := strings.Count(log, "frame 0 at offset 0"); n != 1 || !strings.Contains(log, "co/run_l.enc") {
+				t.Fatalf("want one log line naming the object and frame 0 at offset 0:\n%s", log)
+			}
+			if strings.Contains(log, "does not open it") {
+				t.Fatalf("a wrong-key warning besides the corruption:\n%s", log)
+			}
+		})
+	}
 }
 
 func TestRefreshIsIncremental(t *testing.T) {

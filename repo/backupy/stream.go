@@ -53,7 +53,9 @@ func (s *streamReader) readAt(ctx context.Context, p []byte, off int64) (n int, 
 			s.err = rerr
 		}
 	}
-	if s.err != nil && s.err != io.EOF {
+	if s.err != nil && s.err != io.EOF && need > s.end {
+		// The pass stopped before these bytes (at damage, say); what it
+		// decoded before still reads.
 		return 0, s.err, true
 	}
 	if off >= s.end {
