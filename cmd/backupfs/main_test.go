@@ -1,6 +1,7 @@
 package main
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -14,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/backupfs/backupfs/repo/bupstash"
+	"github.com/backupfs/backupfs/repo/bupstash/bupstashtest"
 	"lukechampine.com/blake3"
 )
 
@@ -330,5 +333,59 @@ func TestConfigKeepsRepositoryURLs(t *testing.T) {
 	c, err := loadConfig(path, true)
 	if err != nil || c.Bupstash[0].Repo != "ssh://host/srv/repo" || c.Bupstash[0].Key != filepath.Join(filepath.Dir(path), "k.key") {
 		t.Fatalf("%+v, %v", c, err)
+	}
+}
+
+// Items of metadata format 1 with format-1 index entries (Bupstash 0.8 and
+// older), which no fixture has, through every command.
+func TestOldFormats(t *testing.T) {
+	key, err := bupstash.LoadKey(primary012)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := bupstashtest.Create(t, filepath.Join(t.TempDir(), "repo"), key, 5)
+	content := bytes.Repeat([]byte("0123456789"), 30000)
+	link := "f.bin"
+	id := f.AddSnapshot(bupstashtest.Snapshot{
+		Item:        bupstashtest.Item{Format: 1, Timestamp: time.Date(2019, 5, 6, 7, 8, 9, 0, time.UTC), Tags: map[string]string{"name": "old.tar"}},
+		EntryFormat: 1,
+		Entries: []bupstashtest.Entry{
+			{Path: ".", Mode: bupstash.ModeDir | 0o755, Nlink: 3},
+			{Path: "d", Mode: bupstash.ModeDir | 0o755, Nlink: 2},
+			{Path: "l", Mode: bupstash.ModeSymlink | 0o777, Link: &link, Nlink: 1},
+			{Path: "d/f.bin", Mode: bupstash.ModeRegular | 0o640, Content: content, Nlink: 1, Mtime: 1557126489},
+			{Path: "d/g", Mode: bupstash.ModeRegular | 0o644, Content: []byte("gee\n"), Nlink: 1},
+		},
+		LeafSize: 65536, IndexLeafSize: 50,
+	})
+	args := func(a ...string) []string {
+		return append([]string{a[0], "--repo", f.Dir, "--key", primary012}, a[1:]...)
+	}
+	r := runCmd(t, nil, args("list")...)
+	if r.code != 0 || r.stderr != "" || !strings.HasPrefix(r.stdout, id.String()+"  2019-05-06T07:08:09Z  tree") {
+		t.Fatalf("list: %d %q %q", r.code, r.stdout, r.stderr)
+	}
+	r = runCmd(t, nil, args("ls", "-R", id.String()[:8])...)
+	for _, want := range []string{"-rw-r-----   1     0     0     300000 2019-05-06 07:08 d/f.bin\n", " d/g\n", " 5 1970-01-01 00:00 l -> f.bin\n"} {
+		if r.code != 0 || !strings.Contains(r.stdout, want) {
+			t.Errorf("ls -R lacks %q: %d %q %q", want, r.code, r.stdout, r.stderr)
+		}
+	}
+	r = runCmd(t, nil, args("cat", id.String(), "d/f.bin")...)
+	if r.code != 0 || r.stdout != string(content) {
+		t.Fatalf("cat d/f.bin: %d, %d bytes, %q", r.code, len(r.stdout), r.stderr)
+	}
+	r = runCmd(t, nil, args("cat", id.String())...)
+	tr := tar.NewReader(strings.NewReader(r.stdout))
+	var names []string
+	for {
+		h, err := tr.Next()
+		if err != nil {
+			break
+		}
+		names = append(names, h.Name)
+	}
+	if r.code != 0 || strings.Join(names, " ") != ". d l d/f.bin d/g" {
+		t.Fatalf("cat (tar): %d %v %q", r.code, names, r.stderr)
 	}
 }

@@ -1,12 +1,17 @@
 package bupstash_test
 
 import (
+	"archive/tar"
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/backupfs/backupfs/cache"
 	"github.com/backupfs/backupfs/repo/bupstash"
@@ -111,5 +116,213 @@ func TestImpossibleLeafCountsAreRejected(t *testing.T) {
 	n, err := data.NewReader().ReadAt(buf, 0)
 	if string(buf[:9]) != "leaf zero" || !errors.Is(err, bupstash.ErrCorrupt) {
 		t.Fatalf("read %q, err %v", buf[:n], err)
+	}
+}
+
+// oldSnapshot is a small tree whose files straddle 64 KiB leaves in every
+// way: inside one leaf, across two and three, ending exactly on a
+// boundary, empty.
+func oldSnapshot() []bupstashtest.Entry {
+	fill := func(n int, seed byte) []byte {
+		b := make([]byte, n)
+		x := uint32(seed) + 1
+		for i := range b {
+			x = x*1664525 + 1013904223
+			b[i] = byte(x >> 24)
+		}
+		return b
+	}
+	link := "a.txt"
+	return []bupstashtest.Entry{
+		{Path: ".", Mode: bupstash.ModeDir | 0o755, Nlink: 3, Mtime: 1600000000},
+		{Path: "a.txt", Mode: bupstash.ModeRegular | 0o644, Content: fill(5000, 1), UID: 1000, GID: 100,
+			Mtime: 1600000001, MtimeNsec: 123456789, Ino: 11, Nlink: 1, Xattrs: map[string][]byte{"user.k": []byte("v")}},
+		{Path: "big.bin", Mode: bupstash.ModeRegular | 0o600, Content: fill(200000, 2), Ino: 12, Nlink: 1},
+		{Path: "dir", Mode: bupstash.ModeDir | 0o700, Nlink: 2, Ino: 13},
+		{Path: "empty", Mode: bupstash.ModeRegular | 0o644, Ino: 14, Nlink: 1},
+		{Path: "link", Mode: bupstash.ModeSymlink | 0o777, Link: &link, Ino: 15, Nlink: 1},
+		{Path: "upto-boundary", Mode: bupstash.ModeRegular | 0o644, Content: fill(4*65536-205000, 3), Ino: 16, Nlink: 1},
+		{Path: "dir/x", Mode: bupstash.ModeRegular | 0o644, Content: fill(70000, 4), Ino: 17, Nlink: 1},
+		{Path: "dir/y", Mode: bupstash.ModeRegular | 0o644, Content: []byte("end"), Ino: 18, Nlink: 1},
+	}
+}
+
+// Item metadata V1 and V2 (§5.1, §5.2) and index entries V1 and V2 (§8.2),
+// which no fixture has: listed, browsed as a tree, and read at offsets
+// through the data stream (their chunk cursors are unusable, §8.4, and are
+// written stale here, all zero, so using them would read wrong bytes).
+func TestOldItemAndEntryFormats(t *testing.T) {
+	ts := time.Date(2020, 9, 13, 12, 26, 40, 987654321, time.UTC)
+	for _, tt := range []struct {
+		item, entry int
+		schema      int
+	}{{1, 1, 5}, {1, 2, 5}, {2, 2, 5}, {2, 1, 6}, {2, 3, 8}} {
+		t.Run(fmt.Sprintf("item V%d entries V%d", tt.item, tt.entry), func(t *testing.T) {
+			f := newForged(t, tt.schema)
+			entries := oldSnapshot()
+			snap := f.AddSnapshot(bupstashtest.Snapshot{
+				Item:        bupstashtest.Item{Format: tt.item, Timestamp: ts, Tags: map[string]string{"name": "old.tar"}},
+				EntryFormat: tt.entry, Entries: entries, LeafSize: 65536, IndexLeafSize: 97,
+				Compression: bupstash.CompressionLZ4,
+			})
+			rawData := bytes.Repeat([]byte("raw item "), 20000)
+			raw := f.AddRaw(bupstashtest.Item{Format: tt.item, Timestamp: ts.Add(time.Second), Tags: map[string]string{"name": "r.bin"}},
+				rawData, 50000, bupstash.CompressionNone)
+
+			r := openForged(t, f)
+			items, err := r.Items(context.Background())
+			if err != nil || len(items) != 2 {
+				t.Fatalf("%d items, %v", len(items), err)
+			}
+			it, rawIt := items[0], items[1]
+			wantTS := ts.Truncate(time.Millisecond) // V2: milliseconds
+			if tt.item == 1 {
+				wantTS = ts // V1: the RFC 3339 string keeps nanoseconds
+			}
+			if it.ID != snap || rawIt.ID != raw || it.Format != tt.item || !it.Timestamp.Equal(wantTS) ||
+				it.Tags["name"] != "old.tar" || !it.HasIndex() || rawIt.HasIndex() || rawIt.DataSize != uint64(len(rawData)) {
+				t.Fatalf("listed %+v and %+v", it, rawIt)
+			}
+			o := r.OpenItem(it)
+
+			// The index, streamed.
+			idx, err := o.Index()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []*bupstash.IndexEntry
+			for {
+				e, err := idx.Next(context.Background())
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, e)
+			}
+			if len(got) != len(entries) {
+				t.Fatalf("%d entries, want %d", len(got), len(entries))
+			}
+			var off uint64
+			for i, e := range got {
+				w := entries[i]
+				if string(e.Path) != w.Path || e.Mode != w.Mode || e.Size != uint64(len(w.Content)) || e.Version != tt.entry ||
+					e.StreamOffset != off || e.HasCursor != (tt.entry >= 3) || (e.DataHash != nil) != (tt.entry >= 2 && e.IsRegular()) {
+					t.Fatalf("entry %d = %+v", i, e)
+				}
+				off += e.Size
+				if !e.IsRegular() {
+					continue
+				}
+				file, err := o.File(e)
+				if err != nil {
+					t.Fatal(err)
+				}
+				checkFile(t, w.Path, file, w.Content)
+			}
+			if string(got[1].Xattrs[0].Value) != "v" || got[1].MtimeNsec != 123456789 || string(got[5].Link) != "a.txt" {
+				t.Errorf("attributes lost: %+v %+v", got[1], got[5])
+			}
+
+			// The tree, and its files.
+			tree, err := o.LoadTree(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			dir, ok := tree.Lookup(0, []byte("dir"))
+			x, okx := tree.Lookup(dir, []byte("x"))
+			if !ok || !okx || len(tree.Children(0)) != 6 || tree.Attr(dir).Mode != bupstash.ModeDir|0o700 {
+				t.Fatalf("tree: dir %v, x %v, %d root children", ok, okx, len(tree.Children(0)))
+			}
+			file, err := tree.File(o, x)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkFile(t, "dir/x", file, entries[7].Content)
+
+			// The whole stream as tar, as `bupstash get` would write it.
+			var tarball bytes.Buffer
+			if err := bupstash.WriteTar(context.Background(), o, &tarball); err != nil {
+				t.Fatal(err)
+			}
+			tr := tar.NewReader(&tarball)
+			for i := 0; ; i++ {
+				h, err := tr.Next()
+				if err == io.EOF {
+					if i != len(entries) {
+						t.Fatalf("tar holds %d entries", i)
+					}
+					break
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, _ := io.ReadAll(tr)
+				if !bytes.Equal(b, entries[i].Content) {
+					t.Fatalf("tar entry %s: %d bytes differ", h.Name, len(b))
+				}
+			}
+
+			// The raw item.
+			data, err := r.OpenItem(rawIt).Data()
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkFile(t, "raw", data, rawData)
+		})
+	}
+}
+
+// checkFile reads f whole, then at offsets around every 64 KiB leaf
+// boundary and at random, from fresh readers (so leaf lengths are learned
+// out of order), comparing with want.
+func checkFile(t *testing.T, name string, f *bupstash.File, want []byte) {
+	t.Helper()
+	if f.Size() != int64(len(want)) {
+		t.Fatalf("%s: size %d, want %d", name, f.Size(), len(want))
+	}
+	b, err := io.ReadAll(f.NewReader())
+	if err != nil || !bytes.Equal(b, want) {
+		t.Fatalf("%s: read whole: %d bytes, %v", name, len(b), err)
+	}
+	offs := []int64{int64(len(want)) - 1, int64(len(want)) / 2, 0}
+	for o := int64(65536 - 10); o < int64(len(want)); o += 65536 {
+		offs = append(offs, o)
+	}
+	for _, off := range offs {
+		if off < 0 {
+			continue
+		}
+		buf := make([]byte, 100)
+		n, err := f.NewReader().ReadAt(buf, off)
+		end := min(off+100, int64(len(want)))
+		if (err != nil && err != io.EOF) || !bytes.Equal(buf[:n], want[off:end]) {
+			t.Fatalf("%s: read at %d: %d bytes, %v", name, off, n, err)
+		}
+	}
+}
+
+// What V1 and V2 metadata must still prove: the plaintext hash (V1/V2
+// hash the plaintext alone), a parseable V1 timestamp.
+func TestOldItemFormatsAreVerified(t *testing.T) {
+	f := newForged(t, 5)
+	tree := f.DataTree([][]byte{[]byte("x")}, bupstash.CompressionNone)
+	bad := map[bupstash.Xid]string{
+		f.AddItem(bupstashtest.Item{Format: 1, DataTree: tree, DataSize: 1, BadHash: true}):                  "does not match its signed hash",
+		f.AddItem(bupstashtest.Item{Format: 2, DataTree: tree, DataSize: 1, BadHash: true}):                  "does not match its signed hash",
+		f.AddItem(bupstashtest.Item{Format: 1, DataTree: tree, DataSize: 1, TimestampText: "yesterday-ish"}): "timestamp",
+	}
+	good := f.AddItem(bupstashtest.Item{Format: 1, DataTree: tree, DataSize: 1, TimestampText: "2021-03-04T05:06:07+02:00",
+		SecretCompression: bupstash.CompressionZstd, Tags: map[string]string{"long": strings.Repeat("tag", 100)}})
+	items, err := openForged(t, f).Items(context.Background())
+	errs := itemErrs(err)
+	for id, want := range bad {
+		if e := errs[id]; !errors.Is(e, bupstash.ErrCorrupt) || !strings.Contains(e.Error(), want) {
+			t.Errorf("item %s: %v, want %q", id, e, want)
+		}
+	}
+	if len(items) != 1 || items[0].ID != good || !items[0].Timestamp.Equal(time.Date(2021, 3, 4, 3, 6, 7, 0, time.UTC)) {
+		t.Fatalf("items %v", items)
 	}
 }
