@@ -26,6 +26,7 @@ import (
 //	token_dirs = ["/secure/tokens"]
 //	keyrings = ["/secure/backupy.keyring"]
 //	views = "zst,meta"                  # extra views
+//	hide_foreign = true                 # hide files that are not Backupy objects
 type config struct {
 	CacheSize   string `toml:"cache_size"`
 	IndexMemory string `toml:"index_memory"`
@@ -47,6 +48,8 @@ type backupyConfig struct {
 	Views     string   `toml:"views"`
 	CacheDir  string   `toml:"cache_dir"`
 	CacheSize string   `toml:"cache_size"`
+	// HideForeign hides files that are not Backupy objects.
+	HideForeign bool `toml:"hide_foreign"`
 }
 
 type bupstashConfig struct {

@@ -36,6 +36,7 @@ func runMount(ctx context.Context, e *env, args []string) error {
 		by         backupyMountFlags
 	)
 	by.register(fset)
+	defer by.wipeKeys() // after the stores' Close, deferred below
 	fset.Var(&cacheSize, "cache-size", "decoded chunk cache size (suffixes K, M, G)")
 	fset.Var(&indexMem, "index-memory", "memory for decoded file trees; least recently used ones are dropped")
 	pos, err := parseInterleaved(fset, args)

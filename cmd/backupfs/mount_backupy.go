@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/backupfs/backupfs/cache"
@@ -17,7 +20,15 @@ type backupyMountFlags struct {
 	dirs, tokens, tokenDirs, keyrings backupyList
 	views, cacheDir                   string
 	cacheSize                         byteSize
-	strictToken                       bool
+	strictToken, hideForeign          bool
+
+	// Key material is read once per mount, however many stores use it
+	// (a token on standard input can only be read once), and wiped by
+	// wipeKeys when the mount ends.
+	flagKeys  *backupy.Keyring   // from the flags
+	envKeys   *backupy.Keyring   // from $BACKUPFS_BACKUPY_KEYRING
+	loaded    []*backupy.Keyring // everything built, for wipeKeys
+	stdinUsed bool
 }
 
 func (b *backupyMountFlags) register(fs *flag.FlagSet) {
@@ -28,6 +39,7 @@ func (b *backupyMountFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&b.views, "backupy-views", "", "extra views of each object: zst, meta (comma-separated)")
 	fs.StringVar(&b.cacheDir, "backupy-cache-dir", "", "where decoded dumps are kept (default $XDG_CACHE_HOME/backupfs/backupy)")
 	fs.Var(&b.cacheSize, "backupy-cache-size", "disk space for decoded dumps (default 10G)")
+	fs.BoolVar(&b.hideForeign, "backupy-hide-foreign", false, "hide files in Backupy stores that are not Backupy objects (default: shown byte for byte)")
 	fs.BoolVar(&b.strictToken, "strict-token", false, "refuse expired tokens instead of warning")
 }
 
@@ -51,6 +63,77 @@ func parseViews(s string) (backupy.Views, error) {
 	return v, nil
 }
 
+// load reads one set of key sources. The environment's keyring is never
+// consulted here (keysFor adds it once); standard input is read at most
+// once per mount.
+func (b *backupyMountFlags) load(e *env, tokens, tokenDirs, keyrings []string) (*backupy.Keyring, error) {
+	var stdin io.Reader
+	if slices.Contains(tokens, "-") {
+		if b.stdinUsed {
+			return nil, fmt.Errorf("%w: a token on standard input (-) can be given only once", errUsage)
+		}
+		b.stdinUsed = true
+		stdin = os.Stdin
+	}
+	k, err := backupy.LoadKeys(backupy.KeySources{
+		TokenFiles:   tokens,
+		TokenDirs:    tokenDirs,
+		KeyringFiles: keyrings,
+		Stdin:        stdin,
+		StrictToken:  b.strictToken,
+		Getenv:       func(string) string { return "" },
+	}, e.log)
+	if err != nil {
+		return nil, err
+	}
+	b.loaded = append(b.loaded, k)
+	return k, nil
+}
+
+// keysFor returns the keys of one store: the flags' (read the first time
+// any store asks), its config entry's own, and the environment's keyring
+// when neither names a keyring file.
+func (b *backupyMountFlags) keysFor(e *env, sc backupyConfig) (*backupy.Keyring, error) {
+	if b.flagKeys == nil {
+		k, err := b.load(e, b.tokens, b.tokenDirs, b.keyrings)
+		if err != nil {
+			return nil, err
+		}
+		b.flagKeys = k
+	}
+	keys := backupy.NewKeyring()
+	b.loaded = append(b.loaded, keys)
+	keys.Merge(b.flagKeys)
+	if len(sc.Tokens)+len(sc.TokenDirs)+len(sc.Keyrings) > 0 {
+		own, err := b.load(e, sc.Tokens, sc.TokenDirs, sc.Keyrings)
+		if err != nil {
+			return nil, err
+		}
+		keys.Merge(own)
+	}
+	if len(b.keyrings) == 0 && len(sc.Keyrings) == 0 {
+		if b.envKeys == nil {
+			k, err := backupy.LoadKeys(backupy.KeySources{Getenv: e.getenv}, e.log)
+			if err != nil {
+				return nil, err
+			}
+			b.envKeys = k
+			b.loaded = append(b.loaded, k)
+		}
+		keys.Merge(b.envKeys)
+	}
+	return keys, nil
+}
+
+// wipeKeys zeroes every key the mount loaded. It runs after the stores
+// are closed.
+func (b *backupyMountFlags) wipeKeys() {
+	for _, k := range b.loaded {
+		k.Wipe()
+	}
+	b.loaded, b.flagKeys, b.envKeys = nil, nil, nil
+}
+
 // openStore opens a Backupy store with the keys the flags and its config
 // entry name.
 func openStore(ctx context.Context, e *env, sc backupyConfig, by *backupyMountFlags, chunks *cache.ChunkCache) (*backupy.Store, error) {
@@ -58,16 +141,12 @@ func openStore(ctx context.Context, e *env, sc backupyConfig, by *backupyMountFl
 	if err != nil {
 		return nil, err
 	}
-	keys, err := backupy.LoadKeys(backupy.KeySources{
-		TokenFiles:   append(append([]string(nil), by.tokens...), sc.Tokens...),
-		TokenDirs:    append(append([]string(nil), by.tokenDirs...), sc.TokenDirs...),
-		KeyringFiles: append(append([]string(nil), by.keyrings...), sc.Keyrings...),
-		Stdin:        os.Stdin,
-		StrictToken:  by.strictToken,
-		Getenv:       e.getenv,
-	}, e.log)
+	keys, err := by.keysFor(e, sc)
 	if err != nil {
-		return nil, err
+		if errors.Is(err, errUsage) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("keys for %s: %w", sc.Dir, err)
 	}
 	cacheSize := int64(by.cacheSize)
 	if sc.CacheSize != "" {
@@ -82,5 +161,6 @@ func openStore(ctx context.Context, e *env, sc backupyConfig, by *backupyMountFl
 		CacheDir:      firstNonEmpty(sc.CacheDir, by.cacheDir),
 		CacheMaxBytes: cacheSize,
 		Views:         views,
+		HideForeign:   by.hideForeign || sc.HideForeign,
 	})
 }

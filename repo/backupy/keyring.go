@@ -89,8 +89,14 @@ func (k *Keyring) AddToken(t *Token, source string) {
 // Merge appends o's entries to k.
 func (k *Keyring) Merge(o *Keyring) { k.entries = append(k.entries, o.entries...) }
 
-// Wipe zeroes every key. The keyring must not be used afterwards.
+// Wipe zeroes every key, including keys it shares with keyrings it was
+// merged with or into; those must not be used afterwards either. Call it
+// once the stores using the keyring are closed. (The AES key schedules
+// of ciphers made from the keys become unreachable with their stores.)
 func (k *Keyring) Wipe() {
+	if k == nil {
+		return
+	}
 	for _, e := range k.entries {
 		e.dek.wipe()
 	}

@@ -321,3 +321,26 @@ func TestMatchingOrder(t *testing.T) {
 		})
 	}
 }
+
+// Wipe zeroes the key bytes of every entry, shared ones included.
+func TestKeyringWipe(t *testing.T) {
+	kr, err := ParseKeyring(strings.NewReader("run:1 hex:"+katKeyHex+"\n* b64:"+katKeyB64+"\n"), "ring")
+	if err != nil {
+		t.Fatal(err)
+	}
+	merged := NewKeyring()
+	merged.Merge(kr)
+	deks := []*DEK{kr.entries[0].dek, kr.entries[1].dek}
+	merged.Wipe()
+	for _, d := range deks {
+		if d.b != [32]byte{} {
+			t.Fatal("key bytes left after Wipe")
+		}
+	}
+	if merged.Len() != 0 {
+		t.Fatal("entries left after Wipe")
+	}
+	kr.Wipe() // again, through the other keyring: harmless
+	var nilRing *Keyring
+	nilRing.Wipe()
+}
