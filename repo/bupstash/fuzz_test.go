@@ -4,9 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/backupfs/backupfs/repo/bupstash/bare"
 	"lukechampine.com/blake3"
@@ -130,6 +134,41 @@ func FuzzParseNode(f *testing.F) {
 	})
 }
 
+// fixtureLeaves returns the decrypted (still compressed, footer included)
+// plaintexts of the fixtures' leaves whose chunk files are at most max
+// bytes, in both trees of every item.
+func fixtureLeaves(f *testing.F, fx fixture, max int64) [][]byte {
+	var out [][]byte
+	r := openFixture(f, fx)
+	for _, it := range listItems(f, r) {
+		o := r.OpenItem(it)
+		for _, tr := range []*hashTree{o.data, o.index} {
+			if tr == nil {
+				continue
+			}
+			for n := uint64(0); n < tr.leafCount(); n++ {
+				addr, err := tr.leafAddress(context.Background(), n)
+				if err != nil {
+					f.Fatal(err)
+				}
+				if r.storedSize(addr) > max {
+					continue
+				}
+				env, err := r.store.readChunk(context.Background(), addr, nil)
+				if err != nil {
+					f.Fatal(err)
+				}
+				plain, err := tr.opener.Open(nil, env)
+				if err != nil {
+					f.Fatal(err)
+				}
+				out = append(out, plain)
+			}
+		}
+	}
+	return out
+}
+
 func FuzzDecompress(f *testing.F) {
 	text := bytes.Repeat([]byte("backupfs "), 500)
 	for _, c := range []Compression{CompressionNone, CompressionLZ4, CompressionZstd} {
@@ -137,6 +176,23 @@ func FuzzDecompress(f *testing.F) {
 		f.Add(Compress(nil, c))
 	}
 	f.Add([]byte{3})
+	// Genuine payloads: lz4 leaves of 0.10.3, zstd (and uncompressed)
+	// leaves of 0.12.1, and the zstd index leaves of 0.11.x.
+	footers := map[byte]int{}
+	for _, fx := range fixtures {
+		if fx.name == "maxbupst-small-0.10.3" || fx.name == "v0.12.1" || fx.name == "v0.11.1" {
+			for _, p := range fixtureLeaves(f, fx, 64<<10) {
+				if out, err := decompress(p); err != nil || len(out) > 256<<10 {
+					continue // keep each run fast: no 8 MiB runs of zeros
+				}
+				f.Add(p)
+				footers[p[len(p)-1]]++
+			}
+		}
+	}
+	if footers[footerLZ4] == 0 || footers[footerZstd] == 0 || footers[footerNone] == 0 {
+		f.Fatalf("fixture seeds by footer: %v", footers)
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		out, err := decompress(b)
 		if err != nil || len(b) == 0 {
@@ -146,6 +202,112 @@ func FuzzDecompress(f *testing.F) {
 		tail := b[max(0, len(b)-5):]
 		if size, ok, err := decompressedSize(len(b), head, tail); err == nil && ok && size != int64(len(out)) {
 			t.Fatalf("decompressed %d bytes, header/footer declare %d", len(out), size)
+		}
+	})
+}
+
+// fixtureSecrets returns the plaintext parts of the fixtures' item files
+// and their decrypted, decompressed secret metadata.
+func fixtureSecrets(f *testing.F) (plains []*Item, secrets [][]byte) {
+	for _, fx := range fixtures {
+		r := openFixture(f, fx)
+		paths, _ := filepath.Glob(filepath.Join(testdata, fx.repo, "items", "*"))
+		for _, p := range paths {
+			id, err := ParseXid(strings.TrimSuffix(filepath.Base(p), ".removed"))
+			if err != nil {
+				continue
+			}
+			b, err := os.ReadFile(p)
+			if err != nil {
+				f.Fatal(err)
+			}
+			it, enc, err := decodePlain(id, b)
+			if err != nil {
+				f.Fatal(err)
+			}
+			plain, err := r.metaOpener.Open(nil, enc)
+			if err != nil {
+				f.Fatal(err)
+			}
+			secret, err := decompress(plain)
+			if err != nil {
+				f.Fatal(err)
+			}
+			plains = append(plains, it)
+			secrets = append(secrets, bytes.Clone(secret))
+		}
+	}
+	return plains, secrets
+}
+
+// encodeSecret is the secret metadata of it (§5.2) with the given hash.
+func encodeSecret(it *Item, hash [32]byte) []byte {
+	var e bare.Encoder
+	e.Fixed(hash[:])
+	e.Fixed(it.SendKeyID[:])
+	e.Fixed(it.indexHashPart2[:])
+	e.Fixed(it.dataHashPart2[:])
+	if it.Format == 1 {
+		e.String(it.Timestamp.Format(time.RFC3339Nano))
+	}
+	keys := slices.Sorted(maps.Keys(it.Tags))
+	e.Uint(uint64(len(keys)))
+	for _, k := range keys {
+		e.String(k)
+		e.String(it.Tags[k])
+	}
+	e.Uint(it.DataSize)
+	e.Uint(it.IndexSize)
+	return e.Buf
+}
+
+// plainPart is a copy of it's plaintext metadata, in the given format.
+func plainPart(it *Item, format int) *Item {
+	p := &Item{ID: it.ID, Format: format, PrimaryKeyID: it.PrimaryKeyID, DataTree: it.DataTree, IndexTree: it.IndexTree}
+	if format >= 2 {
+		p.Timestamp = it.Timestamp
+	}
+	return p
+}
+
+// FuzzDecodeSecret decodes secret metadata against the plaintext part of a
+// fixture item, as format 1, 2 or 3. Whatever is accepted must carry the
+// plaintext's hash, bound the trees by the stream sizes, and encode back
+// to the same metadata.
+func FuzzDecodeSecret(f *testing.F) {
+	plains, secrets := fixtureSecrets(f)
+	for i, s := range secrets {
+		f.Add(uint8(i), uint8(2), s) // format 3, as Bupstash wrote it
+		full := plainPart(plains[i], 3)
+		if err := full.decodeSecret(s); err != nil {
+			f.Fatalf("fixture item %s: %v", plains[i].ID, err)
+		}
+		for _, format := range []int{1, 2} { // the same item as older Bupstash would have written it
+			old := *full
+			old.Format = format
+			f.Add(uint8(i), uint8(format-1), encodeSecret(&old, plainPart(&old, format).plainHash()))
+		}
+	}
+	f.Fuzz(func(t *testing.T, which, format uint8, b []byte) {
+		base := plains[int(which)%len(plains)]
+		it := plainPart(base, int(format%3)+1)
+		if err := it.decodeSecret(b); err != nil {
+			return
+		}
+		if want := it.plainHash(); !bytes.Equal(b[:32], want[:]) {
+			t.Fatal("accepted secret metadata whose hash is not the plaintext's")
+		}
+		if err := it.checkLeafCounts(); err != nil {
+			t.Fatalf("accepted %v", err)
+		}
+		again := plainPart(base, it.Format)
+		if err := again.decodeSecret(encodeSecret(it, it.plainHash())); err != nil {
+			t.Fatalf("re-encoded secret metadata refused: %v", err)
+		}
+		if again.SendKeyID != it.SendKeyID || again.dataHashPart2 != it.dataHashPart2 || again.indexHashPart2 != it.indexHashPart2 ||
+			!maps.Equal(again.Tags, it.Tags) || again.DataSize != it.DataSize || again.IndexSize != it.IndexSize ||
+			!again.Timestamp.Equal(it.Timestamp) {
+			t.Fatalf("round trip: %+v, then %+v", it, again)
 		}
 	})
 }

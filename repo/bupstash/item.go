@@ -81,43 +81,9 @@ func (it *Item) FileName() string {
 // binding between its plaintext and its secret metadata, and decrypts the
 // latter with the repository key.
 func (r *Repository) decodeItem(id Xid, b []byte) (*Item, error) {
-	if len(b) > maxItemFileSize {
-		return nil, fmt.Errorf("%w: item file is %d bytes", ErrCorrupt, len(b))
-	}
-	d := bare.NewDecoder(b)
-	it := &Item{ID: id}
-	switch v := d.Uint(); {
-	case d.Err() != nil:
-	case v <= 2:
-		it.Format = int(v) + 1
-	case v <= 5:
-		return nil, fmt.Errorf("item metadata format %d is from a newer bupstash", v+1)
-	default:
-		return nil, fmt.Errorf("%w: unknown item metadata format %d", ErrCorrupt, v+1)
-	}
-	it.PrimaryKeyID = d.Array16()
-	var millis uint64
-	if it.Format >= 2 {
-		millis = d.U64()
-		it.Timestamp = time.UnixMilli(int64(millis)).UTC()
-	}
-	it.DataTree = decodeTreeMeta(d)
-	if d.Option() {
-		t := decodeTreeMeta(d)
-		it.IndexTree = &t
-	}
-	encrypted := d.Data()
-	if err := d.Finish(); err != nil {
-		return nil, fmt.Errorf("%w: item file: %w", ErrCorrupt, err)
-	}
-	for _, t := range []*TreeMeta{&it.DataTree, it.IndexTree} {
-		if t == nil {
-			continue
-		}
-		if t.Height > maxTreeHeight || t.DataChunkCount == 0 || t.DataChunkCount > maxLeafCount ||
-			(t.Height == 0 && t.DataChunkCount != 1) || (t.Height == 1 && t.DataChunkCount > maxNodeEntries) {
-			return nil, fmt.Errorf("%w: impossible tree shape (height %d, %d chunks)", ErrCorrupt, t.Height, t.DataChunkCount)
-		}
+	it, encrypted, err := decodePlain(id, b)
+	if err != nil {
+		return nil, err
 	}
 	if it.PrimaryKeyID != r.key.PrimaryKeyID {
 		return it, ErrOtherKey
@@ -135,6 +101,51 @@ func (r *Repository) decodeItem(id Xid, b []byte) (*Item, error) {
 		return nil, err
 	}
 	return it, nil
+}
+
+// decodePlain parses an item file's plaintext part and returns it with
+// the still encrypted secret metadata. The tree shapes are checked; what
+// binds them to the item is checked with the secret metadata.
+func decodePlain(id Xid, b []byte) (*Item, []byte, error) {
+	if len(b) > maxItemFileSize {
+		return nil, nil, fmt.Errorf("%w: item file is %d bytes", ErrCorrupt, len(b))
+	}
+	d := bare.NewDecoder(b)
+	it := &Item{ID: id}
+	switch v := d.Uint(); {
+	case d.Err() != nil:
+	case v <= 2:
+		it.Format = int(v) + 1
+	case v <= 5:
+		return nil, nil, fmt.Errorf("item metadata format %d is from a newer bupstash", v+1)
+	default:
+		return nil, nil, fmt.Errorf("%w: unknown item metadata format %d", ErrCorrupt, v+1)
+	}
+	it.PrimaryKeyID = d.Array16()
+	var millis uint64
+	if it.Format >= 2 {
+		millis = d.U64()
+		it.Timestamp = time.UnixMilli(int64(millis)).UTC()
+	}
+	it.DataTree = decodeTreeMeta(d)
+	if d.Option() {
+		t := decodeTreeMeta(d)
+		it.IndexTree = &t
+	}
+	encrypted := d.Data()
+	if err := d.Finish(); err != nil {
+		return nil, nil, fmt.Errorf("%w: item file: %w", ErrCorrupt, err)
+	}
+	for _, t := range []*TreeMeta{&it.DataTree, it.IndexTree} {
+		if t == nil {
+			continue
+		}
+		if t.Height > maxTreeHeight || t.DataChunkCount == 0 || t.DataChunkCount > maxLeafCount ||
+			(t.Height == 0 && t.DataChunkCount != 1) || (t.Height == 1 && t.DataChunkCount > maxNodeEntries) {
+			return nil, nil, fmt.Errorf("%w: impossible tree shape (height %d, %d chunks)", ErrCorrupt, t.Height, t.DataChunkCount)
+		}
+	}
+	return it, encrypted, nil
 }
 
 func decodeTreeMeta(d *bare.Decoder) TreeMeta {
