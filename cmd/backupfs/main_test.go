@@ -389,3 +389,36 @@ func TestOldFormats(t *testing.T) {
 		t.Fatalf("cat (tar): %d %v %q", r.code, names, r.stderr)
 	}
 }
+
+// Items whose hash trees claim impossible leaf counts: one line of error
+// each, never a crash (a count of 2^45 used to abort the process).
+func TestForgedLeafCounts(t *testing.T) {
+	key, err := bupstash.LoadKey(primary012)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := bupstashtest.Create(t, filepath.Join(t.TempDir(), "repo"), key, 8)
+	l0 := f.DataLeaf([]byte("leaf zero"), bupstash.CompressionNone)
+	n1 := f.Node(bupstashtest.NodeEntry{Count: 1, Addr: l0})
+	node := func(n uint64) bupstash.Address {
+		return f.Node(bupstashtest.NodeEntry{Count: 1, Addr: n1}, bupstashtest.NodeEntry{Count: n, Addr: n1})
+	}
+	impossible := f.AddItem(bupstashtest.Item{DataTree: bupstash.TreeMeta{Height: 2, DataChunkCount: 1<<45 + 1, Address: node(1 << 45)}, DataSize: 9})
+	liar := f.AddItem(bupstashtest.Item{DataTree: bupstash.TreeMeta{Height: 2, DataChunkCount: 1<<33 + 1, Address: node(1 << 33)}, DataSize: 1 << 34})
+	args := func(a ...string) []string {
+		return append([]string{a[0], "--repo", f.Dir, "--key", primary012}, a[1:]...)
+	}
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{args("list"), "1 of 2 items could not be read: item " + impossible.String() + ": corrupt or tampered data: impossible tree shape (height 2, 35184372088833 chunks)"},
+		{args("cat", impossible.String()), "item " + impossible.String() + ": corrupt"},
+		{args("cat", liar.String()), "item " + liar.String() + ": data interior node"},
+	} {
+		r := runCmd(t, nil, tt.args...)
+		if r.code != 1 || !strings.Contains(r.stderr, tt.want) || strings.Count(r.stderr, "\n") != 1 {
+			t.Errorf("%v: exit %d, stderr %q, want one line with %q", tt.args, r.code, r.stderr, tt.want)
+		}
+	}
+}
