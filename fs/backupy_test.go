@@ -1,7 +1,9 @@
 package fs_test
 
 import (
+	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -9,6 +11,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	mrand "math/rand/v2"
@@ -116,7 +119,7 @@ func newBackupyStore(t *testing.T) (*backupyStore, *backupy.Keyring) {
 	t.Helper()
 	s := &backupyStore{dir: t.TempDir(), dumps: map[string][]byte{}, shas: map[string]string{}}
 	pgDEK, sqlDEK := randomDEK(t), randomDEK(t)
-	pg := dumpOf("PGDMP\x01\x10\x00", 3<<20+12345, 1) // four frames
+	pg := dumpOf("PGDMP\x01\x10\x00", 4<<20+12345, 1) // four frames
 	sql := dumpOf("-- MariaDB dump 10.19  Distrib 10.11.6-MariaDB\n", 200<<10, 2)
 	plain := dumpOf("SQLite format 3\x00", 70<<10, 3)
 	s.shas["pg"] = writeBlob(t, filepath.Join(s.dir, "co_1/agt_1/job_pg/run_pg1.enc"), pg, pgDEK)
@@ -338,50 +341,103 @@ func TestBackupyRandomAndConcurrentReads(t *testing.T) {
 	wg.Wait()
 }
 
-// Damage found in a Backupy object fails its reads with EIO, never wrong
-// bytes; other objects keep working.
+// Damage found in a Backupy object fails its reads with EIO and a log
+// line naming the object (and the frame, where one is at fault), never
+// wrong bytes or a clean end; reads before damage at a frame still work;
+// the raw ciphertext stays readable; other objects keep working.
 func TestBackupyCorruption(t *testing.T) {
+	const f = 1048608 // a full frame on disk
+	swap := func(i, j int) func(b []byte) []byte {
+		return func(b []byte) []byte {
+			out := append([]byte(nil), b...)
+			copy(out[i*f:(i+1)*f], b[j*f:(j+1)*f])
+			copy(out[j*f:(j+1)*f], b[i*f:(i+1)*f])
+			return out
+		}
+	}
+	const lastFrame = -2 // the end-of-stream marker's place, after the last frame
 	for _, tt := range []struct {
 		name   string
 		damage func(b []byte) []byte
+		main   string // the dump's name in the mount
+		read   string // the view read to its end: main or zst
+		frame  int    // frame the log names, -1 for none
+		before bool   // the first bytes of the dump still read
+		logs   string // what else the log says
 	}{
-		{"flipped byte in a frame", func(b []byte) []byte { b[1<<20+100] ^= 1; return b }},
-		{"missing EOF marker", func(b []byte) []byte { return b[:len(b)-4] }},
-		{"trailing bytes", func(b []byte) []byte { return append(b, 0, 0, 0, 0, 1) }},
-		{"truncated mid-frame", func(b []byte) []byte { return b[:2<<20] }},
-		{"frames swapped", func(b []byte) []byte {
-			const f = 1048608
-			out := append([]byte(nil), b...)
-			copy(out[0:f], b[f:2*f])
-			copy(out[f:2*f], b[0:f])
-			return out
-		}},
+		{"flipped byte in frame 1", func(b []byte) []byte { b[f+100] ^= 1; return b }, "run_pg1.pgdump", "main", 1, true, "authentication"},
+		{"bad length of frame 1", func(b []byte) []byte { copy(b[f:], []byte{0, 0, 0, 27}); return b }, "run_pg1.pgdump", "main", 1, true, "frame length"},
+		{"missing EOF marker", func(b []byte) []byte { return b[:len(b)-4] }, "run_pg1.pgdump", "main", lastFrame, true, "truncated"},
+		{"trailing bytes", func(b []byte) []byte { return append(b, 0, 0, 0, 0, 1) }, "run_pg1.pgdump", "main", lastFrame, true, "after the end-of-stream marker"},
+		{"truncated mid-frame", func(b []byte) []byte { return b[:2<<20] }, "run_pg1.pgdump", "main", 1, true, "truncated"},
+		{"truncated mid-frame, read as .zst", func(b []byte) []byte { return b[:2<<20] }, "run_pg1.pgdump", "zst", 1, true, "truncated"},
+		{"frame 0 damaged", func(b []byte) []byte { b[100] ^= 1; return b }, "run_pg1.bin", "main", 0, false, "frame 0 at offset 0"},
+		{"frames 0 and 1 swapped", swap(0, 1), "run_pg1.bin", "main", -1, false, "sha256"},
+		{"frames 1 and 2 swapped", swap(1, 2), "run_pg1.pgdump", "main", -1, false, "zstd stream does not decode"},
+		{"frames 1 and 2 swapped, read as .zst", swap(1, 2), "run_pg1.pgdump", "zst", -1, false, "sha256"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			s, keys := newBackupyStore(t)
-			p := filepath.Join(s.dir, "co_1/agt_1/job_pg/run_pg1.enc")
-			b, _ := os.ReadFile(p)
-			os.WriteFile(p, tt.damage(b), 0o644)
-			m, _ := mountBackupy(t, s.dir, keys, 0)
+			obj := filepath.Join(s.dir, "co_1/agt_1/job_pg/run_pg1.enc")
+			b, _ := os.ReadFile(obj)
+			if frames := (len(b) - 4 + f - 1) / f; frames != 4 {
+				t.Fatalf("%d frames", frames)
+			}
+			if tt.frame == lastFrame {
+				tt.frame = 4
+			}
+			damaged := tt.damage(b)
+			os.WriteFile(obj, damaged, 0o644)
+			m, _ := mountBackupy(t, s.dir, keys, backupy.ViewZst)
+			dump := s.dumps["co_1/agt_1/job_pg/run_pg1.pgdump"]
 			dir := m.path("db/co_1/agt_1/job_pg")
-			ents, _ := os.ReadDir(dir)
-			for _, e := range ents {
-				got, err := os.ReadFile(filepath.Join(dir, e.Name()))
-				if err == nil && bytes.Equal(got, s.dumps["co_1/agt_1/job_pg/run_pg1.pgdump"]) && tt.name != "frames swapped" {
-					continue
+			view := filepath.Join(dir, tt.main)
+			if tt.read == "zst" {
+				view += ".zst"
+			}
+			got, err := os.ReadFile(view)
+			if !errors.Is(err, syscall.EIO) {
+				t.Fatalf("reading %s to its end: %v (%d bytes), want EIO", filepath.Base(view), err, len(got))
+			}
+			// Everything decoded fails now, in fresh opens too.
+			if got, err := os.ReadFile(filepath.Join(dir, tt.main)); !errors.Is(err, syscall.EIO) {
+				t.Fatalf("%s after detection: %v (%d bytes), want EIO", tt.main, err, len(got))
+			}
+			fh, err := os.Open(filepath.Join(dir, tt.main))
+			if err != nil {
+				t.Fatalf("open %s: %v", tt.main, err)
+			}
+			buf := make([]byte, 64<<10)
+			n, err := fh.ReadAt(buf, 0)
+			fh.Close()
+			if tt.before {
+				if err != nil || !bytes.Equal(buf[:n], dump[:len(buf)]) {
+					t.Fatalf("read before the damage: %d bytes, %v", n, err)
 				}
-				if err == nil && strings.HasSuffix(e.Name(), ".enc") {
-					continue // a damaged object may be shown raw, which is the truth
-				}
-				if !errors.Is(err, syscall.EIO) {
-					t.Errorf("%s: %v (%d bytes), want EIO", e.Name(), err, len(got))
-				}
+			} else if !errors.Is(err, syscall.EIO) {
+				t.Fatalf("read of an object damaged as a whole: %v, want EIO", err)
+			}
+			// The raw ciphertext is still there, byte for byte.
+			if raw, err := os.ReadFile(filepath.Join(dir, "run_pg1.enc")); err != nil || !bytes.Equal(raw, damaged) {
+				t.Fatalf("raw view: %d bytes, %v", len(raw), err)
+			}
+			st := make([]byte, 32)
+			if n, err := unix.Getxattr(filepath.Join(dir, tt.main), "user.backupy.state", st); err != nil || string(st[:n]) != "corrupt" {
+				t.Fatalf("state %q %v", st[:n], err)
 			}
 			if got, err := os.ReadFile(m.path("db/co_1/agt_1/job_sql/run_sql1.sql")); err != nil || !bytes.Equal(got, s.dumps["co_1/agt_1/job_sql/run_sql1.sql"]) {
 				t.Errorf("another object: %v", err)
 			}
-			if !strings.Contains(m.log.String(), "run_pg1") {
-				t.Errorf("no log line names the object:\n%s", m.log)
+			// A log line names the object, and the frame at fault.
+			var named bool
+			for _, line := range strings.Split(m.log.String(), "\n") {
+				if strings.Contains(line, "run_pg1") && strings.Contains(line, tt.logs) &&
+					(tt.frame < 0 || strings.Contains(line, fmt.Sprintf("frame %d at offset ", tt.frame))) {
+					named = true
+				}
+			}
+			if !named {
+				t.Errorf("no log line names run_pg1, %q and frame %d:\n%s", tt.logs, tt.frame, m.log)
 			}
 		})
 	}
@@ -443,5 +499,109 @@ func TestBackupyTwoStoresRemount(t *testing.T) {
 	}
 	if n := bm.passes(""); n != 0 {
 		t.Fatalf("%d decode passes after the remount:\n%s", n, bm.log)
+	}
+}
+
+func gzipOf(t *testing.T, b []byte) []byte {
+	t.Helper()
+	var out bytes.Buffer
+	zw := gzip.NewWriter(&out)
+	zw.Write(b)
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return out.Bytes()
+}
+
+// Every payload kind of the format notes' §3 is named by sniffing, reads
+// back exactly and has its exact size; empty objects (an unencrypted
+// empty dump is 0 bytes, an encrypted one the 4-byte end marker) are
+// empty files.
+func TestBackupyPayloadKindsAndEmpty(t *testing.T) {
+	dir := t.TempDir()
+	dek := randomDEK(t)
+	var rdb bytes.Buffer
+	tw := tar.NewWriter(&rdb)
+	rdbData := append([]byte("REDIS0011\xfa\x09redis-ver\x057.2.4"), dumpOf("", 50<<10, 7)...)
+	tw.WriteHeader(&tar.Header{Name: "dump.rdb", Mode: 0o600, Size: int64(len(rdbData)), ModTime: time.Unix(1767225600, 0)})
+	tw.Write(rdbData)
+	tw.Close()
+	dumps := map[string][]byte{
+		"pg/run_pg.pgdump":           dumpOf("PGDMP\x01\x10\x00", 300<<10, 1),
+		"mysql/run_my.sql":           dumpOf("-- MySQL dump 10.13  Distrib 8.0.36, for Linux (x86_64)\n", 100<<10, 2),
+		"mariadb/run_ma.sql":         dumpOf("/*M!999999\\- enable the sandbox mode */\n-- MariaDB dump 10.19-11.4.2-MariaDB\n", 100<<10, 3),
+		"mongo/run_mo.archive.gz":    gzipOf(t, append([]byte{0x6d, 0xe2, 0x99, 0x81, 1, 0, 0, 0}, dumpOf("", 200<<10, 4)...)),
+		"redis/run_re.rdb.tar.gz":    gzipOf(t, rdb.Bytes()),
+		"sqlite/run_sq.db.gz":        gzipOf(t, dumpOf("SQLite format 3\x00\x10\x00\x01\x01", 200<<10, 5)),
+		"unknown/run_un.bin":         dumpOf("just bytes", 10<<10, 6),
+		"plain-sqlite/run_ps.db.gz":  gzipOf(t, dumpOf("SQLite format 3\x00\x10\x00\x01\x01", 20<<10, 8)),
+		"empty-plain/run_ep.bin":     nil,
+		"empty-encrypted/run_ee.bin": nil,
+	}
+	for view, dump := range dumps {
+		obj := filepath.Join(dir, strings.SplitN(view, ".", 2)[0]+".enc")
+		switch {
+		case strings.HasPrefix(view, "empty-plain/"):
+			os.MkdirAll(filepath.Dir(obj), 0o755)
+			os.WriteFile(obj, nil, 0o644)
+		case strings.HasPrefix(view, "empty-encrypted/"):
+			os.MkdirAll(filepath.Dir(obj), 0o755)
+			os.WriteFile(obj, []byte{0, 0, 0, 0}, 0o644)
+		case strings.HasPrefix(view, "plain-"):
+			writeBlob(t, obj, dump, nil)
+		default:
+			writeBlob(t, obj, dump, dek)
+		}
+	}
+	kr := backupy.NewKeyring()
+	tok, err := backupy.ParseToken(token(t, dek, "any", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kr.AddToken(tok, "test")
+	m, _ := mountBackupy(t, dir, kr, 0)
+	for view, dump := range dumps {
+		ents, err := os.ReadDir(m.path("db", filepath.Dir(view)))
+		if err != nil || len(ents) != 1 || ents[0].Name() != filepath.Base(view) {
+			t.Errorf("%s: listed as %v (%v)", view, ents, err)
+			continue
+		}
+		fi, err := os.Stat(m.path("db", view))
+		if err != nil || fi.Size() != int64(len(dump)) {
+			t.Errorf("%s: stat %v %v, want %d bytes", view, fi, err, len(dump))
+		}
+		got, err := os.ReadFile(m.path("db", view))
+		if err != nil || !bytes.Equal(got, dump) {
+			t.Errorf("%s: %d bytes, %v; want %d", view, len(got), err, len(dump))
+		}
+	}
+	st := make([]byte, 32)
+	if n, err := unix.Getxattr(m.path("db/empty-encrypted/run_ee.bin"), "user.backupy.kind", st); err != nil || string(st[:n]) != "empty" {
+		t.Errorf("kind of the empty encrypted object: %q %v", st[:n], err)
+	}
+}
+
+// One decode pass serves every later read of the dump in a mount, from
+// the cache file, whatever the kernel keeps.
+func TestBackupyCacheReuseInOneMount(t *testing.T) {
+	s, keys := newBackupyStore(t)
+	bm := mountBackupyStores(t, t.TempDir(), 0, bkSource{"db", s.dir, keys})
+	p := bm.path("db/co_1/agt_1/job_pg/run_pg1.pgdump")
+	want := s.dumps["co_1/agt_1/job_pg/run_pg1.pgdump"]
+	for i := range 3 {
+		f, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Drop what the kernel cached, so reads reach the mount.
+		unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
+		got, err := io.ReadAll(f)
+		f.Close()
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("read %d: %d bytes, %v", i, len(got), err)
+		}
+	}
+	if n := bm.passes("run_pg1"); n != 1 {
+		t.Fatalf("%d decode passes for three reads:\n%s", n, bm.log)
 	}
 }

@@ -345,6 +345,17 @@ func (b *Blob) wholeDamage() error {
 	return nil
 }
 
+// pastGoodDecoded returns the corruption if decoded bytes up to end are
+// known to lie past what a pass could decode before the damage.
+func (b *Blob) pastGoodDecoded(end int64) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.dec.corrupt != nil && b.dec.goodDecoded >= 0 && end > b.dec.goodDecoded {
+		return b.dec.corrupt
+	}
+	return nil
+}
+
 // noteGoodDecoded records how far a pass over a damaged object got.
 func (b *Blob) noteGoodDecoded(n int64) {
 	b.mu.Lock()
@@ -516,11 +527,14 @@ func (b *Blob) learnSHA(sha string) error {
 			b.key, k = &nk, &nk
 		}
 	}
+	damaged := b.dec.corrupt != nil
 	b.mu.Unlock()
 	if b.saved.SHA256 != sha {
 		b.store.disk.update(b, func(e *indexEntry) { e.SHA256 = sha })
 	}
-	if k != nil && k.sha != "" && !strings.EqualFold(k.sha, sha) {
+	// Damage already found explains a mismatch; it must not turn damage
+	// at a frame into damage of the whole.
+	if k != nil && k.sha != "" && !damaged && !strings.EqualFold(k.sha, sha) {
 		return b.markCorrupt(fmt.Errorf("%w: object sha256 %s, expected %s", errHashMismatch, sha, k.sha))
 	}
 	return nil

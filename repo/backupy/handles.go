@@ -46,7 +46,7 @@ func (f *File) Open(ctx context.Context) (Handle, error) {
 	}
 	b.mu.Lock()
 	zstd := b.pl.zstd
-	check := b.Kind != KindEmpty && b.key != nil && b.key.sha != "" && b.dec.computedSHA == ""
+	check := b.Kind != KindEmpty && b.key != nil && b.key.sha != "" && b.dec.computedSHA == "" && b.dec.corrupt == nil
 	b.mu.Unlock()
 	if f.kind == FileZst || !zstd || b.Kind == KindEmpty {
 		h := &compressedHandle{b: b}
@@ -296,6 +296,9 @@ func (h *decodedHandle) read(ctx context.Context, p []byte, off int64) (int, err
 	}
 	if err := h.b.wholeDamage(); err != nil {
 		return 0, err
+	}
+	if err := h.b.pastGoodDecoded(off + int64(len(p))); err != nil {
+		return 0, err // known to need bytes past the damage: no pass
 	}
 	if n, ok := h.b.decodedSize(); ok && off >= n {
 		return 0, io.EOF
