@@ -294,10 +294,9 @@ func (b *Blob) corruptWith(cause error, at int64, persist bool) error {
 	b.mu.Lock()
 	first := b.dec.corrupt == nil
 	earlier := first || at < b.dec.corruptAt
-	if first {
+	if earlier {
+		// The earliest damage is what reads run into first.
 		b.dec.corrupt = err
-		b.dec.corruptAt = at
-	} else if earlier {
 		b.dec.corruptAt = at
 		b.dec.goodDecoded = -1
 	}
@@ -310,9 +309,12 @@ func (b *Blob) corruptWith(cause error, at int64, persist bool) error {
 		return err // already known, and no worse
 	}
 	attrs := append(frameAttrs(cause), "object", b.Path, "err", cause)
-	if persist {
-		b.store.log.Error("backupy: object is corrupt; reads of the damaged part fail", attrs...)
-	} else {
+	switch {
+	case persist && at == 0:
+		b.store.log.Error("backupy: object is corrupt; reads of its decoded views fail", attrs...)
+	case persist:
+		b.store.log.Error("backupy: object is corrupt; reads from the damaged frame on fail", attrs...)
+	default:
 		b.store.log.Warn("backupy: object was found corrupt by an earlier full pass", attrs...)
 	}
 	if keyID, ok := b.persistable(cause, key); ok && persist {
