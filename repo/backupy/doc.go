@@ -19,21 +19,31 @@
 //     never waits for the disk.
 //
 // The decoded size is known only after one full pass unless the zstd header
-// carries it. Sizes, checksum results and the ciphertext SHA-256 found by a
-// full pass go into a small persistent index in the cache directory, so later
-// mounts list exact sizes without decoding anything.
+// carries it. Sizes, the zstd checksum result and the ciphertext SHA-256
+// found by a full pass go into a small persistent index in the cache
+// directory, so later mounts list exact sizes without decoding anything.
+// All the stores of a process that use one cache directory share it, and
+// its index.
 //
 // Integrity: a frame's GCM tag does not bind it to its position, so a
 // reordered or shortened object can decrypt cleanly frame by frame. Every
-// full pass therefore checks the zstd content checksum, the end-of-stream
-// marker, and the ciphertext SHA-256 when a token or keyring entry supplies
-// it. Any failure marks the object corrupt, and from then on reads of its
-// decoded views fail instead of returning bytes that may be wrong. Random
+// full pass (a decode, or a handle's reads of a whole compressed view from
+// start to end) therefore checks the end-of-stream marker, the zstd content
+// checksum (decodes), and the ciphertext SHA-256 when a token or keyring
+// entry binds one to the object. Damage at a frame (a failed tag, a bad
+// length, truncation, trailing bytes) fails the reads that touch it and
+// everything after; reads before it still work. Damage only a full pass
+// sees (reordering, a bad zstd stream, a wrong hash) fails every read of
+// the decoded views. A corrupt object keeps a raw view of its bytes. Random
 // reads before the first full pass cannot detect reordering; that is a
-// property of the format.
+// property of the format. Verdicts that depend on a token's claim (a hash
+// mismatch) are never saved: the computed hash is, and compared again with
+// each mount's keys.
 //
 // Keys come from decryption tokens (the JWTs the Backupy server hands out)
 // and keyring files; see Keyring. They are matched to objects by path, run
-// id, ciphertext hash and finally by trial decryption of frame 0. Keys never
-// appear in logs, errors or views; only a fingerprint does.
+// id, ciphertext hash and finally by trial decryption of frame 0. A key
+// chosen for an object that does not open frame 0 means damage, not a
+// locked object. Keys never appear in logs, errors or views; only a
+// fingerprint does.
 package backupy
