@@ -9,6 +9,10 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"golang.org/x/crypto/chacha20"
+	//lint:ignore SA1019 the reference secretbox is built on the raw one-time MAC
+	"golang.org/x/crypto/poly1305"
 )
 
 // fixtureKeyField extracts a 32-byte field from the maxbupst primary test key
@@ -226,4 +230,70 @@ func byteSize(n int) string {
 		return strconv.Itoa(n>>20) + "MiB"
 	}
 	return strconv.Itoa(n) + "B"
+}
+
+// referenceSeal is the secretbox of §4.3 written out with the portable
+// ChaCha20 alone, to check the faster keystream against.
+func referenceSeal(t *testing.T, k *BoxKey, nonce *[NonceSize]byte, epk *[KeySize]byte, msg []byte) []byte {
+	t.Helper()
+	c, err := chacha20.NewUnauthenticatedCipher(k[:], nonce[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var polyKey [32]byte
+	c.XORKeyStream(polyKey[:], polyKey[:])
+	ct := make([]byte, len(msg))
+	c.XORKeyStream(ct, msg)
+	var mac [MACSize]byte
+	poly1305.Sum(&mac, ct, &polyKey)
+	env := append(append(append(nonce[:len(nonce):len(nonce)], mac[:]...), ct...), epk[:]...)
+	return env
+}
+
+// TestKeystreamMatchesReference seals and opens around the size where the
+// AEAD's keystream takes over, against the portable reference, and checks
+// that a caller's buffer past the plaintext is left alone.
+func TestKeystreamMatchesReference(t *testing.T) {
+	var k BoxKey
+	var nonce [NonceSize]byte
+	var epk [KeySize]byte
+	for i := range k {
+		k[i], epk[i] = byte(i*3+1), byte(i)
+	}
+	for i := range nonce {
+		nonce[i] = byte(200 - i)
+	}
+	for _, n := range []int{aeadMin - 1, aeadMin, aeadMin + 31, aeadMin + 33, 64<<10 + 7, 1<<20 + 5} {
+		msg := make([]byte, n)
+		for i := range msg {
+			msg[i] = byte(i*7 + i>>9)
+		}
+		ref := referenceSeal(t, &k, &nonce, &epk, msg)
+		if got := SealWithKey(nil, &k, &nonce, &epk, msg); !bytes.Equal(got, ref) {
+			t.Fatalf("n=%d: SealWithKey differs from the reference", n)
+		}
+		got, err := OpenWithKey(nil, &k, ref)
+		if err != nil || !bytes.Equal(got, msg) {
+			t.Fatalf("n=%d: OpenWithKey: %v", n, err)
+		}
+		// A caller's buffer with room after it: nothing past the plaintext
+		// may change.
+		buf := bytes.Repeat([]byte{0xee}, 3+n+100)
+		got, err = OpenWithKey(buf[:3], &k, ref)
+		if err != nil || !bytes.Equal(got[3:], msg) {
+			t.Fatalf("n=%d: OpenWithKey into a buffer: %v", n, err)
+		}
+		if !bytes.Equal(buf[3+n:], bytes.Repeat([]byte{0xee}, 100)) {
+			t.Fatalf("n=%d: OpenWithKey wrote past the plaintext", n)
+		}
+		o := &Opener{keys: map[[KeySize]byte]BoxKey{epk: k}}
+		if pt, err := o.OpenInPlace(bytes.Clone(ref)); err != nil || !bytes.Equal(pt, msg) {
+			t.Fatalf("n=%d: OpenInPlace: %v", n, err)
+		}
+		bad := bytes.Clone(ref)
+		bad[NonceSize+MACSize+n/2] ^= 1
+		if _, err := o.OpenInPlace(bad); !errors.Is(err, ErrAuth) {
+			t.Fatalf("n=%d: tampered envelope: %v", n, err)
+		}
+	}
 }
