@@ -14,81 +14,63 @@ import (
 // after the first use; large buffers also come from huge pages, which make
 // even the first use cheap.
 //
-// Buffers of up to 1 MiB come from the Go heap, in size classes a quarter
-// of a power of two apart. Larger ones are whole multiples of 2 MiB
-// (one transparent huge page each, on Linux mapped outside the Go heap):
-// memory held by the pool is then exactly what the chunk cache counts, and
-// no garbage collection is needed to reuse or return it. Idle large
-// buffers are kept up to a bound and unmapped beyond it.
+// Buffers over 16 KiB are mapped outside the Go heap (on Linux), in size
+// classes: up to 1 MiB a quarter of a power of two apart, beyond that whole
+// multiples of 2 MiB, each one transparent huge page. Memory held by the
+// pool is then exactly what the chunk cache counts, and the garbage
+// collector neither scans it nor lets it double: chunks on the heap made
+// the heap grow to twice the cache before collecting (a mount reading many
+// small files with a 256 MiB cache peaked at 640 MiB). Idle buffers are
+// kept up to a bound and unmapped beyond it. Smaller buffers come from
+// the heap: they are cheap to allocate and few bytes in all.
 //
 // Buffers from Get are not zeroed: callers must write every byte they use.
 // A buffer must not be touched after Put; in tests Put overwrites it, so a
 // use after release shows up as wrong bytes.
 type BufferPool struct {
-	classes [numClasses]sync.Pool
-
 	mu      sync.Mutex
-	free    map[int][][]byte     // idle large buffers by capacity
-	offHeap map[uintptr]struct{} // large buffers mapped outside the heap, by address
+	free    map[int][][]byte     // idle buffers by capacity
+	offHeap map[uintptr]struct{} // buffers mapped outside the heap, by address
 	idle    int64                // bytes in free
-	mapped  int64                // bytes of large buffers in existence
+	mapped  int64                // bytes of pooled buffers in existence
 	maxIdle int64
 }
 
 const (
-	minPooled  = 64 << 10 // smaller buffers are cheap to allocate
-	minShift   = 16       // log2(minPooled)
-	maxShift   = 20       // largest heap class: 1 MiB
-	numClasses = (maxShift - minShift + 1) * 4
+	minPooled = 16 << 10 // smaller buffers are cheap to allocate
+	maxShift  = 20       // largest quarter-power-of-two class: 1 MiB
 
 	// HugePage is the granule of large buffers.
 	HugePage = 2 << 20
 
-	// DefaultMaxIdle bounds the idle large buffers a pool keeps.
+	// DefaultMaxIdle bounds the idle buffers a pool keeps.
 	DefaultMaxIdle = 16 << 20
 )
 
 // poison makes Put overwrite buffers in test binaries.
 var poison = testing.Testing()
 
-// classOf returns the heap class of a buffer of n bytes and that class's
-// size, or -1 for sizes outside the heap classes.
-func classOf(n int) (class, size int) {
-	if n <= minPooled || n > 1<<maxShift {
-		return -1, n
+// classSize returns the capacity the pool gives a buffer of n bytes, or
+// false for buffers it does not pool.
+func classSize(n int) (int, bool) {
+	switch {
+	case n <= minPooled:
+		return 0, false
+	case n > 1<<maxShift:
+		return (n + HugePage - 1) / HugePage * HugePage, true
 	}
 	k := bits.Len(uint(n-1)) - 1 // 2^k < n <= 2^(k+1)
 	step := 1 << k / 4
 	j := (n - 1<<k + step - 1) / step // 1..4
-	return (k-minShift)*4 + j - 1, 1<<k + j*step
+	return 1<<k + j*step, true
 }
-
-// isLarge reports whether a buffer of n bytes is a large one.
-func isLarge(n int) bool { return n > 1<<maxShift }
-
-// largeSize rounds n up to whole huge pages.
-func largeSize(n int) int { return (n + HugePage - 1) / HugePage * HugePage }
 
 // Get returns a buffer of length n. A nil pool allocates.
 func (p *BufferPool) Get(n int) []byte {
-	if p == nil {
+	size, pooled := classSize(n)
+	if p == nil || !pooled {
 		return make([]byte, n)
 	}
-	if isLarge(n) {
-		return p.getLarge(n)
-	}
-	class, size := classOf(n)
-	if class < 0 {
-		return make([]byte, n)
-	}
-	if b, ok := p.classes[class].Get().(*[]byte); ok {
-		return (*b)[:n]
-	}
-	return make([]byte, n, size)
-}
-
-func (p *BufferPool) getLarge(n int) []byte {
-	size := largeSize(n)
 	p.mu.Lock()
 	if list := p.free[size]; len(list) > 0 {
 		b := list[len(list)-1]
@@ -99,7 +81,7 @@ func (p *BufferPool) getLarge(n int) []byte {
 	}
 	p.mapped += int64(size)
 	p.mu.Unlock()
-	b, off := allocLarge(size)
+	b, off := allocOffHeap(size)
 	if off {
 		p.mu.Lock()
 		if p.offHeap == nil {
@@ -111,6 +93,14 @@ func (p *BufferPool) getLarge(n int) []byte {
 	return b[:n]
 }
 
+// allocOffHeap maps a buffer of one of the pool's sizes.
+func allocOffHeap(size int) ([]byte, bool) {
+	if size%HugePage == 0 {
+		return allocLarge(size)
+	}
+	return allocPages(size)
+}
+
 // Put returns a buffer obtained from Get. The caller must not use it
 // afterwards.
 func (p *BufferPool) Put(b []byte) {
@@ -118,27 +108,15 @@ func (p *BufferPool) Put(b []byte) {
 		return
 	}
 	b = b[:cap(b)]
+	if size, pooled := classSize(len(b)); !pooled || size != len(b) {
+		return // not one of ours
+	}
 	if poison {
 		for i := range b {
 			b[i] = 0xA5
 		}
 	}
-	if isLarge(len(b)) {
-		p.putLarge(b)
-		return
-	}
-	class, size := classOf(len(b))
-	if class < 0 || size != len(b) {
-		return // not one of ours
-	}
-	p.classes[class].Put(&b)
-}
-
-func (p *BufferPool) putLarge(b []byte) {
 	size := len(b)
-	if size%HugePage != 0 {
-		return // not one of ours
-	}
 	p.mu.Lock()
 	maxIdle := p.maxIdle
 	if maxIdle == 0 {
@@ -150,7 +128,7 @@ func (p *BufferPool) putLarge(b []byte) {
 		delete(p.offHeap, base(b))
 		p.mu.Unlock()
 		if off {
-			freeLarge(b)
+			freeOffHeap(b)
 		}
 		return
 	}
@@ -162,17 +140,17 @@ func (p *BufferPool) putLarge(b []byte) {
 	p.mu.Unlock()
 }
 
-// SetMaxIdle bounds the bytes of idle large buffers the pool keeps; more
-// are returned to the system. Zero means DefaultMaxIdle.
+// SetMaxIdle bounds the bytes of idle buffers the pool keeps; more are
+// returned to the system. Zero means DefaultMaxIdle.
 func (p *BufferPool) SetMaxIdle(n int64) {
 	p.mu.Lock()
 	p.maxIdle = n
 	p.mu.Unlock()
 }
 
-// PoolStats describes a pool's large buffers.
+// PoolStats describes a pool's buffers.
 type PoolStats struct {
-	Mapped int64 // bytes of large buffers in existence, in use or idle
+	Mapped int64 // bytes of pooled buffers in existence, in use or idle
 	Idle   int64 // of which idle in the pool
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -368,7 +369,7 @@ func TestGivingUpWaitersBalanceReferences(t *testing.T) {
 
 func TestBufferClasses(t *testing.T) {
 	var p BufferPool
-	for _, n := range []int{1, 64 << 10, 64<<10 + 1, 100 << 10, 1 << 20, 1<<20 + 1, 8<<20 + 73, 20 << 20, 128 << 20, 128<<20 + 1} {
+	for _, n := range []int{1, 16 << 10, 16<<10 + 1, 20 << 10, 64<<10 + 1, 100 << 10, 1 << 20, 1<<20 + 1, 8<<20 + 73, 20 << 20, 128 << 20, 128<<20 + 1} {
 		b := p.Get(n)
 		if len(b) != n {
 			t.Fatalf("Get(%d) has length %d", n, len(b))
@@ -379,15 +380,46 @@ func TestBufferClasses(t *testing.T) {
 			if cap(b)%HugePage != 0 || cap(b) < n || cap(b)-n >= HugePage {
 				t.Fatalf("Get(%d) has capacity %d", n, cap(b))
 			}
-		case n > 64<<10:
+		case n > 16<<10:
 			if cap(b) < n || float64(cap(b)) > 1.25*float64(n)+1 {
 				t.Fatalf("Get(%d) has capacity %d", n, cap(b))
 			}
+		}
+		if _, pooled := classSize(n); pooled != (n > 16<<10) {
+			t.Fatalf("Get(%d): pooled %v", n, pooled)
 		}
 		for i := range b { // every byte is usable
 			b[i] = byte(i)
 		}
 		p.Put(b)
+	}
+}
+
+// Buffers are reused by size, kept idle up to a bound, and returned to the
+// system beyond it; none of them is on the Go heap.
+func TestPooledBuffersLiveOutsideTheHeap(t *testing.T) {
+	var p BufferPool
+	p.SetMaxIdle(1 << 30)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	var bufs [][]byte
+	for range 64 {
+		bufs = append(bufs, p.Get(700<<10), p.Get(3<<20))
+	}
+	runtime.ReadMemStats(&after)
+	if grew := int64(after.HeapAlloc) - int64(before.HeapAlloc); grew > 8<<20 {
+		t.Errorf("256 MiB of buffers grew the heap by %d bytes", grew)
+	}
+	if st := p.Stats(); st.Mapped != 64*(768<<10+4<<20) {
+		t.Errorf("mapped %d", st.Mapped)
+	}
+	for _, b := range bufs {
+		p.Put(b)
+	}
+	b := p.Get(700 << 10)
+	if &b[0] != &bufs[len(bufs)-2][0] {
+		t.Error("an idle mid-size buffer was not reused")
 	}
 }
 

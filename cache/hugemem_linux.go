@@ -30,7 +30,18 @@ func allocLarge(size int) (b []byte, offHeap bool) {
 	return b, true
 }
 
-// freeLarge unmaps a buffer allocLarge mapped outside the heap.
-func freeLarge(b []byte) {
+// allocPages maps size bytes (a multiple of the page size) of anonymous
+// memory outside the Go heap. If mapping fails it falls back to the Go
+// heap and reports offHeap false.
+func allocPages(size int) (b []byte, offHeap bool) {
+	p, err := unix.MmapPtr(-1, 0, nil, uintptr(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		return make([]byte, size), false
+	}
+	return unsafe.Slice((*byte)(p), size), true
+}
+
+// freeOffHeap unmaps a buffer allocLarge or allocPages mapped.
+func freeOffHeap(b []byte) {
 	_ = unix.MunmapPtr(unsafe.Pointer(unsafe.SliceData(b)), uintptr(len(b)))
 }

@@ -6,4 +6,7 @@ package cache
 // implemented.
 func allocLarge(size int) (b []byte, offHeap bool) { return make([]byte, size), false }
 
-func freeLarge([]byte) {}
+// allocPages allocates on the Go heap where mappings are not implemented.
+func allocPages(size int) (b []byte, offHeap bool) { return make([]byte, size), false }
+
+func freeOffHeap([]byte) {}
