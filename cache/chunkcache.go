@@ -144,13 +144,23 @@ type prefetchReq struct {
 // caller asks again later.
 const maxQueued = 32
 
+// Decoders is how many goroutines at most fill prefetches at once in
+// caches made by New afterwards: one per core the process may use. Zero
+// means GOMAXPROCS. A program that runs with more Ps than cores (so that
+// requests are served while every core decodes) sets it to the cores.
+var Decoders int
+
 // New returns a cache holding at most maxBytes of chunks. Background
-// prefetches run on at most GOMAXPROCS goroutines.
+// prefetches run on at most Decoders goroutines.
 func New(maxBytes int64) *ChunkCache {
+	decoders := Decoders
+	if decoders <= 0 {
+		decoders = runtime.GOMAXPROCS(0)
+	}
 	c := &ChunkCache{
 		maxBytes:       maxBytes,
 		inflight:       make(map[Key]*fill),
-		maxPrefetchers: runtime.GOMAXPROCS(0),
+		maxPrefetchers: decoders,
 	}
 	// The entry count is not the bound; bytes are (see add).
 	lru, err := simplelru.NewLRU[Key, *Chunk](1<<31-1, func(_ Key, ch *Chunk) {
@@ -201,7 +211,7 @@ func (c *ChunkCache) Get(ctx context.Context, k Key, fn FillFunc) (*Chunk, error
 
 // Prefetch asks for k to be filled in the background unless it is cached
 // or already being filled. Requests run in the order given, on at most
-// GOMAXPROCS goroutines at once; a goroutine that finishes one takes the
+// Decoders goroutines at once; a goroutine that finishes one takes the
 // next, so prefetching keeps every core busy while the reader that asked
 // waits for an earlier chunk. Prefetch reports false only when the queue
 // is full, so the caller can ask again later; prefetches are hints, and
