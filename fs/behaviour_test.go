@@ -683,3 +683,36 @@ func TestItemRootPermissions(t *testing.T) {
 	}
 	t.Fatalf("no item %s… in the fixture", private)
 }
+
+// TestListingsGiveFileAttributesOnlyToStatters checks the READDIRPLUS
+// policy: a walk that only reads names (as find does) gets no file
+// attributes, so the kernel creates no inode per file; the first stat of
+// a file then needs a lookup, which turns attributes on for a while.
+func TestListingsGiveFileAttributesOnlyToStatters(t *testing.T) {
+	m := mountSources(t, fsOptions(), source{"r", "bupstash-0.12.1/repo", "bupstash-0.12.1/keys/primary.key"})
+	root := m.path("r", "ids", snapshot012)
+	var walk func(dir string)
+	walk = func(dir string) {
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range ents {
+			if e.IsDir() {
+				walk(filepath.Join(dir, e.Name()))
+			}
+		}
+	}
+	walk(root)
+	if m.fs.StatsFiles() {
+		t.Fatal("a walk reading names looked files up")
+	}
+	if _, err := os.Stat(filepath.Join(root, "a.txt")); err != nil {
+		t.Fatal(err)
+	}
+	if !m.fs.StatsFiles() {
+		t.Fatal("a stat after the walk found the file without a lookup: the listing gave its attributes")
+	}
+	// From now on listings give them: ls -l of another directory.
+	fusetest.Run(t, "ls", "-lR", root)
+}

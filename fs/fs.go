@@ -7,6 +7,7 @@ import (
 	"os"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -72,6 +73,8 @@ type FS struct {
 	owner   owner // of synthetic nodes
 
 	server *fuse.Server // set by Init, for cache invalidations
+
+	lastFileLookup atomic.Int64 // Unix ns; see statsFiles
 
 	nodes   *nodeTable
 	items   itemTable
