@@ -716,3 +716,36 @@ func TestListingsGiveFileAttributesOnlyToStatters(t *testing.T) {
 	// From now on listings give them: ls -l of another directory.
 	fusetest.Run(t, "ls", "-lR", root)
 }
+
+// TestPanicBecomesEIO checks that a panic in a request handler fails that
+// request with EIO and one log line, and the mount goes on serving.
+func TestPanicBecomesEIO(t *testing.T) {
+	m := &mounted{log: &logBuffer{}}
+	opts := fsOptions()
+	opts.Logger = newTestLogger(m.log)
+	m.fs = fs.New(opts)
+	if err := m.fs.AddPanickingSource("boom"); err != nil {
+		t.Fatal(err)
+	}
+	k, err := bupstash.LoadKey(filepath.Join(testdata, "bupstash-0.12.1/keys/primary.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := bupstash.Open(context.Background(), filepath.Join(testdata, "bupstash-0.12.1/repo"), k, bupstash.Options{Logger: opts.Logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.fs.AddBupstash("r", r); err != nil {
+		t.Fatal(err)
+	}
+	m.dir = fusetest.Mount(t, m.fs, fs.MountOptions{})
+	if _, err := os.Stat(m.path("boom")); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("stat of a node whose handler panics: %v, want EIO", err)
+	}
+	if !strings.Contains(m.log.String(), "internal error while serving a request") {
+		t.Errorf("the panic was not logged:\n%s", m.log)
+	}
+	if b, err := os.ReadFile(m.path("r", "ids", snapshot012, "a.txt")); err != nil || string(b) != "hello\n" {
+		t.Fatalf("after the panic: %q %v", b, err)
+	}
+}

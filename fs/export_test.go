@@ -1,4 +1,19 @@
 package fs
 
+import (
+	"context"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
 // StatsFiles exposes statsFiles to the tests.
 func (f *FS) StatsFiles() bool { return f.statsFiles() }
+
+// panickingNode is a synthetic node whose attributes panic, to test that a
+// handler's panic becomes EIO and the mount lives on.
+type panickingNode struct{}
+
+func (panickingNode) attr(context.Context, *fuse.Attr) error { panic("injected for a test") }
+
+// AddPanickingSource adds a top-level entry whose stat panics.
+func (f *FS) AddPanickingSource(name string) error { return f.addSource(name, panickingNode{}) }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -84,9 +85,14 @@ func (f *FS) Mount(dir string, mo MountOptions) (*Mount, error) {
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		return nil, fmt.Errorf("no FUSE device (/dev/fuse): load the fuse module or run where FUSE is available: %w", err)
 	}
-	server, err := fuse.NewServer(f, dir, opts)
+	var server *fuse.Server
+	helperSaid, err := captureStderr(!opts.DirectMount, func() error {
+		var err error
+		server, err = fuse.NewServer(f, dir, opts)
+		return err
+	})
 	if err != nil {
-		return nil, fmt.Errorf("mounting on %s: %w", dir, explainMountError(err))
+		return nil, fmt.Errorf("mounting on %s: %w", dir, explainMountError(err, helperSaid))
 	}
 	// The mount is complete, INIT included, once NewServer returns, and
 	// this process never touches it: a process killed while one of its own
@@ -155,14 +161,55 @@ func fuseLogLevel(debug bool) slog.Level {
 	return slog.LevelWarn
 }
 
-func explainMountError(err error) error {
+// explainMountError says why a mount failed in one line: the error, what
+// fusermount3 printed (helperSaid), and what to do.
+func explainMountError(err error, helperSaid string) error {
+	if said := strings.Join(strings.Fields(helperSaid), " "); said != "" {
+		// go-fuse only reports the helper's exit status.
+		return fmt.Errorf("%s (fusermount3 exited with an error)", said)
+	}
 	switch {
 	case errors.Is(err, syscall.EPERM), errors.Is(err, syscall.EACCES):
 		return fmt.Errorf("%w (not allowed: mount as root, or install fuse3 for fusermount3)", err)
 	case errors.Is(err, syscall.ENODEV):
 		return fmt.Errorf("%w (the kernel has no FUSE support loaded)", err)
 	}
-	return err
+	return errors.New(strings.TrimSpace(err.Error()))
+}
+
+// captureStderr runs fn and, when capture is set, returns what was
+// written to the process's standard error meanwhile instead of letting it
+// through: go-fuse runs fusermount3 with this process's stderr, and its
+// message would otherwise be a second line beside backupfs's own. Nothing
+// else writes while a mount is being set up.
+func captureStderr(capture bool, fn func() error) (string, error) {
+	if !capture {
+		return "", fn()
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return "", fn()
+	}
+	saved, err := syscall.Dup(2)
+	if err != nil {
+		r.Close()
+		w.Close()
+		return "", fn()
+	}
+	_ = syscall.Dup3(int(w.Fd()), 2, 0)
+	done := make(chan string)
+	go func() {
+		b, _ := io.ReadAll(io.LimitReader(r, 4096))
+		_, _ = io.Copy(io.Discard, r)
+		done <- string(b)
+	}()
+	ferr := fn()
+	_ = syscall.Dup3(saved, 2, 0)
+	syscall.Close(saved)
+	w.Close()
+	said := <-done
+	r.Close()
+	return said, ferr
 }
 
 // PrepareSelfAccess must be called before the serving process opens files

@@ -103,6 +103,8 @@ func runMount(ctx context.Context, e *env, args []string) error {
 	sources := cfg.Bupstash
 	if dir := firstNonEmpty(*repoDir, e.getenv("BUPSTASH_REPOSITORY")); dir != "" {
 		sources = append(sources, bupstashConfig{Name: *name, Repo: dir, Key: *keyPath})
+	} else if *keyPath != "" || *name != "" {
+		return fmt.Errorf("%w: --key and --name describe --repo, which is not given (nor BUPSTASH_REPOSITORY)", errUsage)
 	}
 	stores := cfg.Backupy
 	for _, dir := range by.dirs {

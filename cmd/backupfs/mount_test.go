@@ -291,10 +291,20 @@ func TestMountFailures(t *testing.T) {
 		{"nothing to mount", []string{t.TempDir()}, 2, "nothing to mount"},
 		{"no mountpoint", []string{"--repo", abs(t, repo012)}, 2, "MOUNTPOINT"},
 		{"bad xattrs mode", []string{"--repo", abs(t, repo012), "--key", abs(t, primary012), "--xattrs", "maybe", t.TempDir()}, 2, "auto, on or off"},
+		{"key without repository", []string{"--key", abs(t, primary012), t.TempDir()}, 2, "--key and --name describe --repo"},
+		{"user without fusermount3", append([]string{"--as-nobody"}, openToAll(t)...), 1, "install the fuse3 package"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			cmd := exec.Command(backupfsBinary(t), append([]string{"mount"}, tt.args...)...)
-			cmd.Env = cleanEnv()
+			argv := append([]string{backupfsBinary(t), "mount"}, tt.args...)
+			env := cleanEnv()
+			if tt.args[0] == "--as-nobody" {
+				// An unprivileged user whose PATH has no fusermount3.
+				argv = append([]string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", argv[0], "mount"}, tt.args[1:]...)
+				os.Chmod(filepath.Dir(argv[4]), 0o755)
+				env = append(env, "PATH=/nonexistent")
+			}
+			cmd := exec.Command(argv[0], argv[1:]...)
+			cmd.Env = env
 			var stderr bytes.Buffer
 			cmd.Stderr = &stderr
 			done := make(chan error, 1)
@@ -359,4 +369,63 @@ func TestMountBackupy(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "repo", "latest")); err != nil {
 		t.Errorf("the Bupstash source beside it: %v", err)
 	}
+}
+
+// --uid and --gid show every file as the given user's, and --allow-other
+// lets that user in: a backup of root's private directory is readable by
+// the user it is mounted for.
+func TestMountForAnotherUser(t *testing.T) {
+	dir := t.TempDir()
+	os.Chmod(filepath.Dir(dir), 0o755)
+	startMount(t, nil, "--allow-other", "--uid", "65534", "--gid", "65534", "--repo", abs(t, repo012), "--key", abs(t, primary012), dir)
+	ids, err := os.ReadDir(filepath.Join(dir, "repo", "ids"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		if !strings.HasPrefix(id.Name(), "7f3491e5") {
+			continue
+		}
+		p := filepath.Join(dir, "repo", "ids", id.Name(), "p.txt")
+		var st syscall.Stat_t
+		if err := syscall.Stat(p, &st); err != nil || st.Uid != 65534 || st.Gid != 65534 {
+			t.Fatalf("stat %s: uid %d gid %d, %v; want 65534", p, st.Uid, st.Gid, err)
+		}
+		out, err := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "cat", p).CombinedOutput()
+		if err != nil || len(out) == 0 {
+			t.Fatalf("the user the mount is for cannot read %s: %v %q", p, err, out)
+		}
+		if out, err := exec.Command("setpriv", "--reuid=65533", "--regid=65533", "--clear-groups", "cat", p).CombinedOutput(); err == nil {
+			t.Fatalf("another user read %s: %q", p, out)
+		}
+		return
+	}
+	t.Fatal("no private item in the fixture")
+}
+
+// openToAll copies the 0.12.1 repository and its key where any user may
+// read them, and returns mount arguments for them and a mountpoint any
+// user may use: the checkout itself may be private to its owner.
+func openToAll(t *testing.T) []string {
+	t.Helper()
+	dir := t.TempDir()
+	os.Chmod(filepath.Dir(dir), 0o755)
+	os.Chmod(dir, 0o755)
+	repo := filepath.Join(dir, "repo")
+	if err := os.CopyFS(repo, os.DirFS(repo012)); err != nil {
+		t.Fatal(err)
+	}
+	key, err := os.ReadFile(primary012)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "primary.key"), key, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mnt := filepath.Join(dir, "mnt")
+	if err := os.Mkdir(mnt, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(mnt, 0o777)
+	return []string{"--repo", repo, "--key", filepath.Join(dir, "primary.key"), mnt}
 }
