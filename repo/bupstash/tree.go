@@ -13,9 +13,11 @@ import (
 
 // Tree is a snapshot's file tree decoded once into a compact, navigable
 // form: one fixed-size record per entry, names in a shared arena, and each
-// directory's children as a sorted run of record numbers. A million-entry
-// snapshot costs about 125 bytes per entry besides the names. Trees are
-// immutable and safe for concurrent use.
+// directory's children as a sorted run of record numbers. An entry costs
+// 108 bytes besides its name (its record and its place among its
+// directory's children), and what few entries have (link targets, xattrs,
+// devices, hard links, rare owners and times) lives beside in extras.
+// Trees are immutable and safe for concurrent use.
 //
 // Record 0 is the snapshot root. Records are numbered in index order, so
 // rebuilding a tree from the same index gives the same numbers; callers
@@ -26,40 +28,47 @@ type Tree struct {
 	names  nameArena
 	kids   []uint32
 	extras []nodeExtra
+	owners [][2]uint32 // distinct (uid, gid) pairs, by treeNode.owner
 }
 
-// treeNode is one entry. Field order keeps it free of padding.
+// treeNode is one entry. Field order keeps it free of padding; fields
+// that only some entries need share space or live in extras.
 type treeNode struct {
-	size      uint64
-	mtime     int64
-	ctime     int64
-	chunk     uint64 // first leaf (formats 3–5) or stream offset (formats 1–2)
-	mtimeNsec uint32
-	ctimeNsec uint32
-	mode      uint32
-	uid       uint32
-	gid       uint32
-	nlink     uint32
-	parent    uint32
-	nameOff   uint32
-	delta     uint32
-	start     uint32
-	end       uint32
-	inode     uint32 // record whose inode this one shares (itself unless hard-linked)
-	extra     uint32 // 1-based index into extras, 0 for none
-	kidsOff   uint32
-	kidsLen   uint32
-	nameLen   uint16
-	flags     uint16
-	hash      [32]byte
+	size  uint64
+	mtime int64
+	// chunk is a regular file's first leaf (formats 3–5) or stream offset
+	// (formats 1–2); for a directory, where its children start in kids
+	// (high 32 bits) and how many there are (low 32 bits).
+	chunk      uint64
+	ctimeDelta int32 // ctime - mtime, unless flagCtimeExtra
+	mtimeNsec  uint32
+	ctimeNsec  uint32
+	mode       uint32
+	nlink      uint32
+	parent     uint32
+	nameOff    uint32
+	delta      uint32
+	start      uint32
+	end        uint32
+	extra      uint32 // 1-based index into extras, 0 for none
+	owner      uint16 // index into owners, or ownerInExtra
+	nameLen    uint8  // or longName
+	flags      uint8
+	hash       [32]byte
 }
 
 const (
-	flagHash      = 1 << iota // hash holds the content hash
-	flagCursor                // chunk/delta/start/end form a relative cursor
-	flagSparse                // the source file had holes
-	flagSynthetic             // a directory the index implies but does not contain
-	flagHardlink              // saved with a link count above 1: inode names its group
+	flagHash       = 1 << iota // hash holds the content hash
+	flagCursor                 // chunk/delta/start/end form a relative cursor
+	flagSparse                 // the source file had holes
+	flagSynthetic              // a directory the index implies but does not contain
+	flagHardlink               // saved with a link count above 1: extras name its inode group
+	flagCtimeExtra             // ctime is in extras
+)
+
+const (
+	ownerInExtra = math.MaxUint16 // the owner is in extras
+	longName     = math.MaxUint8  // the name's length is in extras
 )
 
 // nodeExtra holds what few entries have.
@@ -67,6 +76,10 @@ type nodeExtra struct {
 	link         []byte
 	xattrs       []Xattr
 	major, minor uint32
+	inode        uint32 // hard links: the record whose inode the group shares
+	uid, gid     uint32 // with ownerInExtra
+	ctime        int64  // with flagCtimeExtra
+	nameLen      uint32 // with longName
 }
 
 // TreeNodeSize is the size of one entry's fixed record.
@@ -113,14 +126,15 @@ func (o *OpenItem) LoadTree(ctx context.Context) (*Tree, error) {
 }
 
 type treeBuilder struct {
-	t     *Tree
-	dirs  map[string]uint32    // directory path → record; "" is the root
-	links map[[2]uint64]uint32 // (device, inode) of hard-linked files → first record
+	t      *Tree
+	dirs   map[string]uint32    // directory path → record; "" is the root
+	links  map[[2]uint64]uint32 // (device, inode) of hard-linked files → first record
+	owners map[[2]uint32]uint16 // (uid, gid) → index in t.owners
 }
 
 func newTreeBuilder(it *Item) *treeBuilder {
 	t := &Tree{item: it, extras: []nodeExtra{{}}}
-	b := &treeBuilder{t: t, dirs: map[string]uint32{"": 0}, links: map[[2]uint64]uint32{}}
+	b := &treeBuilder{t: t, dirs: map[string]uint32{"": 0}, links: map[[2]uint64]uint32{}, owners: map[[2]uint32]uint16{}}
 	// The root exists even when the index lacks a "." entry.
 	t.nodes.add(b.syntheticDir(0, nil))
 	return b
@@ -134,18 +148,63 @@ func (b *treeBuilder) syntheticDir(parent uint32, name []byte) treeNode {
 		nlink:  2,
 		parent: parent,
 		mtime:  b.t.item.Timestamp.Unix(),
-		ctime:  b.t.item.Timestamp.Unix(),
 		flags:  flagSynthetic,
 	}
 	n.mtimeNsec = uint32(b.t.item.Timestamp.Nanosecond())
 	n.ctimeNsec = n.mtimeNsec
+	b.setOwner(&n, 0, 0)
 	b.setName(&n, name)
 	return n
 }
 
+// extraOf returns n's extras, giving it some if it has none.
+func (b *treeBuilder) extraOf(n *treeNode) *nodeExtra {
+	if n.extra == 0 {
+		n.extra = uint32(len(b.t.extras))
+		b.t.extras = append(b.t.extras, nodeExtra{})
+	}
+	return &b.t.extras[n.extra]
+}
+
 func (b *treeBuilder) setName(n *treeNode, name []byte) {
 	n.nameOff = b.t.names.add(name)
-	n.nameLen = uint16(len(name))
+	if len(name) >= longName {
+		n.nameLen = longName
+		b.extraOf(n).nameLen = uint32(len(name))
+		return
+	}
+	n.nameLen = uint8(len(name))
+}
+
+// setOwner records uid and gid: as an index into the tree's few distinct
+// owners, or in extras once there are too many.
+func (b *treeBuilder) setOwner(n *treeNode, uid, gid uint32) {
+	k := [2]uint32{uid, gid}
+	i, ok := b.owners[k]
+	if !ok && len(b.t.owners) < ownerInExtra {
+		i = uint16(len(b.t.owners))
+		b.owners[k] = i
+		b.t.owners = append(b.t.owners, k)
+		ok = true
+	}
+	if !ok {
+		n.owner = ownerInExtra
+		x := b.extraOf(n)
+		x.uid, x.gid = uid, gid
+		return
+	}
+	n.owner = i
+}
+
+// setCtime records the change time, as an offset from the modification
+// time when it fits (nearly always).
+func (b *treeBuilder) setCtime(n *treeNode, ctime int64) {
+	if d := ctime - n.mtime; d >= math.MinInt32 && d <= math.MaxInt32 && (d >= 0) == (ctime >= n.mtime) {
+		n.ctimeDelta = int32(d)
+		return
+	}
+	n.flags |= flagCtimeExtra
+	b.extraOf(n).ctime = ctime
 }
 
 // dir returns the record of the directory at path, synthesizing it and its
@@ -180,20 +239,19 @@ func (b *treeBuilder) add(e *IndexEntry) error {
 			return fmt.Errorf("%w: name of %d bytes", ErrCorrupt, len(name))
 		}
 	}
+	if len(b.t.extras) >= math.MaxUint32-4 {
+		return ErrTooLarge
+	}
 	var n treeNode
-	if err := fillNode(&n, e); err != nil {
+	if err := b.fillNode(&n, e); err != nil {
 		return err
 	}
 	if e.Link != nil || e.Xattrs != nil || e.DevMajor != 0 || e.DevMinor != 0 {
-		if len(b.t.extras) >= math.MaxUint32 {
-			return ErrTooLarge
-		}
-		n.extra = uint32(len(b.t.extras))
-		x := nodeExtra{link: bytes.Clone(e.Link), major: uint32(e.DevMajor), minor: uint32(e.DevMinor)}
+		x := b.extraOf(&n)
+		x.link, x.major, x.minor = bytes.Clone(e.Link), uint32(e.DevMajor), uint32(e.DevMinor)
 		for _, xa := range e.Xattrs {
 			x.xattrs = append(x.xattrs, Xattr{Name: xa.Name, Value: bytes.Clone(xa.Value)})
 		}
-		b.t.extras = append(b.t.extras, x)
 	}
 
 	if string(e.Path) == "." {
@@ -219,15 +277,15 @@ func (b *treeBuilder) add(e *IndexEntry) error {
 	}
 	b.setName(&n, name)
 	i := uint32(b.t.nodes.len())
-	n.inode = i
 	if !e.IsDir() && e.Nlink > 1 {
 		// Hard links: same device and inode, as Bupstash groups them.
 		key := [2]uint64{e.NormDev, e.Ino}
-		if first, ok := b.links[key]; ok {
-			n.inode = first
-		} else {
+		first, ok := b.links[key]
+		if !ok {
+			first = i
 			b.links[key] = i
 		}
+		b.extraOf(&n).inode = first
 		n.flags |= flagHardlink
 	}
 	b.t.nodes.add(n)
@@ -241,20 +299,26 @@ func (b *treeBuilder) add(e *IndexEntry) error {
 func (b *treeBuilder) replace(i uint32, n treeNode) {
 	old := b.t.nodes.at(i)
 	n.parent, n.nameOff, n.nameLen = old.parent, old.nameOff, old.nameLen
-	*old = n
+	if old.nameLen == longName {
+		nameLen := b.t.extras[old.extra].nameLen
+		b.extraOf(&n).nameLen = nameLen
+	}
+	*b.t.nodes.at(i) = n
 }
 
-func fillNode(n *treeNode, e *IndexEntry) error {
+func (b *treeBuilder) fillNode(n *treeNode, e *IndexEntry) error {
 	*n = treeNode{
 		size:      e.Size,
 		mtime:     e.Mtime,
-		ctime:     e.Ctime,
 		mtimeNsec: e.MtimeNsec,
 		ctimeNsec: e.CtimeNsec,
 		mode:      e.Mode,
-		uid:       clamp32(e.UID),
-		gid:       clamp32(e.GID),
 		nlink:     clamp32(e.Nlink),
+	}
+	b.setCtime(n, e.Ctime)
+	b.setOwner(n, clamp32(e.UID), clamp32(e.GID))
+	if e.IsDir() {
+		return nil // no content; chunk will locate its children
 	}
 	if e.DataHash != nil {
 		n.hash = *e.DataHash
@@ -326,7 +390,7 @@ func (b *treeBuilder) finish() *Tree {
 			run[w] = run[r]
 			w++
 		}
-		nodes.at(d).kidsOff, nodes.at(d).kidsLen = off, uint32(w)
+		nodes.at(d).chunk = uint64(off)<<32 | uint64(w)
 	}
 
 	// Link counts are the saved ones (what the source had), raised where
@@ -357,14 +421,14 @@ func (b *treeBuilder) finish() *Tree {
 			}
 			r.nlink = max(r.nlink, links)
 		case r.flags&flagHardlink != 0 && reachable[i]:
-			names[r.inode]++
+			names[t.extras[r.extra].inode]++
 		default:
 			r.nlink = max(r.nlink, 1)
 		}
 	}
 	for i := range n {
 		if r := nodes.at(i); r.flags&flagHardlink != 0 {
-			r.nlink = max(r.nlink, names[r.inode])
+			r.nlink = max(r.nlink, names[t.extras[r.extra].inode])
 		}
 	}
 	return t
@@ -380,7 +444,7 @@ func (t *Tree) Len() int { return t.nodes.len() }
 
 // Bytes estimates the memory the tree holds.
 func (t *Tree) Bytes() int64 {
-	n := t.nodes.bytes() + t.names.bytes() + int64(len(t.kids))*4
+	n := t.nodes.bytes() + t.names.bytes() + int64(len(t.kids))*4 + int64(len(t.owners))*8
 	for _, x := range t.extras {
 		n += int64(unsafe.Sizeof(x)) + int64(len(x.link))
 		for _, xa := range x.xattrs {
@@ -396,7 +460,11 @@ func (t *Tree) valid(n uint32) bool { return int(n) < t.nodes.len() }
 // Name returns a record's name (the root's is empty). It aliases the tree.
 func (t *Tree) Name(n uint32) []byte {
 	r := t.nodes.at(n)
-	return t.names.get(r.nameOff, r.nameLen)
+	l := uint32(r.nameLen)
+	if l == longName {
+		l = t.extras[r.extra].nameLen
+	}
+	return t.names.get(r.nameOff, uint16(l))
 }
 
 // Parent returns a record's directory (the root is its own parent).
@@ -422,7 +490,11 @@ func (t *Tree) Children(dir uint32) []uint32 {
 		return nil
 	}
 	r := t.nodes.at(dir)
-	return t.kids[r.kidsOff : r.kidsOff+r.kidsLen : r.kidsOff+r.kidsLen]
+	if r.mode&ModeType != ModeDir {
+		return nil
+	}
+	off, n := uint32(r.chunk>>32), uint32(r.chunk)
+	return t.kids[off : off+n : off+n]
 }
 
 // Lookup finds name in a directory.
@@ -441,15 +513,28 @@ func (t *Tree) Lookup(dir uint32, name []byte) (uint32, bool) {
 func (t *Tree) Attr(n uint32) NodeAttr {
 	r := t.nodes.at(n)
 	a := NodeAttr{
-		Mode: r.mode, Size: r.size, UID: r.uid, GID: r.gid, Nlink: r.nlink,
-		Mtime: r.mtime, Ctime: r.ctime, MtimeNsec: r.mtimeNsec, CtimeNsec: r.ctimeNsec,
-		Inode: r.inode, Sparse: r.flags&flagSparse != 0,
+		Mode: r.mode, Size: r.size, Nlink: r.nlink,
+		Mtime: r.mtime, Ctime: r.mtime + int64(r.ctimeDelta), MtimeNsec: r.mtimeNsec, CtimeNsec: r.ctimeNsec,
+		Inode: n, Sparse: r.flags&flagSparse != 0,
+	}
+	if r.owner != ownerInExtra {
+		o := t.owners[r.owner]
+		a.UID, a.GID = o[0], o[1]
 	}
 	if r.mode&ModeType != ModeRegular {
 		a.Size = 0
 	}
 	if x := t.extra(n); x != nil {
 		a.DevMajor, a.DevMinor = x.major, x.minor
+		if r.owner == ownerInExtra {
+			a.UID, a.GID = x.uid, x.gid
+		}
+		if r.flags&flagCtimeExtra != 0 {
+			a.Ctime = x.ctime
+		}
+		if r.flags&flagHardlink != 0 {
+			a.Inode = x.inode
+		}
 	}
 	return a
 }

@@ -146,8 +146,8 @@ func TestTreeLinksAndCounts(t *testing.T) {
 	if n := tr.Attr(0).Nlink; n != 5 {
 		t.Fatalf("root nlink %d", n)
 	}
-	if TreeNodeSize > 128 {
-		t.Fatalf("a tree record is %d bytes; the budget is 128", TreeNodeSize)
+	if TreeNodeSize > 104 {
+		t.Fatalf("a tree record is %d bytes; the budget is 104", TreeNodeSize)
 	}
 }
 
