@@ -248,7 +248,8 @@ type FileReader struct {
 	streak   int    // consecutive sequential reads
 	prefetch uint64 // leaves (tree indexes) before this one have been prefetched
 	hasher   *blake3.Hasher
-	hashed   int64 // bytes hashed so far (reads were sequential from 0 up to here); -1 once checked
+	hashed   int64  // bytes hashed so far, from 0; -1 once checked, or never to be
+	scratch  []byte // for hashing what was read ahead of the hash
 
 	pos int64
 }
@@ -311,19 +312,50 @@ func (r *FileReader) track(ctx context.Context, got []byte, off int64, last uint
 		r.readahead(ctx, last)
 	}
 
-	if f.hash != nil && r.hashed >= 0 && off == r.hashed {
-		if r.hasher == nil {
-			r.hasher = blake3.New()
+	if f.hash == nil || r.hashed < 0 {
+		return nil
+	}
+	end := off + int64(len(got))
+	switch {
+	case off > r.hashed:
+		// Ahead of the hash: hashed later, from the cache, once the reads
+		// before it arrive (see below); unless the reader is not
+		// sequential, and the content is never hashed.
+		if off-r.hashed > seqSlack {
+			r.hasher, r.hashed = nil, -1
 		}
-		r.hasher.Write(got)
-		r.hashed += int64(len(got))
-		if r.hashed == f.size {
-			sum := r.hasher.Sum256()
-			r.hasher = nil
-			r.hashed = -1 // checked; never again for this reader
-			if sum != *f.hash {
-				return &FileError{Item: f.item, Path: f.path, Err: fmt.Errorf("%w: content does not match the hash in the index", ErrCorrupt)}
-			}
+		return nil
+	case end <= r.hashed:
+		return nil // hashed already
+	}
+	if r.hasher == nil {
+		r.hasher = blake3.New()
+	}
+	r.hasher.Write(got[r.hashed-off:])
+	r.hashed = end
+	// Reads that arrived ahead of this one (the kernel's readahead keeps
+	// several in flight, slightly out of order) are hashed now, read again
+	// from the leaves (cached: they were just read).
+	for r.hashed < r.next {
+		if r.scratch == nil {
+			r.scratch = make([]byte, min(1<<20, f.size))
+		}
+		n, _, err := f.sec.readAt(ctx, r.scratch[:min(int64(len(r.scratch)), r.next-r.hashed)], f.base+r.hashed)
+		if err != nil && err != io.EOF {
+			return inFile(err, f.item, f.path)
+		}
+		if n == 0 {
+			break
+		}
+		r.hasher.Write(r.scratch[:n])
+		r.hashed += int64(n)
+	}
+	if r.hashed == f.size {
+		sum := r.hasher.Sum256()
+		r.hasher, r.scratch = nil, nil
+		r.hashed = -1 // checked; never again for this reader
+		if sum != *f.hash {
+			return &FileError{Item: f.item, Path: f.path, Err: fmt.Errorf("%w: content does not match the hash in the index", ErrCorrupt)}
 		}
 	}
 	return nil

@@ -21,7 +21,8 @@ type Entry struct {
 	DevMajor, DevMinor                 uint64
 	Sparse                             bool // V4/V5 only
 	Xattrs                             map[string][]byte
-	NoHash                             bool // write ContentHash None even for a regular file
+	NoHash                             bool      // write ContentHash None even for a regular file
+	Hash                               *[32]byte // write this content hash instead of the true one
 }
 
 // Relative is a V3–V5 data cursor.
@@ -115,6 +116,9 @@ func (e *Entry) encodeHash(b *bare.Encoder) {
 		return
 	}
 	h := blake3.Sum256(e.Content)
+	if e.Hash != nil {
+		h = *e.Hash
+	}
 	b.Uint(1)
 	b.Fixed(h[:])
 }
