@@ -34,6 +34,10 @@ type BufferPool struct {
 	idle    int64                // bytes in free
 	mapped  int64                // bytes of pooled buffers in existence
 	maxIdle int64
+
+	// reclaim, when set, is called before a new buffer of need bytes is
+	// mapped, without the pool's lock, to free memory first.
+	reclaim func(need int64)
 }
 
 const (
@@ -43,8 +47,9 @@ const (
 	// HugePage is the granule of large buffers.
 	HugePage = 2 << 20
 
-	// DefaultMaxIdle bounds the idle buffers a pool keeps.
-	DefaultMaxIdle = 16 << 20
+	// DefaultMaxIdle bounds the idle buffers a pool keeps: a leaf's worth
+	// or so. With huge pages fresh large buffers are cheap anyway.
+	DefaultMaxIdle = 8 << 20
 )
 
 // poison makes Put overwrite buffers in test binaries.
@@ -71,14 +76,18 @@ func (p *BufferPool) Get(n int) []byte {
 	if p == nil || !pooled {
 		return make([]byte, n)
 	}
-	p.mu.Lock()
-	if list := p.free[size]; len(list) > 0 {
-		b := list[len(list)-1]
-		p.free[size] = list[:len(list)-1]
-		p.idle -= int64(size)
-		p.mu.Unlock()
+	if b := p.takeIdle(size); b != nil {
 		return b[:n]
 	}
+	if p.reclaim != nil {
+		// Make room first, so that memory in use never exceeds the bound
+		// the owner keeps; what it frees may be a buffer of this size.
+		p.reclaim(int64(size))
+		if b := p.takeIdle(size); b != nil {
+			return b[:n]
+		}
+	}
+	p.mu.Lock()
 	p.mapped += int64(size)
 	p.mu.Unlock()
 	b, off := allocOffHeap(size)
@@ -91,6 +100,20 @@ func (p *BufferPool) Get(n int) []byte {
 		p.mu.Unlock()
 	}
 	return b[:n]
+}
+
+// takeIdle returns an idle buffer of capacity size, or nil.
+func (p *BufferPool) takeIdle(size int) []byte {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	list := p.free[size]
+	if len(list) == 0 {
+		return nil
+	}
+	b := list[len(list)-1]
+	p.free[size] = list[:len(list)-1]
+	p.idle -= int64(size)
+	return b
 }
 
 // allocOffHeap maps a buffer of one of the pool's sizes.
@@ -146,6 +169,14 @@ func (p *BufferPool) SetMaxIdle(n int64) {
 	p.mu.Lock()
 	p.maxIdle = n
 	p.mu.Unlock()
+}
+
+// inUse returns the bytes of pooled buffers handed out and not yet put
+// back.
+func (p *BufferPool) inUse() int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.mapped - p.idle
 }
 
 // PoolStats describes a pool's buffers.

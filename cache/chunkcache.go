@@ -47,6 +47,8 @@ type Chunk struct {
 	buf  []byte // pooled buffer holding data, or nil
 	refs atomic.Int32
 	pool *BufferPool
+
+	unread bool // prefetched and not yet asked for (guarded by the cache's mu)
 }
 
 // Bytes returns the chunk's bytes. They must not be modified.
@@ -110,6 +112,7 @@ type ChunkCache struct {
 	mu       sync.Mutex
 	lru      *simplelru.LRU[Key, *Chunk]
 	bytes    int64
+	unread   int64 // bytes of prefetched chunks no Get has asked for yet
 	inflight map[Key]*fill
 
 	// Prefetches run on at most maxPrefetchers goroutines; requests
@@ -165,6 +168,7 @@ func New(maxBytes int64) *ChunkCache {
 	// The entry count is not the bound; bytes are (see add).
 	lru, err := simplelru.NewLRU[Key, *Chunk](1<<31-1, func(_ Key, ch *Chunk) {
 		c.bytes -= ch.memory()
+		c.markRead(ch)
 		c.evictions.Add(1)
 		ch.Release() // the cache's own reference
 	})
@@ -172,7 +176,21 @@ func New(maxBytes int64) *ChunkCache {
 		panic(err) // only for a non-positive size
 	}
 	c.lru = lru
+	c.buffers.reclaim = c.makeRoom
 	return c
+}
+
+// makeRoom evicts least recently used chunks until need more bytes of
+// buffers fit the bound: called before a fill maps a new buffer, so that
+// chunks being decoded count against the cache like cached ones.
+func (c *ChunkCache) makeRoom(need int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for c.buffers.inUse()+need > c.maxBytes {
+		if _, _, ok := c.lru.RemoveOldest(); !ok {
+			return
+		}
+	}
 }
 
 // MaxBytes returns the byte bound given to New.
@@ -189,6 +207,7 @@ func (c *ChunkCache) Get(ctx context.Context, k Key, fn FillFunc) (*Chunk, error
 	c.mu.Lock()
 	if ch, ok := c.lru.Get(k); ok {
 		ch.refs.Add(1)
+		c.markRead(ch)
 		c.mu.Unlock()
 		c.hits.Add(1)
 		return ch, nil
@@ -210,17 +229,25 @@ func (c *ChunkCache) Get(ctx context.Context, k Key, fn FillFunc) (*Chunk, error
 }
 
 // Prefetch asks for k to be filled in the background unless it is cached
-// or already being filled. Requests run in the order given, on at most
+// or already being filled. Prefetched chunks that no Get has asked for yet
+// may fill at most half the cache, so that readers sharing the cache do
+// not evict each other's readahead before they read it. Requests run in the order given, on at most
 // Decoders goroutines at once; a goroutine that finishes one takes the
 // next, so prefetching keeps every core busy while the reader that asked
-// waits for an earlier chunk. Prefetch reports false only when the queue
-// is full, so the caller can ask again later; prefetches are hints, and
-// dropping one costs only latency.
+// waits for an earlier chunk. Prefetch reports false when the queue is
+// full or unread prefetches fill half the cache, so the caller can ask
+// again later; prefetches are hints, and dropping one costs only latency.
 func (c *ChunkCache) Prefetch(ctx context.Context, k Key, fn FillFunc) bool {
 	c.mu.Lock()
 	if c.present(k) {
 		c.mu.Unlock()
 		return true
+	}
+	if c.unread >= c.maxBytes/2 {
+		// Prefetched chunks nobody has read yet already fill half the
+		// cache: more would evict them before their readers come.
+		c.mu.Unlock()
+		return false
 	}
 	if c.prefetchers >= c.maxPrefetchers {
 		defer c.mu.Unlock()
@@ -325,6 +352,10 @@ func (c *ChunkCache) run(ctx context.Context, k Key, f *fill, fn FillFunc) {
 		}
 		ch.refs.Store(refs)
 		if cached {
+			if f.waiters == 0 { // a prefetch no reader has asked for yet
+				ch.unread = true
+				c.unread += ch.memory()
+			}
 			c.add(k, ch)
 		} else if refs == 0 {
 			ch.refs.Store(1)
@@ -369,6 +400,14 @@ func stringify(v any) string {
 	}
 }
 
+// markRead records that ch has been asked for. The caller holds c.mu.
+func (c *ChunkCache) markRead(ch *Chunk) {
+	if ch.unread {
+		ch.unread = false
+		c.unread -= ch.memory()
+	}
+}
+
 // add inserts ch (which carries the cache's reference) and evicts least
 // recently used chunks until the total fits. The caller holds c.mu.
 func (c *ChunkCache) add(k Key, ch *Chunk) {
@@ -377,7 +416,11 @@ func (c *ChunkCache) add(k Key, ch *Chunk) {
 	c.lru.Remove(k)
 	c.lru.Add(k, ch)
 	c.bytes += ch.memory()
-	for c.bytes > c.maxBytes {
+	// The bound covers all chunk memory: besides what is cached, chunks
+	// being decoded and chunks evicted while a reader still held them
+	// (both in pooled buffers). Evicting frees at once what no reader
+	// holds; the rest follows as readers release.
+	for c.bytes > c.maxBytes || c.buffers.inUse() > c.maxBytes {
 		if _, _, ok := c.lru.RemoveOldest(); !ok {
 			break
 		}

@@ -479,3 +479,48 @@ func BenchmarkGetHit(b *testing.B) {
 		}
 	})
 }
+
+// Prefetched chunks no reader has asked for may fill half the cache, no
+// more: several readers' readahead cannot evict each other's.
+func TestPrefetchUnreadBudget(t *testing.T) {
+	c := New(8 << 20)
+	fill := func(b byte) FillFunc {
+		return func(context.Context) ([]byte, []byte, error) { return bytes.Repeat([]byte{b}, 1<<20), nil, nil }
+	}
+	waitIdle := func() {
+		t.Helper()
+		for i := 0; ; i++ {
+			c.mu.Lock()
+			busy := c.prefetchers > 0 || len(c.queue) > 0
+			c.mu.Unlock()
+			if !busy {
+				return
+			}
+			if i > 1000 {
+				t.Fatal("prefetches never finished")
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	accepted := 0
+	for i := range 8 {
+		if c.Prefetch(context.Background(), key(1, byte(i)), fill(byte(i))) {
+			accepted++
+		}
+		waitIdle()
+	}
+	if accepted != 4 {
+		t.Fatalf("accepted %d prefetches of 1 MiB into an 8 MiB cache, want 4", accepted)
+	}
+	// Reading one makes room for another.
+	if _, err := get(t, c, key(1, 0), fill(0)); err != nil {
+		t.Fatal(err)
+	}
+	if !c.Prefetch(context.Background(), key(1, 9), fill(9)) {
+		t.Fatal("a prefetch was refused after one of the unread ones was read")
+	}
+	waitIdle()
+	if c.Prefetch(context.Background(), key(1, 10), fill(10)) {
+		t.Fatal("a prefetch was accepted past the budget")
+	}
+}
