@@ -87,6 +87,9 @@ type FS struct {
 	watchers []func(context.Context) // run while mounted
 }
 
+// IndexBytes returns the memory the decoded indexes kept take.
+func (f *FS) IndexBytes() int64 { return f.trees.size() }
+
 // addWatcher registers a function run on its own goroutine while the
 // filesystem is mounted; its context ends at unmount.
 func (f *FS) addWatcher(w func(context.Context)) {

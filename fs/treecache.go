@@ -55,3 +55,10 @@ func (c *treeCache) remove(slot uint32) {
 	defer c.mu.Unlock()
 	c.lru.Remove(slot)
 }
+
+// size returns the bytes of the trees kept.
+func (c *treeCache) size() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.bytes
+}

@@ -155,6 +155,9 @@ func runMount(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	govern, stopGoverning := context.WithCancel(ctx)
+	defer stopGoverning()
+	go governHeap(govern, filesystem)
 	e.log.Info("mounted; unmount with Ctrl-C, umount or fusermount3 -u", "mountpoint", mountpoint, "sources", len(sources)+len(stores))
 	select {
 	case <-m.Done():
