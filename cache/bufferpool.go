@@ -2,6 +2,7 @@ package cache
 
 import (
 	"math/bits"
+	"slices"
 	"sync"
 	"testing"
 	"unsafe"
@@ -21,8 +22,9 @@ import (
 // collector neither scans it nor lets it double: chunks on the heap made
 // the heap grow to twice the cache before collecting (a mount reading many
 // small files with a 256 MiB cache peaked at 640 MiB). Idle buffers are
-// kept up to a bound and unmapped beyond it. Smaller buffers come from
-// the heap: they are cheap to allocate and few bytes in all.
+// kept while all the pool's memory fits the owner's limit, and unmapped
+// beyond it. Smaller buffers come from the heap: they are cheap to
+// allocate and few bytes in all.
 //
 // Buffers from Get are not zeroed: callers must write every byte they use.
 // A buffer must not be touched after Put; in tests Put overwrites it, so a
@@ -38,6 +40,10 @@ type BufferPool struct {
 	// reclaim, when set, is called before a new buffer of need bytes is
 	// mapped, without the pool's lock, to free memory first.
 	reclaim func(need int64)
+	// limit, when set, is what the pool's owner keeps its buffers in use
+	// within: idle buffers are kept while all of them fit it (see
+	// trimIdle).
+	limit int64
 }
 
 const (
@@ -89,7 +95,11 @@ func (p *BufferPool) Get(n int) []byte {
 	}
 	p.mu.Lock()
 	p.mapped += int64(size)
+	drop := p.trimIdle(0)
 	p.mu.Unlock()
+	for _, d := range drop {
+		freeOffHeap(d)
+	}
 	b, off := allocOffHeap(size)
 	if off {
 		p.mu.Lock()
@@ -141,30 +151,67 @@ func (p *BufferPool) Put(b []byte) {
 	}
 	size := len(b)
 	p.mu.Lock()
-	maxIdle := p.maxIdle
-	if maxIdle == 0 {
-		maxIdle = DefaultMaxIdle
-	}
-	if p.idle+int64(size) > maxIdle {
-		p.mapped -= int64(size)
-		_, off := p.offHeap[base(b)]
-		delete(p.offHeap, base(b))
-		p.mu.Unlock()
-		if off {
-			freeOffHeap(b)
-		}
-		return
-	}
 	if p.free == nil {
 		p.free = make(map[int][][]byte)
 	}
 	p.free[size] = append(p.free[size], b)
 	p.idle += int64(size)
+	drop := p.trimIdle(size) // this one first, if any must go
 	p.mu.Unlock()
+	for _, d := range drop {
+		freeOffHeap(d)
+	}
 }
 
-// SetMaxIdle bounds the bytes of idle buffers the pool keeps; more are
-// returned to the system. Zero means DefaultMaxIdle.
+// trimIdle takes idle buffers out of the pool, to be unmapped, until it
+// is within its bounds: all pooled memory within limit plus maxIdle when
+// an owner set a limit, else the idle buffers within maxIdle. So a cache
+// that has shrunk (readers released chunks it evicted) keeps the freed
+// buffers for the chunks that will replace them, rather than unmapping
+// them and faulting fresh pages in for the next. Idle buffers of capacity
+// first go first, then the largest. The caller holds p.mu.
+func (p *BufferPool) trimIdle(first int) (drop [][]byte) {
+	maxIdle := p.maxIdle
+	if maxIdle == 0 {
+		maxIdle = DefaultMaxIdle
+	}
+	over := func() bool {
+		if p.limit > 0 {
+			return p.mapped > p.limit+maxIdle
+		}
+		return p.idle > maxIdle
+	}
+	sizes := make([]int, 0, len(p.free))
+	for size := range p.free {
+		if size != first {
+			sizes = append(sizes, size)
+		}
+	}
+	slices.Sort(sizes)
+	slices.Reverse(sizes)
+	if _, ok := p.free[first]; ok {
+		sizes = append([]int{first}, sizes...)
+	}
+	for _, size := range sizes {
+		list := p.free[size]
+		for len(list) > 0 && over() {
+			b := list[len(list)-1]
+			list = list[:len(list)-1]
+			p.idle -= int64(size)
+			p.mapped -= int64(size)
+			if _, off := p.offHeap[base(b)]; off {
+				delete(p.offHeap, base(b))
+				drop = append(drop, b)
+			}
+		}
+		p.free[size] = list
+	}
+	return drop
+}
+
+// SetMaxIdle bounds the bytes of idle buffers the pool keeps beyond its
+// limit (or in all, without one); more are returned to the system. Zero
+// means DefaultMaxIdle.
 func (p *BufferPool) SetMaxIdle(n int64) {
 	p.mu.Lock()
 	p.maxIdle = n

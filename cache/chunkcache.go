@@ -177,6 +177,7 @@ func New(maxBytes int64) *ChunkCache {
 	}
 	c.lru = lru
 	c.buffers.reclaim = c.makeRoom
+	c.buffers.limit = maxBytes
 	return c
 }
 

@@ -524,3 +524,27 @@ func TestPrefetchUnreadBudget(t *testing.T) {
 		t.Fatal("a prefetch was accepted past the budget")
 	}
 }
+
+// An owner's limit lets the pool keep every freed buffer while all of its
+// memory fits the limit (the cache will want them again), and unmap idle
+// ones, largest first, once new buffers would take it past.
+func TestPoolKeepsIdleWithinItsLimit(t *testing.T) {
+	p := BufferPool{limit: 16 << 20}
+	p.SetMaxIdle(2 << 20)
+	var bufs [][]byte
+	for range 4 {
+		bufs = append(bufs, p.Get(4<<20))
+	}
+	for _, b := range bufs {
+		p.Put(b)
+	}
+	if st := p.Stats(); st.Idle != 16<<20 || st.Mapped != 16<<20 {
+		t.Fatalf("after putting back 16 MiB under a 16 MiB limit: %+v", st)
+	}
+	// A buffer of another size: idle ones go until it fits.
+	b := p.Get(6 << 20)
+	if st := p.Stats(); st.Mapped > 16<<20+2<<20 || st.Mapped-st.Idle != 6<<20 {
+		t.Fatalf("after a 6 MiB buffer: %+v", st)
+	}
+	p.Put(b)
+}
