@@ -2,7 +2,6 @@ package fs_test
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -20,7 +19,6 @@ import (
 	"github.com/backupfs/backupfs/fs"
 	"github.com/backupfs/backupfs/internal/fusetest"
 	"github.com/backupfs/backupfs/internal/testrepo"
-	"github.com/backupfs/backupfs/repo/bupstash"
 	"golang.org/x/sys/unix"
 )
 
@@ -469,27 +467,12 @@ func TestKernelReadahead(t *testing.T) {
 // (1 MiB): the bytes must match, and a healthy read must log nothing (go-fuse
 // once logged a failed splice attempt for every 1 MiB reply).
 func TestLargeReads(t *testing.T) {
-	dir := t.TempDir()
 	content := testrepo.Text(6<<20+12345, 7)
-	r, err := testrepo.Create(filepath.Join(dir, "repo"), &testrepo.Options{MinChunkSize: 256 << 10, MaxChunkSize: 1 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tree := testrepo.NewTree().MustAdd(testrepo.File("big.txt", content))
-	info, err := r.AddSnapshot(context.Background(), tree.Source(), testrepo.ItemMeta{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.WriteKey(filepath.Join(dir, "key")); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Close(); err != nil {
-		t.Fatal(err)
-	}
-	m := mountSources(t, fsOptions(), source{"gen", filepath.Join(dir, "repo"), filepath.Join(dir, "key")})
+	m, item := mountGenerated(t, &testrepo.Options{MinChunkSize: 256 << 10, MaxChunkSize: 1 << 20},
+		testrepo.NewTree().MustAdd(testrepo.File("big.txt", content)))
 	want, _ := io.ReadAll(content.Open())
 
-	f, err := os.Open(m.path("gen", "ids", info.ID.String(), "big.txt"))
+	f, err := os.Open(filepath.Join(item, "big.txt"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -523,24 +506,9 @@ func TestSparseHolesFromLeaves(t *testing.T) {
 		testrepo.Region{Offset: 0, Data: testrepo.Random(4096, 1)},
 		testrepo.Region{Offset: 100<<20 + 8192, Data: testrepo.Random(64<<10, 2)},
 		testrepo.Region{Offset: size - 5000, Data: testrepo.Random(5000, 3)})
-	dir := t.TempDir()
-	r, err := testrepo.Create(filepath.Join(dir, "repo"), &testrepo.Options{MaxChunkSize: 4 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tree := testrepo.NewTree().MustAdd(testrepo.File("before.txt", testrepo.Text(12345, 4)), testrepo.File("disk.img", content))
-	info, err := r.AddSnapshot(context.Background(), tree.Source(), testrepo.ItemMeta{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.WriteKey(filepath.Join(dir, "key")); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Close(); err != nil {
-		t.Fatal(err)
-	}
-	m := mountSources(t, fsOptions(), source{"gen", filepath.Join(dir, "repo"), filepath.Join(dir, "key")})
-	p := m.path("gen", "ids", info.ID.String(), "disk.img")
+	m, item := mountGenerated(t, &testrepo.Options{MaxChunkSize: 4 << 20},
+		testrepo.NewTree().MustAdd(testrepo.File("before.txt", testrepo.Text(12345, 4)), testrepo.File("disk.img", content)))
+	p := filepath.Join(item, "disk.img")
 
 	var st syscall.Stat_t
 	if err := syscall.Stat(p, &st); err != nil {
@@ -633,22 +601,8 @@ func TestMountIsLazy(t *testing.T) {
 // the kernel enforces for other users of an --allow-other mount.
 func TestItemRootPermissions(t *testing.T) {
 	const private = "7f3491e5"
-	m := &mounted{log: &logBuffer{}}
-	opts := fsOptions()
-	opts.Logger = newTestLogger(m.log)
-	m.fs = fs.New(opts)
-	k, err := bupstash.LoadKey(filepath.Join(testdata, "bupstash-0.12.1/keys/primary.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := bupstash.Open(context.Background(), filepath.Join(testdata, "bupstash-0.12.1/repo"), k, bupstash.Options{Logger: opts.Logger})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := m.fs.AddBupstash("r", r); err != nil {
-		t.Fatal(err)
-	}
-	m.dir = fusetest.Mount(t, m.fs, fs.MountOptions{AllowOther: true})
+	m := mountSourcesWith(t, fsOptions(), fs.MountOptions{AllowOther: true}, nil,
+		source{"r", "bupstash-0.12.1/repo", "bupstash-0.12.1/keys/primary.key"})
 	// Other users must be able to reach the mount at all.
 	if err := os.Chmod(filepath.Dir(m.dir), 0o755); err != nil {
 		t.Fatal(err)
@@ -720,25 +674,8 @@ func TestListingsGiveFileAttributesOnlyToStatters(t *testing.T) {
 // TestPanicBecomesEIO checks that a panic in a request handler fails that
 // request with EIO and one log line, and the mount goes on serving.
 func TestPanicBecomesEIO(t *testing.T) {
-	m := &mounted{log: &logBuffer{}}
-	opts := fsOptions()
-	opts.Logger = newTestLogger(m.log)
-	m.fs = fs.New(opts)
-	if err := m.fs.AddPanickingSource("boom"); err != nil {
-		t.Fatal(err)
-	}
-	k, err := bupstash.LoadKey(filepath.Join(testdata, "bupstash-0.12.1/keys/primary.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := bupstash.Open(context.Background(), filepath.Join(testdata, "bupstash-0.12.1/repo"), k, bupstash.Options{Logger: opts.Logger})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := m.fs.AddBupstash("r", r); err != nil {
-		t.Fatal(err)
-	}
-	m.dir = fusetest.Mount(t, m.fs, fs.MountOptions{})
+	m := mountSourcesWith(t, fsOptions(), fs.MountOptions{}, func(f *fs.FS) error { return f.AddPanickingSource("boom") },
+		source{"r", "bupstash-0.12.1/repo", "bupstash-0.12.1/keys/primary.key"})
 	if _, err := os.Stat(m.path("boom")); !errors.Is(err, syscall.EIO) {
 		t.Fatalf("stat of a node whose handler panics: %v, want EIO", err)
 	}

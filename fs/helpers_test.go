@@ -14,6 +14,7 @@ import (
 	"github.com/backupfs/backupfs/cache"
 	"github.com/backupfs/backupfs/fs"
 	"github.com/backupfs/backupfs/internal/fusetest"
+	"github.com/backupfs/backupfs/internal/testrepo"
 	"github.com/backupfs/backupfs/repo/bupstash"
 )
 
@@ -71,9 +72,21 @@ type mounted struct {
 // mountSources mounts the given repositories, each as a source.
 func mountSources(t *testing.T, opts fs.Options, sources ...source) *mounted {
 	t.Helper()
+	return mountSourcesWith(t, opts, fs.MountOptions{}, nil, sources...)
+}
+
+// mountSourcesWith is mountSources with mount options, and a setup
+// function that may add more to the filesystem first.
+func mountSourcesWith(t *testing.T, opts fs.Options, mo fs.MountOptions, setup func(*fs.FS) error, sources ...source) *mounted {
+	t.Helper()
 	m := &mounted{log: &logBuffer{}, repo: map[string]*bupstash.Repository{}}
 	opts.Logger = slog.New(slog.NewTextHandler(m.log, nil))
 	m.fs = fs.New(opts)
+	if setup != nil {
+		if err := setup(m.fs); err != nil {
+			t.Fatal(err)
+		}
+	}
 	chunks := cache.New(64 << 20)
 	for _, s := range sources {
 		keyPath := s.key
@@ -97,8 +110,32 @@ func mountSources(t *testing.T, opts fs.Options, sources ...source) *mounted {
 		}
 		m.repo[s.name] = r
 	}
-	m.dir = fusetest.Mount(t, m.fs, fs.MountOptions{})
+	m.dir = fusetest.Mount(t, m.fs, mo)
 	return m
+}
+
+// mountGenerated writes tree as the one snapshot of a new repository,
+// with leaves cut as opts says, and mounts it as the source "gen". It
+// returns the mount and the snapshot's directory in it.
+func mountGenerated(t *testing.T, opts *testrepo.Options, tree *testrepo.Tree) (*mounted, string) {
+	t.Helper()
+	dir := t.TempDir()
+	r, err := testrepo.Create(filepath.Join(dir, "repo"), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := r.AddSnapshot(context.Background(), tree.Source(), testrepo.ItemMeta{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.WriteKey(filepath.Join(dir, "key")); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	m := mountSources(t, fsOptions(), source{"gen", filepath.Join(dir, "repo"), filepath.Join(dir, "key")})
+	return m, m.path("gen", "ids", info.ID.String())
 }
 
 // mountFixtures mounts every fixture repository, with its primary key.
