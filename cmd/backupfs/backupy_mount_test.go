@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -21,54 +20,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/backupfs/backupfs/crypto/gcmframe"
-	"github.com/backupfs/backupfs/internal/fusetest"
 	"github.com/backupfs/backupfs/repo/backupy"
 )
-
-// startMountStdin is startMount with data on the process's standard input.
-func startMountStdin(t *testing.T, stdin []byte, env []string, args ...string) *mountProcess {
-	t.Helper()
-	fusetest.RequireFUSE(t)
-	p := &mountProcess{dir: args[len(args)-1], stderr: &syncBuffer{}, exited: make(chan error, 1)}
-	p.cmd = exec.Command(backupfsBinary(t), append([]string{"mount"}, args...)...)
-	p.cmd.Env = append(cleanEnv(), env...)
-	p.cmd.Stderr = p.stderr
-	p.cmd.Stdin = bytes.NewReader(stdin)
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.exited <- p.cmd.Wait() }()
-	t.Cleanup(func() {
-		if p.cmd.ProcessState == nil {
-			p.cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-p.exited:
-			case <-time.After(10 * time.Second):
-				p.cmd.Process.Kill()
-			}
-		}
-		if fusetest.Mounted(p.dir) {
-			syscall.Unmount(p.dir, syscall.MNT_DETACH)
-		}
-	})
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		if fusetest.Mounted(p.dir) {
-			if _, err := os.ReadDir(p.dir); err == nil {
-				return p
-			}
-		}
-		select {
-		case err := <-p.exited:
-			t.Fatalf("backupfs mount exited (%v):\n%s", err, p.stderr)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not mounted after 15s:\n%s", p.stderr)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
 
 // stop unmounts with SIGTERM and waits for a clean exit.
 func (p *mountProcess) stop(t *testing.T) {

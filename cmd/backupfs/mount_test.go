@@ -74,11 +74,20 @@ func (s *syncBuffer) String() string {
 // startMount runs backupfs mount and waits until the mountpoint answers.
 func startMount(t *testing.T, env []string, args ...string) *mountProcess {
 	t.Helper()
+	return startMountStdin(t, nil, env, args...)
+}
+
+// startMountStdin is startMount with data on the process's standard input.
+func startMountStdin(t *testing.T, stdin []byte, env []string, args ...string) *mountProcess {
+	t.Helper()
 	fusetest.RequireFUSE(t)
 	p := &mountProcess{dir: args[len(args)-1], stderr: &syncBuffer{}, exited: make(chan error, 1)}
 	p.cmd = exec.Command(backupfsBinary(t), append([]string{"mount"}, args...)...)
 	p.cmd.Env = append(cleanEnv(), env...)
 	p.cmd.Stderr = p.stderr
+	if stdin != nil {
+		p.cmd.Stdin = bytes.NewReader(stdin)
+	}
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -98,15 +107,13 @@ func startMount(t *testing.T, env []string, args ...string) *mountProcess {
 	})
 	// Mounted, and answering: its FUSE INIT is done and the mount is ours,
 	// not a stale one left by an earlier process.
-	ready := func() bool {
-		if !fusetest.Mounted(p.dir) {
-			return false
-		}
-		_, err := os.ReadDir(p.dir)
-		return err == nil
-	}
 	deadline := time.Now().Add(15 * time.Second)
-	for !ready() {
+	for {
+		if fusetest.Mounted(p.dir) {
+			if _, err := os.ReadDir(p.dir); err == nil {
+				return p
+			}
+		}
 		select {
 		case err := <-p.exited:
 			t.Fatalf("backupfs mount exited (%v):\n%s", err, p.stderr)
@@ -117,7 +124,6 @@ func startMount(t *testing.T, env []string, args ...string) *mountProcess {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return p
 }
 
 // wait waits for the process to exit and returns its status.
