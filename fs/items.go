@@ -186,10 +186,9 @@ func (n *itemNode) rootEntry(ctx context.Context) (*rootEntry, error) {
 	idx.Close()
 	switch {
 	case err == nil && string(e.Path) == ".":
-		return n.setRoot(&rootEntry{attr: bupstash.NodeAttr{
-			Mode: e.Mode, UID: clampID(e.UID), GID: clampID(e.GID), Nlink: uint32(max(min(e.Nlink, 1<<31), 2)),
-			Mtime: e.Mtime, Ctime: e.Ctime, MtimeNsec: e.MtimeNsec, CtimeNsec: e.CtimeNsec,
-		}, xattrs: e.Xattrs}), nil
+		a := e.Attr()
+		a.Nlink = max(a.Nlink, 2) // as the tree gives a directory
+		return n.setRoot(&rootEntry{attr: a, xattrs: e.Xattrs}), nil
 	case err == nil || errors.Is(err, io.EOF):
 		// No "." entry: the root is implied, as the tree builds it.
 		t, err := n.tree(ctx)
@@ -228,15 +227,6 @@ func (n *itemNode) setRoot(r *rootEntry) *rootEntry {
 // rootKnown reports whether the item directory's attributes cost nothing.
 func (n *itemNode) rootKnown() bool {
 	return !n.item.HasIndex() || !n.showsContents() || n.root.Load() != nil
-}
-
-// clampID maps ids beyond 32 bits to the kernel's overflow id, as the
-// decoded tree does.
-func clampID(v uint64) uint32 {
-	if v > 1<<32-1 {
-		return 65534
-	}
-	return uint32(v)
 }
 
 func (n *itemNode) fileKey(record uint32) string {

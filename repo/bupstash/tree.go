@@ -339,6 +339,21 @@ func (b *treeBuilder) fillNode(n *treeNode, e *IndexEntry) error {
 	return nil
 }
 
+// Attr returns the entry's attributes as a decoded tree presents them,
+// for a reader that needs one entry without decoding the whole index (its
+// Inode is 0, and a directory's link count is the saved one).
+func (e *IndexEntry) Attr() NodeAttr {
+	a := NodeAttr{
+		Mode: e.Mode, UID: clamp32(e.UID), GID: clamp32(e.GID), Nlink: clamp32(e.Nlink),
+		Mtime: e.Mtime, Ctime: e.Ctime, MtimeNsec: e.MtimeNsec, CtimeNsec: e.CtimeNsec,
+		DevMajor: uint32(e.DevMajor), DevMinor: uint32(e.DevMinor), Sparse: e.Sparse,
+	}
+	if e.IsRegular() {
+		a.Size = e.Size
+	}
+	return a
+}
+
 // clamp32 maps ids beyond 32 bits to the kernel's overflow id.
 func clamp32(v uint64) uint32 {
 	if v > math.MaxUint32 {
