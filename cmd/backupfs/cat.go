@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/backupfs/backupfs/internal/dump"
 	"github.com/backupfs/backupfs/repo/bupstash"
 )
 
@@ -42,7 +43,7 @@ func runCat(ctx context.Context, e *env, args []string) error {
 		return err
 	case target == "":
 		// A whole snapshot: the same tar stream `bupstash get` writes.
-		return bupstash.WriteTar(ctx, o, e.stdout)
+		return dump.Tar(ctx, o, e.stdout)
 	}
 
 	ent, err := findEntry(ctx, o, target)

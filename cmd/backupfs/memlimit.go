@@ -6,7 +6,7 @@ import (
 	"runtime/debug"
 	"time"
 
-	"github.com/backupfs/backupfs/fs"
+	"github.com/backupfs/backupfs/fusefs"
 )
 
 // heapSlack is what the mount's Go heap may hold beyond its decoded
@@ -20,7 +20,7 @@ const heapSlack = 40 << 20
 // and collecting it is cheap, while the collector's default of letting the
 // heap double before collecting would add tens of megabytes to the
 // mount's footprint. GOMEMLIMIT, when set, wins.
-func governHeap(ctx context.Context, f *fs.FS) {
+func governHeap(ctx context.Context, f *fusefs.FS) {
 	if os.Getenv("GOMEMLIMIT") != "" {
 		return
 	}

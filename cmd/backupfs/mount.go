@@ -10,7 +10,8 @@ import (
 	"time"
 
 	"github.com/backupfs/backupfs/cache"
-	"github.com/backupfs/backupfs/fs"
+	"github.com/backupfs/backupfs/fusefs"
+	"github.com/backupfs/backupfs/internal/mountpoint"
 	"github.com/backupfs/backupfs/repo/bupstash"
 )
 
@@ -32,7 +33,7 @@ func runMount(ctx context.Context, e *env, args []string) error {
 		debug      = fset.Bool("debug", false, "log every FUSE request")
 		pprofAddr  = fset.String("pprof", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060)")
 		cacheSize  = byteSize(bupstash.DefaultCacheSize)
-		indexMem   = byteSize(fs.DefaultIndexMemory)
+		indexMem   = byteSize(fusefs.DefaultIndexMemory)
 		by         backupyMountFlags
 	)
 	by.register(fset)
@@ -86,11 +87,11 @@ func runMount(ctx context.Context, e *env, args []string) error {
 	if *xattrs == "" {
 		*xattrs = cfg.Xattrs
 	}
-	xmode, err := fs.ParseXattrMode(*xattrs)
+	xmode, err := fusefs.ParseXattrMode(*xattrs)
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	opts := fs.Options{Logger: e.log, IndexMemory: int64(indexMem), Xattrs: xmode}
+	opts := fusefs.Options{Logger: e.log, IndexMemory: int64(indexMem), Xattrs: xmode}
 	if opts.UID, err = idFlag("uid", *uid, cfg.UID); err != nil {
 		return err
 	}
@@ -115,7 +116,7 @@ func runMount(ctx context.Context, e *env, args []string) error {
 	}
 
 	chunks := cache.New(int64(cacheSize))
-	filesystem := fs.New(opts)
+	filesystem := fusefs.New(opts)
 	var dirs []string
 	for _, s := range sources {
 		repo, err := openSource(ctx, e, s, chunks)
@@ -147,28 +148,28 @@ func runMount(ctx context.Context, e *env, args []string) error {
 		dirs = append(dirs, sc.Dir, store.CacheDir())
 	}
 
-	mountpoint, err := fs.PrepareMountpoint(pos[0], dirs)
+	mnt, err := mountpoint.Prepare(pos[0], dirs)
 	if err != nil {
 		return err
 	}
-	m, err := filesystem.Mount(mountpoint, fs.MountOptions{AllowOther: *allowOther || cfg.AllowOther, Debug: *debug})
+	m, err := filesystem.Mount(mnt, fusefs.MountOptions{AllowOther: *allowOther || cfg.AllowOther, Debug: *debug})
 	if err != nil {
 		return err
 	}
 	govern, stopGoverning := context.WithCancel(ctx)
 	defer stopGoverning()
 	go governHeap(govern, filesystem)
-	e.log.Info("mounted; unmount with Ctrl-C, umount or fusermount3 -u", "mountpoint", mountpoint, "sources", len(sources)+len(stores))
+	e.log.Info("mounted; unmount with Ctrl-C, umount or fusermount3 -u", "mountpoint", mnt, "sources", len(sources)+len(stores))
 	select {
 	case <-m.Done():
-		e.log.Info("unmounted from outside", "mountpoint", mountpoint)
+		e.log.Info("unmounted from outside", "mountpoint", mnt)
 		return nil
 	case <-ctx.Done():
 	}
 	if err := m.Unmount(unmountGrace); err != nil {
 		return err
 	}
-	e.log.Info("unmounted", "mountpoint", mountpoint)
+	e.log.Info("unmounted", "mountpoint", mnt)
 	return nil
 }
 

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/backupfs/backupfs/fs"
+	"github.com/backupfs/backupfs/fusefs"
 )
 
 // RequireFUSE fails the test unless FUSE mounts can work here.
@@ -25,7 +25,7 @@ func RequireFUSE(t testing.TB) {
 
 // Mount mounts f on a fresh temporary directory and returns its path. The
 // mount is removed when the test ends, lazily if files are still open.
-func Mount(t testing.TB, f *fs.FS, opts fs.MountOptions) string {
+func Mount(t testing.TB, f *fusefs.FS, opts fusefs.MountOptions) string {
 	t.Helper()
 	RequireFUSE(t)
 	dir := t.TempDir()

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/backupfs/backupfs/cache"
+	"github.com/backupfs/backupfs/internal/dump"
 	"github.com/backupfs/backupfs/repo/bupstash"
 )
 
@@ -173,7 +174,7 @@ func TestRegenerateBupstashFixture(t *testing.T) {
 			}
 			gen := findItem(t, rd, info.ID)
 			h := sha256.New()
-			if err := bupstash.WriteTar(ctx, rd.OpenItem(gen), h); err != nil {
+			if err := dump.Tar(ctx, rd.OpenItem(gen), h); err != nil {
 				t.Fatal(err)
 			}
 			if got := hex.EncodeToString(h.Sum(nil)); got != fixtureTars[it.ID.String()] {

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/backupfs/backupfs/internal/dump"
 	"github.com/backupfs/backupfs/repo/bupstash"
 	"github.com/backupfs/backupfs/repo/bupstash/bare"
 )
@@ -307,7 +308,7 @@ func TestPutKey(t *testing.T) {
 		t.Error("file differs")
 	}
 	var buf bytes.Buffer
-	if err := bupstash.WriteTar(ctx, o, &buf); err != nil {
+	if err := dump.Tar(ctx, o, &buf); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"testing"
 
 	"github.com/backupfs/backupfs/cache"
+	"github.com/backupfs/backupfs/internal/dump"
 	"github.com/backupfs/backupfs/repo/bupstash"
 	"lukechampine.com/blake3"
 )
@@ -329,7 +330,7 @@ func checkRandomReads(t testing.TB, f *bupstash.File, content []byte, rng *rand.
 func checkTar(t testing.TB, o *bupstash.OpenItem, want []Entry) {
 	t.Helper()
 	var buf bytes.Buffer
-	if err := bupstash.WriteTar(context.Background(), o, &buf); err != nil {
+	if err := dump.Tar(context.Background(), o, &buf); err != nil {
 		t.Fatalf("WriteTar: %v", err)
 	}
 	tr := &tarParser{b: buf.Bytes()}

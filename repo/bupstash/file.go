@@ -204,12 +204,12 @@ func (e *FileError) Error() string {
 
 func (e *FileError) Unwrap() error { return e.Err }
 
-// inFile returns err naming the item and file it concerns, once. A chunk
+// InFile returns err naming the item and file it concerns, once. A chunk
 // error names its item itself and gets the path added; an error about the
 // whole data stream gets the path of the file that was being read from it
 // (tar output reads files out of one stream); anything else is wrapped in
 // a FileError.
-func inFile(err error, item Xid, path string) error {
+func InFile(err error, item Xid, path string) error {
 	if err == nil || err == io.EOF || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
@@ -279,7 +279,7 @@ func (r *FileReader) ReadAtContext(ctx context.Context, p []byte, off int64) (in
 		err = nil
 	}
 	if err != nil {
-		return n, inFile(err, f.item, f.path)
+		return n, InFile(err, f.item, f.path)
 	}
 	if herr := r.track(ctx, p[:n], off, last); herr != nil {
 		return n, herr
@@ -342,7 +342,7 @@ func (r *FileReader) track(ctx context.Context, got []byte, off int64, last uint
 		}
 		n, _, err := f.sec.readAt(ctx, r.scratch[:min(int64(len(r.scratch)), r.next-r.hashed)], f.base+r.hashed)
 		if err != nil && err != io.EOF {
-			return inFile(err, f.item, f.path)
+			return InFile(err, f.item, f.path)
 		}
 		if n == 0 {
 			break

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/backupfs/backupfs/cache"
+	"github.com/backupfs/backupfs/internal/dump"
 	"github.com/backupfs/backupfs/repo/bupstash"
 	"github.com/backupfs/backupfs/repo/bupstash/bupstashtest"
 )
@@ -243,7 +244,7 @@ func TestOldItemAndEntryFormats(t *testing.T) {
 
 			// The whole stream as tar, as `bupstash get` would write it.
 			var tarball bytes.Buffer
-			if err := bupstash.WriteTar(context.Background(), o, &tarball); err != nil {
+			if err := dump.Tar(context.Background(), o, &tarball); err != nil {
 				t.Fatal(err)
 			}
 			tr := tar.NewReader(&tarball)

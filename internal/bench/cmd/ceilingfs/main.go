@@ -16,9 +16,9 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/backupfs/backupfs/fs"
 	"github.com/backupfs/backupfs/internal/bench"
 	"github.com/backupfs/backupfs/internal/bench/ceiling"
+	"github.com/backupfs/backupfs/internal/mountpoint"
 )
 
 func main() {
@@ -49,7 +49,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	_ = fs.SetReadahead(dir, fs.KernelReadahead)
+	_ = mountpoint.SetReadahead(dir, mountpoint.KernelReadahead)
 	fmt.Println("ready")
 
 	sig := make(chan os.Signal, 1)

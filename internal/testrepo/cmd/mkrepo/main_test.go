@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/backupfs/backupfs/cache"
+	"github.com/backupfs/backupfs/internal/dump"
 	"github.com/backupfs/backupfs/repo/bupstash"
 )
 
@@ -46,7 +47,7 @@ func TestMkrepo(t *testing.T) {
 	for _, it := range items {
 		o := r.OpenItem(it)
 		if it.HasIndex() {
-			if err := bupstash.WriteTar(context.Background(), o, &bytes.Buffer{}); err != nil {
+			if err := dump.Tar(context.Background(), o, &bytes.Buffer{}); err != nil {
 				t.Fatal(err)
 			}
 			continue

@@ -1,4 +1,4 @@
-package fs_test
+package fusefs_test
 
 import (
 	"archive/tar"
@@ -26,7 +26,7 @@ import (
 
 	"github.com/backupfs/backupfs/cache"
 	"github.com/backupfs/backupfs/crypto/gcmframe"
-	"github.com/backupfs/backupfs/fs"
+	"github.com/backupfs/backupfs/fusefs"
 	"github.com/backupfs/backupfs/internal/fusetest"
 	"github.com/backupfs/backupfs/repo/backupy"
 	"github.com/klauspost/compress/zstd"
@@ -153,7 +153,7 @@ type bkSource struct {
 type bkMount struct {
 	*mounted
 	stores []*backupy.Store
-	mnt    *fs.Mount
+	mnt    *fusefs.Mount
 }
 
 // mountBackupyStores mounts the stores, sharing one cache directory. The
@@ -163,7 +163,7 @@ func mountBackupyStores(t *testing.T, cacheDir string, views backupy.Views, srcs
 	fusetest.RequireFUSE(t)
 	bm := &bkMount{mounted: &mounted{log: &logBuffer{}}}
 	storeLog := slog.New(slog.NewTextHandler(bm.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	bm.fs = fs.New(fs.Options{Logger: newTestLogger(bm.log)})
+	bm.fs = fusefs.New(fusefs.Options{Logger: newTestLogger(bm.log)})
 	chunks := cache.New(64 << 20)
 	for _, src := range srcs {
 		store, err := backupy.OpenStore(context.Background(), src.dir, backupy.Options{
@@ -178,7 +178,7 @@ func mountBackupyStores(t *testing.T, cacheDir string, views backupy.Views, srcs
 		}
 	}
 	bm.dir = t.TempDir()
-	mnt, err := bm.fs.Mount(bm.dir, fs.MountOptions{})
+	mnt, err := bm.fs.Mount(bm.dir, fusefs.MountOptions{})
 	if err != nil {
 		t.Fatalf("mount: %v", err)
 	}

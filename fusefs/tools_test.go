@@ -1,4 +1,4 @@
-package fs_test
+package fusefs_test
 
 import (
 	"bytes"
@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/backupfs/backupfs/internal/dump"
 	"github.com/backupfs/backupfs/internal/fusetest"
 	"github.com/backupfs/backupfs/repo/bupstash"
 )
@@ -29,7 +30,7 @@ func extract(t *testing.T, r *bupstash.Repository, id string) string {
 		t.Fatal(err)
 	}
 	var tarball bytes.Buffer
-	if err := bupstash.WriteTar(context.Background(), r.OpenItem(it), &tarball); err != nil {
+	if err := dump.Tar(context.Background(), r.OpenItem(it), &tarball); err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()

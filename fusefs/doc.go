@@ -1,4 +1,4 @@
-// Package fs presents backup sources as a read-only FUSE filesystem.
+// Package fusefs presents backup sources as a read-only FUSE filesystem.
 //
 // It speaks go-fuse's raw protocol API rather than its node API: node IDs
 // are computed from what they name (an item's slot and a record number of
@@ -11,4 +11,4 @@
 // Everything inside an item is immutable, so the kernel is told to cache
 // it for long (entries, attributes, file pages, directory listings); the
 // lists of items are revalidated every second, since backups come and go.
-package fs
+package fusefs

@@ -1,4 +1,4 @@
-package fs_test
+package fusefs_test
 
 import (
 	"bufio"
@@ -12,7 +12,7 @@ import (
 	"testing"
 
 	"github.com/backupfs/backupfs/cache"
-	"github.com/backupfs/backupfs/fs"
+	"github.com/backupfs/backupfs/fusefs"
 	"github.com/backupfs/backupfs/internal/fusetest"
 	"github.com/backupfs/backupfs/internal/testrepo"
 	"github.com/backupfs/backupfs/repo/bupstash"
@@ -65,23 +65,23 @@ type source struct {
 type mounted struct {
 	dir  string
 	log  *logBuffer
-	fs   *fs.FS
+	fs   *fusefs.FS
 	repo map[string]*bupstash.Repository
 }
 
 // mountSources mounts the given repositories, each as a source.
-func mountSources(t *testing.T, opts fs.Options, sources ...source) *mounted {
+func mountSources(t *testing.T, opts fusefs.Options, sources ...source) *mounted {
 	t.Helper()
-	return mountSourcesWith(t, opts, fs.MountOptions{}, nil, sources...)
+	return mountSourcesWith(t, opts, fusefs.MountOptions{}, nil, sources...)
 }
 
 // mountSourcesWith is mountSources with mount options, and a setup
 // function that may add more to the filesystem first.
-func mountSourcesWith(t *testing.T, opts fs.Options, mo fs.MountOptions, setup func(*fs.FS) error, sources ...source) *mounted {
+func mountSourcesWith(t *testing.T, opts fusefs.Options, mo fusefs.MountOptions, setup func(*fusefs.FS) error, sources ...source) *mounted {
 	t.Helper()
 	m := &mounted{log: &logBuffer{}, repo: map[string]*bupstash.Repository{}}
 	opts.Logger = slog.New(slog.NewTextHandler(m.log, nil))
-	m.fs = fs.New(opts)
+	m.fs = fusefs.New(opts)
 	if setup != nil {
 		if err := setup(m.fs); err != nil {
 			t.Fatal(err)
@@ -139,7 +139,7 @@ func mountGenerated(t *testing.T, opts *testrepo.Options, tree *testrepo.Tree) (
 }
 
 // mountFixtures mounts every fixture repository, with its primary key.
-func mountFixtures(t *testing.T, opts fs.Options) *mounted {
+func mountFixtures(t *testing.T, opts fusefs.Options) *mounted {
 	var srcs []source
 	for _, f := range fixtures {
 		srcs = append(srcs, source{f.name, f.repo, f.key})
@@ -175,6 +175,6 @@ func readJSONL(t *testing.T, path string) []map[string]any {
 	return out
 }
 
-func fsOptions() fs.Options { return fs.Options{} }
+func fsOptions() fusefs.Options { return fusefs.Options{} }
 
 func newTestLogger(w *logBuffer) *slog.Logger { return slog.New(slog.NewTextHandler(w, nil)) }

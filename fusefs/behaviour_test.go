@@ -1,4 +1,4 @@
-package fs_test
+package fusefs_test
 
 import (
 	"bytes"
@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/backupfs/backupfs/fs"
+	"github.com/backupfs/backupfs/fusefs"
 	"github.com/backupfs/backupfs/internal/fusetest"
 	"github.com/backupfs/backupfs/internal/testrepo"
 	"golang.org/x/sys/unix"
@@ -381,12 +381,12 @@ func TestSparseFiles(t *testing.T) {
 
 func TestXattrModes(t *testing.T) {
 	for _, tt := range []struct {
-		mode fs.XattrMode
+		mode fusefs.XattrMode
 		want error
 	}{
-		{fs.XattrsAuto, nil}, {fs.XattrsOn, nil}, {fs.XattrsOff, syscall.EOPNOTSUPP},
+		{fusefs.XattrsAuto, nil}, {fusefs.XattrsOn, nil}, {fusefs.XattrsOff, syscall.EOPNOTSUPP},
 	} {
-		m := mountSources(t, fs.Options{Xattrs: tt.mode}, source{"r", "bupstash-0.12.1/repo", "bupstash-0.12.1/keys/primary.key"})
+		m := mountSources(t, fusefs.Options{Xattrs: tt.mode}, source{"r", "bupstash-0.12.1/repo", "bupstash-0.12.1/keys/primary.key"})
 		p := m.path("r", "ids", snapshot012, "a.txt")
 		buf := make([]byte, 64)
 		n, err := unix.Getxattr(p, "user.comment", buf)
@@ -407,7 +407,7 @@ func TestXattrModes(t *testing.T) {
 
 func TestOwnerOverride(t *testing.T) {
 	uid, gid := uint32(4242), uint32(4343)
-	m := mountSources(t, fs.Options{UID: &uid, GID: &gid}, source{"r", "bupstash-0.12.1/repo", "bupstash-0.12.1/keys/primary.key"})
+	m := mountSources(t, fusefs.Options{UID: &uid, GID: &gid}, source{"r", "bupstash-0.12.1/repo", "bupstash-0.12.1/keys/primary.key"})
 	for _, p := range []string{m.path("r"), m.path("r", "ids", snapshot012), m.path("r", "ids", snapshot012, "private", "p.txt"), m.path("r", "latest")} {
 		var st syscall.Stat_t
 		if err := syscall.Lstat(p, &st); err != nil || st.Uid != uid || st.Gid != gid {
@@ -419,7 +419,7 @@ func TestOwnerOverride(t *testing.T) {
 // With room for no decoded index at all, every access re-decodes one, and
 // everything still works, with the same inode numbers.
 func TestIndexEviction(t *testing.T) {
-	m := mountSources(t, fs.Options{IndexMemory: 1},
+	m := mountSources(t, fusefs.Options{IndexMemory: 1},
 		source{"a", "bupstash-0.12.1/repo", "bupstash-0.12.1/keys/primary.key"},
 		source{"b", "bupstash-versions/v0.11.1/repo", "bupstash-versions/v0.11.1/primary.key"})
 	var first syscall.Stat_t
@@ -601,7 +601,7 @@ func TestMountIsLazy(t *testing.T) {
 // the kernel enforces for other users of an --allow-other mount.
 func TestItemRootPermissions(t *testing.T) {
 	const private = "7f3491e5"
-	m := mountSourcesWith(t, fsOptions(), fs.MountOptions{AllowOther: true}, nil,
+	m := mountSourcesWith(t, fsOptions(), fusefs.MountOptions{AllowOther: true}, nil,
 		source{"r", "bupstash-0.12.1/repo", "bupstash-0.12.1/keys/primary.key"})
 	// Other users must be able to reach the mount at all.
 	if err := os.Chmod(filepath.Dir(m.dir), 0o755); err != nil {
@@ -674,7 +674,7 @@ func TestListingsGiveFileAttributesOnlyToStatters(t *testing.T) {
 // TestPanicBecomesEIO checks that a panic in a request handler fails that
 // request with EIO and one log line, and the mount goes on serving.
 func TestPanicBecomesEIO(t *testing.T) {
-	m := mountSourcesWith(t, fsOptions(), fs.MountOptions{}, func(f *fs.FS) error { return f.AddPanickingSource("boom") },
+	m := mountSourcesWith(t, fsOptions(), fusefs.MountOptions{}, func(f *fusefs.FS) error { return f.AddPanickingSource("boom") },
 		source{"r", "bupstash-0.12.1/repo", "bupstash-0.12.1/keys/primary.key"})
 	if _, err := os.Stat(m.path("boom")); !errors.Is(err, syscall.EIO) {
 		t.Fatalf("stat of a node whose handler panics: %v, want EIO", err)

@@ -1,4 +1,7 @@
-package bupstash
+// Package dump writes items in export formats. Tar writes a snapshot as
+// the tar stream `bupstash get` produces, byte for byte, so that the
+// command line's cat of a whole snapshot and Bupstash agree.
+package dump
 
 import (
 	"bytes"
@@ -9,17 +12,18 @@ import (
 	"strconv"
 
 	"github.com/backupfs/backupfs/crypto/blake3"
+	"github.com/backupfs/backupfs/repo/bupstash"
 )
 
-// WriteTar writes a snapshot item as the tar stream `bupstash get` produces
+// Tar writes a snapshot item as the tar stream `bupstash get` produces
 // for it, byte for byte: ustar headers as the Rust tar crate (0.4) encodes
 // them, pax records for long names and xattrs, later names of hard-linked
 // files as tar hard links, and two zero blocks at the end. Every file's
 // content is checked against its content hash on the way.
-func WriteTar(ctx context.Context, o *OpenItem, w io.Writer) error {
+func Tar(ctx context.Context, o *bupstash.OpenItem, w io.Writer) error {
 	idx, err := o.Index()
 	if err != nil {
-		return fmt.Errorf("item %s: %w", o.item.ID, err)
+		return fmt.Errorf("item %s: %w", o.Item().ID, err)
 	}
 	defer idx.Close()
 	data, err := o.Data()
@@ -55,7 +59,7 @@ func WriteTar(ctx context.Context, o *OpenItem, w io.Writer) error {
 		}
 		hdr.Reset()
 		if err := tarHeader(&hdr, e, typ, link); err != nil {
-			return fmt.Errorf("item %s: %q: %w", o.item.ID, e.Path, err)
+			return fmt.Errorf("item %s: %q: %w", o.Item().ID, e.Path, err)
 		}
 		if _, err := w.Write(hdr.Bytes()); err != nil {
 			return err
@@ -64,7 +68,7 @@ func WriteTar(ctx context.Context, o *OpenItem, w io.Writer) error {
 			continue // a hard link carries no data: the first name has it
 		}
 		if err := copyContent(ctx, w, stream, e, buf); err != nil {
-			return inFile(err, o.item.ID, string(e.Path))
+			return bupstash.InFile(err, o.Item().ID, string(e.Path))
 		}
 	}
 	_, err = w.Write(make([]byte, 1024))
@@ -73,7 +77,7 @@ func WriteTar(ctx context.Context, o *OpenItem, w io.Writer) error {
 
 // copyContent copies an entry's bytes from the data stream, padded to a
 // whole block, checking them against the entry's content hash.
-func copyContent(ctx context.Context, w io.Writer, stream *FileReader, e *IndexEntry, buf []byte) error {
+func copyContent(ctx context.Context, w io.Writer, stream *bupstash.FileReader, e *bupstash.IndexEntry, buf []byte) error {
 	var h *blake3.Hasher
 	if e.DataHash != nil {
 		h = blake3.New()
@@ -90,14 +94,14 @@ func copyContent(ctx context.Context, w io.Writer, stream *FileReader, e *IndexE
 			off += int64(n)
 		}
 		if err == io.EOF && off < end {
-			return fmt.Errorf("%w: data stream ends early", ErrCorrupt)
+			return fmt.Errorf("%w: data stream ends early", bupstash.ErrCorrupt)
 		}
 		if err != nil && err != io.EOF {
 			return err
 		}
 	}
 	if h != nil && h.Sum256() != *e.DataHash {
-		return fmt.Errorf("%w: content does not match the hash in the index", ErrCorrupt)
+		return fmt.Errorf("%w: content does not match the hash in the index", bupstash.ErrCorrupt)
 	}
 	if pad := (512 - e.Size%512) % 512; pad > 0 {
 		_, err := w.Write(make([]byte, pad))
@@ -106,19 +110,19 @@ func copyContent(ctx context.Context, w io.Writer, stream *FileReader, e *IndexE
 	return nil
 }
 
-func tarType(e *IndexEntry) (byte, bool) {
+func tarType(e *bupstash.IndexEntry) (byte, bool) {
 	switch e.Type() {
-	case ModeRegular:
+	case bupstash.ModeRegular:
 		return '0', true
-	case ModeSymlink:
+	case bupstash.ModeSymlink:
 		return '2', true
-	case ModeCharDev:
+	case bupstash.ModeCharDev:
 		return '3', true
-	case ModeBlockDev:
+	case bupstash.ModeBlockDev:
 		return '4', true
-	case ModeDir:
+	case bupstash.ModeDir:
 		return '5', true
-	case ModeFIFO:
+	case bupstash.ModeFIFO:
 		return '6', true
 	}
 	return 0, false
@@ -151,7 +155,7 @@ func newUstar() *tarBlock {
 }
 
 // tarHeader appends the header block(s) of an entry.
-func tarHeader(out *bytes.Buffer, e *IndexEntry, typ byte, hardlink []byte) error {
+func tarHeader(out *bytes.Buffer, e *bupstash.IndexEntry, typ byte, hardlink []byte) error {
 	var pax []byte
 	h := newUstar()
 	if hardlink != nil {
@@ -182,7 +186,7 @@ func tarHeader(out *bytes.Buffer, e *IndexEntry, typ byte, hardlink []byte) erro
 			target = hardlink
 		}
 		if target == nil {
-			return fmt.Errorf("%w: symlink without a target", ErrCorrupt)
+			return fmt.Errorf("%w: symlink without a target", bupstash.ErrCorrupt)
 		}
 		if err := copyPathInto(h[tarLinkname:tarLinkname+tarLinknameLen], target, true); err != nil {
 			if len(target) <= 100 {
