@@ -7,7 +7,8 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"strings"
+
+	"github.com/backupfs/backupfs/internal/shellwords"
 )
 
 // LoadKey reads and parses a key file.
@@ -42,7 +43,7 @@ func KeyFromEnv(ctx context.Context, getenv func(string) string) (*Key, error) {
 
 // KeyFromCommand runs command and parses the key it prints.
 func KeyFromCommand(ctx context.Context, command string) (*Key, error) {
-	args, err := SplitWords(command)
+	args, err := shellwords.Split(command)
 	if err != nil {
 		return nil, fmt.Errorf("BUPSTASH_KEY_COMMAND: %w", err)
 	}
@@ -61,67 +62,4 @@ func KeyFromCommand(ctx context.Context, command string) (*Key, error) {
 		return nil, fmt.Errorf("output of BUPSTASH_KEY_COMMAND: %w", err)
 	}
 	return k, nil
-}
-
-// SplitWords splits s into words with POSIX shell quoting rules (single
-// quotes, double quotes with backslash escapes, backslashes, # comments) but
-// no expansions, as the shlex crate Bupstash uses does.
-func SplitWords(s string) ([]string, error) {
-	var words []string
-	var cur strings.Builder
-	inWord := false
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c == ' ' || c == '\t' || c == '\n':
-			if inWord {
-				words = append(words, cur.String())
-				cur.Reset()
-				inWord = false
-			}
-		case c == '#' && !inWord:
-			for i < len(s) && s[i] != '\n' {
-				i++
-			}
-		case c == '\\':
-			i++
-			if i == len(s) {
-				return nil, errors.New("trailing backslash")
-			}
-			if s[i] != '\n' {
-				cur.WriteByte(s[i])
-			}
-			inWord = true
-		case c == '\'':
-			j := strings.IndexByte(s[i+1:], '\'')
-			if j < 0 {
-				return nil, errors.New("unterminated single quote")
-			}
-			cur.WriteString(s[i+1 : i+1+j])
-			i += j + 1
-			inWord = true
-		case c == '"':
-			i++
-			for ; i < len(s) && s[i] != '"'; i++ {
-				if s[i] == '\\' && i+1 < len(s) && strings.IndexByte("$`\"\\\n", s[i+1]) >= 0 {
-					i++
-					if s[i] == '\n' {
-						continue
-					}
-				}
-				cur.WriteByte(s[i])
-			}
-			if i == len(s) {
-				return nil, errors.New("unterminated double quote")
-			}
-			inWord = true
-		default:
-			cur.WriteByte(c)
-			inWord = true
-		}
-	}
-	if inWord {
-		words = append(words, cur.String())
-	}
-	return words, nil
 }

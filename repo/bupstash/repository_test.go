@@ -239,30 +239,6 @@ func TestHelperHoldWriteLock(t *testing.T) {
 	os.Stdin.Read(buf) // until the parent closes our stdin
 }
 
-func TestSplitWords(t *testing.T) {
-	for _, tt := range []struct {
-		in   string
-		want []string
-	}{
-		{"gpg --decrypt key.gpg", []string{"gpg", "--decrypt", "key.gpg"}},
-		{`cat '/a b/k'`, []string{"cat", "/a b/k"}},
-		{`cat "/a \"b\"/k" # comment`, []string{"cat", `/a "b"/k`}},
-		{`a\ b c`, []string{"a b", "c"}},
-		{`''`, []string{""}},
-		{"", nil},
-	} {
-		got, err := SplitWords(tt.in)
-		if err != nil || strings.Join(got, "|") != strings.Join(tt.want, "|") || len(got) != len(tt.want) {
-			t.Errorf("SplitWords(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
-		}
-	}
-	for _, bad := range []string{`'open`, `"open`, `trailing\`} {
-		if _, err := SplitWords(bad); err == nil {
-			t.Errorf("SplitWords(%q) accepted", bad)
-		}
-	}
-}
-
 func TestKeyFromEnv(t *testing.T) {
 	keyPath, _ := filepath.Abs(filepath.Join(testdata, "bupstash-0.12.1/keys/list.key"))
 	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
