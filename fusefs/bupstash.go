@@ -3,8 +3,6 @@ package fusefs
 import (
 	"context"
 	"errors"
-	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -21,15 +19,21 @@ import (
 //	latest                       -> ids/<newest item>
 //	by-time/<time>               -> ../ids/<item>
 //	by-tag/<key>/<value>/<id>    -> ../../../ids/<id>
+//
+// Requests are answered from the last good list of items, which a
+// goroutine refreshes in the background: re-reading the list may wait for
+// another process's transaction lock or a slow server, and no request
+// waits for that.
 type bupstashSource struct {
 	fs   *FS
 	name string
 	repo *bupstash.Repository
 
-	mu      sync.Mutex
-	checked time.Time
-	items   []*itemNode // oldest first
-	byID    map[string]*itemNode
+	mu    sync.Mutex  // guards items and byID; held only to read or swap them
+	items []*itemNode // oldest first
+	byID  map[string]*itemNode
+
+	refreshMu sync.Mutex // serialises refreshes
 }
 
 // AddBupstash adds a repository as a top-level directory called name.
@@ -41,7 +45,7 @@ func (f *FS) AddBupstash(name string, repo *bupstash.Repository) error {
 	}
 	// Read the item list now: a wrong key or a damaged repository should
 	// show up at mount time, not on the first ls.
-	if _, err := s.list(context.Background()); err != nil {
+	if err := s.refresh(context.Background()); err != nil {
 		return err
 	}
 	f.addWatcher(s.watch)
@@ -49,23 +53,16 @@ func (f *FS) AddBupstash(name string, repo *bupstash.Repository) error {
 }
 
 // forcedRelist is how often the watcher re-reads the item list even when
-// items/ seems unchanged (its time may not change on every filesystem).
+// the source says nothing changed (a directory's time may not change on
+// every filesystem).
 const forcedRelist = 30 * time.Second
 
-// watch re-reads the item list whenever items/ changes (put, rm,
-// recover-removed and gc all change it), checking once per refresh
+// watch re-reads the item list whenever the source says it changed (put,
+// rm, recover-removed and gc all change it), checking once per refresh
 // interval, so that removals are noticed even by readers of files that
 // are already open, and whose reads the kernel answers from its cache.
 func (s *bupstashSource) watch(ctx context.Context) {
-	dir := filepath.Join(s.repo.Dir(), "items")
-	stamp := func() time.Time {
-		fi, err := os.Stat(dir)
-		if err != nil {
-			return time.Time{}
-		}
-		return fi.ModTime()
-	}
-	last, forced := stamp(), time.Now()
+	forced := time.Now()
 	t := time.NewTicker(s.fs.opts.Refresh)
 	defer t.Stop()
 	for {
@@ -74,41 +71,46 @@ func (s *bupstashSource) watch(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		now := stamp()
-		if now.Equal(last) && time.Since(forced) < forcedRelist {
+		changed, err := s.repo.Changed(ctx)
+		if err == nil && !changed && time.Since(forced) < forcedRelist {
 			continue
 		}
-		last, forced = now, time.Now()
-		s.mu.Lock()
-		s.checked = time.Time{} // re-read now
-		s.mu.Unlock()
-		_, _ = s.list(ctx) // list reports its own errors
+		forced = time.Now()
+		_ = s.refresh(ctx) // reports its own errors
 	}
 }
 
-// list returns the current items, re-reading the repository's item list
-// when it was last read more than the refresh interval ago.
-func (s *bupstashSource) list(ctx context.Context) ([]*itemNode, error) {
+// list returns the current items. It never reads the repository.
+func (s *bupstashSource) list(context.Context) ([]*itemNode, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.byID != nil && time.Since(s.checked) < s.fs.opts.Refresh {
-		return s.items, nil
-	}
+	return s.items, nil
+}
+
+// refresh re-reads the repository's item list and swaps it in. A failure
+// keeps the last good list in place (and is reported once); only the
+// first list's failure is returned, so that a mount that cannot list
+// fails at once.
+func (s *bupstashSource) refresh(ctx context.Context) error {
+	s.refreshMu.Lock()
+	defer s.refreshMu.Unlock()
+	s.mu.Lock()
+	first := s.byID == nil
+	s.mu.Unlock()
 	items, err := s.repo.Items(ctx)
 	if err != nil {
 		var ie *bupstash.ItemError
 		if !errors.As(err, &ie) {
-			if s.byID != nil {
+			if !first {
 				// Keep showing what was there; say why it is stale.
 				s.fs.errs.report("list "+s.name, "cannot re-read the item list", err, "source", s.name)
-				return s.items, nil
+				return nil
 			}
-			return nil, err
+			return err
 		}
 		// Damaged items are left out; the rest stay browsable.
 		s.fs.errs.report("items "+s.name, "some items cannot be read", err, "source", s.name)
 	}
-	s.checked = time.Now()
 	byID := make(map[string]*itemNode, len(items))
 	nodes := make([]*itemNode, 0, len(items))
 	for _, it := range items {
@@ -121,13 +123,16 @@ func (s *bupstashSource) list(ctx context.Context) ([]*itemNode, error) {
 		byID[id] = n
 		nodes = append(nodes, n)
 	}
-	for id, n := range s.byID {
+	s.mu.Lock()
+	old := s.byID
+	s.items, s.byID = nodes, byID
+	s.mu.Unlock()
+	for id, n := range old {
 		if byID[id] == nil {
 			n.markRemoved()
 		}
 	}
-	s.items, s.byID = nodes, byID
-	return nodes, nil
+	return nil
 }
 
 func (s *bupstashSource) key(parts ...string) string {

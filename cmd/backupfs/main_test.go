@@ -403,8 +403,8 @@ func TestForgedLeafCounts(t *testing.T) {
 	node := func(n uint64) bupstash.Address {
 		return f.Node(bupstashtest.NodeEntry{Count: 1, Addr: n1}, bupstashtest.NodeEntry{Count: n, Addr: n1})
 	}
-	impossible := f.AddItem(bupstashtest.Item{DataTree: bupstash.TreeMeta{Height: 2, DataChunkCount: 1<<45 + 1, Address: node(1 << 45)}, DataSize: 9})
-	liar := f.AddItem(bupstashtest.Item{DataTree: bupstash.TreeMeta{Height: 2, DataChunkCount: 1<<33 + 1, Address: node(1 << 33)}, DataSize: 1 << 34})
+	impossible := f.AddItem(bupstashtest.Item{DataHTree: bupstash.HTreeMeta{Height: 2, DataChunkCount: 1<<45 + 1, Address: node(1 << 45)}, DataSize: 9})
+	liar := f.AddItem(bupstashtest.Item{DataHTree: bupstash.HTreeMeta{Height: 2, DataChunkCount: 1<<33 + 1, Address: node(1 << 33)}, DataSize: 1 << 34})
 	args := func(a ...string) []string {
 		return append([]string{a[0], "--repo", f.Dir, "--key", primary012}, a[1:]...)
 	}

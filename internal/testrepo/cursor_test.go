@@ -86,11 +86,11 @@ func TestCursorsByHand(t *testing.T) {
 				g.Path, g.FirstChunk, g.ChunkDelta, g.StartOffset, g.EndOffset, w.path, w.first, w.delta, w.start, w.end)
 		}
 	}
-	if info.DataTree.DataChunkCount != 6 {
-		t.Errorf("%d leaves, want 6", info.DataTree.DataChunkCount)
+	if info.DataHTree.DataChunkCount != 6 {
+		t.Errorf("%d leaves, want 6", info.DataHTree.DataChunkCount)
 	}
 	k := r.Key()
-	d := decodeTree(t, r.Dir(), info.DataTree, k.DataSK.V, k.DataPSK.V, r.dataHashKey, false)
+	d := decodeTree(t, r.Dir(), info.DataHTree, k.DataSK.V, k.DataPSK.V, r.dataHashKey, false)
 	if fmt.Sprint(d.leafLens) != "[4096 4096 4096 15 4096 904]" {
 		t.Errorf("leaf lengths %v", d.leafLens)
 	}
@@ -150,8 +150,8 @@ func TestNoData(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info.DataSize != 0 || info.DataTree.DataChunkCount != 1 || info.DataTree.Height != 0 {
-		t.Errorf("data tree %+v, %d bytes", info.DataTree, info.DataSize)
+	if info.DataSize != 0 || info.DataHTree.DataChunkCount != 1 || info.DataHTree.Height != 0 {
+		t.Errorf("data tree %+v, %d bytes", info.DataHTree, info.DataSize)
 	}
 	verifySnapshot(t, r, info, tr.Entries())
 }
@@ -168,8 +168,8 @@ func TestTallTrees(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info.DataTree.Height < 4 {
-		t.Errorf("raw tree height %d with %d leaves", info.DataTree.Height, info.DataTree.DataChunkCount)
+	if info.DataHTree.Height < 4 {
+		t.Errorf("raw tree height %d with %d leaves", info.DataHTree.Height, info.DataHTree.DataChunkCount)
 	}
 	verifyRaw(t, r, info, content)
 
@@ -181,8 +181,8 @@ func TestTallTrees(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sinfo.DataTree.Height < 3 || sinfo.IndexTree.Height < 3 {
-		t.Errorf("snapshot tree heights %d and %d", sinfo.DataTree.Height, sinfo.IndexTree.Height)
+	if sinfo.DataHTree.Height < 3 || sinfo.IndexHTree.Height < 3 {
+		t.Errorf("snapshot tree heights %d and %d", sinfo.DataHTree.Height, sinfo.IndexHTree.Height)
 	}
 	verifySnapshot(t, r, sinfo, tr.Entries())
 }
@@ -224,8 +224,8 @@ func TestStreamedEntries(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info.IndexTree.DataChunkCount < 10 {
-		t.Errorf("index of %d bytes in %d leaves", info.IndexSize, info.IndexTree.DataChunkCount)
+	if info.IndexHTree.DataChunkCount < 10 {
+		t.Errorf("index of %d bytes in %d leaves", info.IndexSize, info.IndexHTree.DataChunkCount)
 	}
 	verifySnapshot(t, r, info, expectedEntries(es))
 }

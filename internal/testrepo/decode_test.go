@@ -31,7 +31,7 @@ type decodedTree struct {
 
 // decodeTree reads a tree with the given recipient key and hash key,
 // verifying every address and count.
-func decodeTree(t testing.TB, dir string, meta bupstash.TreeMeta, sk, psk, hk [32]byte, keep bool) *decodedTree {
+func decodeTree(t testing.TB, dir string, meta bupstash.HTreeMeta, sk, psk, hk [32]byte, keep bool) *decodedTree {
 	t.Helper()
 	d := &decodedTree{levels: make([][]int, meta.Height+1), lastAddr: make([][][]byte, meta.Height+1)}
 	opener := box.NewOpener(sk, psk)

@@ -154,12 +154,12 @@ func TestRegenerateBupstashFixture(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if info.DataTree != it.DataTree || info.DataSize != it.DataSize || info.IndexSize != it.IndexSize {
+			if info.DataHTree != it.DataHTree || info.DataSize != it.DataSize || info.IndexSize != it.IndexSize {
 				t.Errorf("data tree %+v (%d/%d bytes), Bupstash wrote %+v (%d/%d)",
-					info.DataTree, info.DataSize, info.IndexSize, it.DataTree, it.DataSize, it.IndexSize)
+					info.DataHTree, info.DataSize, info.IndexSize, it.DataHTree, it.DataSize, it.IndexSize)
 			}
-			if it.HasIndex() && info.IndexTree != *it.IndexTree {
-				t.Errorf("index tree %+v, Bupstash wrote %+v", info.IndexTree, *it.IndexTree)
+			if it.HasIndex() && info.IndexHTree != *it.IndexHTree {
+				t.Errorf("index tree %+v, Bupstash wrote %+v", info.IndexHTree, *it.IndexHTree)
 			}
 			if !info.Timestamp.Equal(it.Timestamp) || info.Tags["fixture"] != want {
 				t.Errorf("metadata %v %v", info.Timestamp, info.Tags)

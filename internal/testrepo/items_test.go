@@ -90,7 +90,7 @@ func TestLayout(t *testing.T) {
 	// envelope (72 bytes of overhead and the footer).
 	rd := openReader(t, r, nil)
 	it := findItem(t, rd, ids[0])
-	if st, err := os.Stat(filepath.Join(dir, "data", it.DataTree.Address.String())); err != nil || st.Size() != 73 {
+	if st, err := os.Stat(filepath.Join(dir, "data", it.DataHTree.Address.String())); err != nil || st.Size() != 73 {
 		t.Errorf("empty leaf: %v, %v", st, err)
 	}
 	entries, _ := os.ReadDir(filepath.Join(dir, "data"))
@@ -124,8 +124,8 @@ func TestRawItems(t *testing.T) {
 				if info.Tags["name"] != "file.bin" {
 					t.Errorf("tags %v", info.Tags)
 				}
-				if want := max(1, uint64((size+4095)/4096)); info.DataTree.DataChunkCount != want {
-					t.Errorf("%d bytes: %d leaves, want %d", size, info.DataTree.DataChunkCount, want)
+				if want := max(1, uint64((size+4095)/4096)); info.DataHTree.DataChunkCount != want {
+					t.Errorf("%d bytes: %d leaves, want %d", size, info.DataHTree.DataChunkCount, want)
 				}
 				verifyRaw(t, r, info, content)
 			}

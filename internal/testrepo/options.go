@@ -172,11 +172,11 @@ type ItemInfo struct {
 	Tags      map[string]string
 	Snapshot  bool // has an index (file tree)
 
-	DataTree  bupstash.TreeMeta
-	IndexTree bupstash.TreeMeta // zero for a raw item
-	DataSize  uint64            // bytes in the data stream
-	IndexSize uint64            // bytes in the index stream
-	Entries   int               // index entries
+	DataHTree  bupstash.HTreeMeta
+	IndexHTree bupstash.HTreeMeta // zero for a raw item
+	DataSize   uint64             // bytes in the data stream
+	IndexSize  uint64             // bytes in the index stream
+	Entries    int                // index entries
 
 	Nodes    int   // interior nodes written (both trees)
 	Stored   int64 // bytes of new chunk files

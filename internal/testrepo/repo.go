@@ -348,8 +348,8 @@ type treeRoot struct {
 	addr          bupstash.Address
 }
 
-func (t treeRoot) meta() bupstash.TreeMeta {
-	return bupstash.TreeMeta{Height: t.height, DataChunkCount: t.count, Address: t.addr}
+func (t treeRoot) meta() bupstash.HTreeMeta {
+	return bupstash.HTreeMeta{Height: t.height, DataChunkCount: t.count, Address: t.addr}
 }
 
 func encodeTree(e *bare.Encoder, t treeRoot) {
@@ -474,9 +474,9 @@ func (r *Repo) commit(info *ItemInfo, meta ItemMeta, data treeRoot, index *treeR
 	info.ID = id
 	info.Timestamp = time.UnixMilli(millis).UTC()
 	info.Tags = tags
-	info.DataTree = data.meta()
+	info.DataHTree = data.meta()
 	if index != nil {
-		info.IndexTree = index.meta()
+		info.IndexHTree = index.meta()
 		info.Snapshot = true
 	}
 	info.DataSize, info.IndexSize = dataSize, indexSize

@@ -213,7 +213,7 @@ func TestBoundedMemory(t *testing.T) {
 	if grew > 8<<20 {
 		t.Errorf("heap grew by %d MiB while writing %d MiB items with 384 KiB leaves", grew>>20, size>>20)
 	}
-	if info.DataSize != size || sinfo.DataSize != size || sinfo.DataTree.DataChunkCount < 64 {
-		t.Errorf("sizes %d, %d; %d leaves", info.DataSize, sinfo.DataSize, sinfo.DataTree.DataChunkCount)
+	if info.DataSize != size || sinfo.DataSize != size || sinfo.DataHTree.DataChunkCount < 64 {
+		t.Errorf("sizes %d, %d; %d leaves", info.DataSize, sinfo.DataSize, sinfo.DataHTree.DataChunkCount)
 	}
 }

@@ -75,7 +75,7 @@ func TestKitchenSink(t *testing.T) {
 			// Compressible leaves carry the chosen footer, incompressible
 			// ones footer 0.
 			k := r.Key()
-			d := decodeTree(t, r.Dir(), info.DataTree, k.DataSK.V, k.DataPSK.V, r.dataHashKey, true)
+			d := decodeTree(t, r.Dir(), info.DataHTree, k.DataSK.V, k.DataPSK.V, r.dataHashKey, true)
 			var seen [3]bool
 			for i, f := range d.footers {
 				seen[f] = true

@@ -96,11 +96,11 @@ func checkItemMeta(t testing.TB, r *Repo, it *bupstash.Item, info *ItemInfo) {
 	if it.DataSize != info.DataSize || it.IndexSize != info.IndexSize {
 		t.Errorf("sizes %d/%d, want %d/%d", it.DataSize, it.IndexSize, info.DataSize, info.IndexSize)
 	}
-	if it.DataTree != info.DataTree {
-		t.Errorf("data tree %+v, want %+v", it.DataTree, info.DataTree)
+	if it.DataHTree != info.DataHTree {
+		t.Errorf("data tree %+v, want %+v", it.DataHTree, info.DataHTree)
 	}
-	if info.Snapshot != it.HasIndex() || (it.HasIndex() && *it.IndexTree != info.IndexTree) {
-		t.Errorf("index tree %v, want %+v", it.IndexTree, info.IndexTree)
+	if info.Snapshot != it.HasIndex() || (it.HasIndex() && *it.IndexHTree != info.IndexHTree) {
+		t.Errorf("index tree %v, want %+v", it.IndexHTree, info.IndexHTree)
 	}
 }
 
@@ -167,8 +167,8 @@ func verifySnapshot(t testing.TB, r *Repo, info *ItemInfo, want []Entry) {
 
 	// Trees and cursors, independently of the reader.
 	k := r.Key()
-	data := decodeTree(t, r.Dir(), it.DataTree, k.DataSK.V, k.DataPSK.V, r.dataHashKey, keepStream)
-	index := decodeTree(t, r.Dir(), *it.IndexTree, k.IdxSK.V, k.IdxPSK.V, r.idxHashKey, false)
+	data := decodeTree(t, r.Dir(), it.DataHTree, k.DataSK.V, k.DataPSK.V, r.dataHashKey, keepStream)
+	index := decodeTree(t, r.Dir(), *it.IndexHTree, k.IdxSK.V, k.IdxPSK.V, r.idxHashKey, false)
 	short := checkCursors(t, cursors, data.leafLens, r.opts.batchBytes)
 	checkLeafSizes(t, data.leafLens, r.opts, short)
 	checkLeafSizes(t, index.leafLens, r.opts, nil)
@@ -484,7 +484,7 @@ func verifyRaw(t testing.TB, r *Repo, info *ItemInfo, content []byte) {
 	checkRandomReads(t, f, content, rand.New(rand.NewPCG(3, 4)), "raw")
 
 	k := r.Key()
-	d := decodeTree(t, r.Dir(), it.DataTree, k.DataSK.V, k.DataPSK.V, r.dataHashKey, true)
+	d := decodeTree(t, r.Dir(), it.DataHTree, k.DataSK.V, k.DataPSK.V, r.dataHashKey, true)
 	if !bytes.Equal(d.stream, content) {
 		t.Fatal("raw item: decoded leaves differ")
 	}

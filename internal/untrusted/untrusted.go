@@ -27,6 +27,9 @@ var (
 	ErrNotRegular = errors.New("not a regular file")
 	// ErrTooLarge reports a file over its kind's size limit.
 	ErrTooLarge = errors.New("file too large")
+	// ErrNotDir reports something other than a directory where OpenDir
+	// expected one.
+	ErrNotDir = errors.New("not a directory")
 )
 
 // Open opens name for reading without blocking (a FIFO without a writer
@@ -143,4 +146,17 @@ func FormatSize(n int64) string {
 		return fmt.Sprintf("%d %s", int64(v), suffixes[i])
 	}
 	return fmt.Sprintf("%.1f %s", v, suffixes[i])
+}
+
+// OpenDir opens the directory name for listing, without blocking: a FIFO
+// or device in its place is refused (ErrNotDir), never opened.
+func OpenDir(name string) (*os.File, error) {
+	fd, err := syscall.Open(name, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
+	if errors.Is(err, syscall.ENOTDIR) {
+		return nil, &fs.PathError{Op: "open", Path: name, Err: ErrNotDir}
+	}
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: name, Err: err}
+	}
+	return os.NewFile(uintptr(fd), name), nil
 }

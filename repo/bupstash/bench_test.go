@@ -14,13 +14,20 @@ import (
 	"lukechampine.com/blake3"
 )
 
-// memStore is a chunkStore in memory, so benchmarks measure decoding
-// rather than the disk.
+// memStore is a Source of chunks in memory, so benchmarks measure
+// decoding rather than the disk. It lists no items.
 type memStore map[Address][]byte
 
-// readChunk copies like a read from disk would: callers decrypt in place.
-func (m memStore) readChunk(_ context.Context, a Address, pool *cache.BufferPool) ([]byte, error) {
-	b, ok := m[a]
+func (memStore) String() string { return "memory" }
+func (memStore) Close() error   { return nil }
+func (memStore) Items(context.Context, func(Xid) bool) (*ItemSet, error) {
+	return &ItemSet{}, nil
+}
+func (memStore) Changed(context.Context, string) (bool, error) { return false, nil }
+
+// ReadChunk copies like a read from disk would: callers decrypt in place.
+func (m memStore) ReadChunk(_ context.Context, ref ChunkRef, pool *cache.BufferPool) ([]byte, error) {
+	b, ok := m[ref.Addr]
 	if !ok {
 		return nil, ErrChunkMissing
 	}
@@ -80,13 +87,13 @@ func memRepository(tb testing.TB, leaves [][]byte, c Compression, cacheBytes int
 	root := Address(blake3.Sum256(node))
 	store[root] = append(node, footerNone)
 	r := &Repository{
-		key: key, log: quietLog, cache: cache.New(cacheBytes), store: store,
+		key: key, log: quietLog, cache: cache.New(cacheBytes), src: store,
 		nodeSpace: cache.NewSpace(), spaces: map[[32]byte]uint64{},
 		dataOpener: key.dataOpener(),
 	}
 	it := &Item{
 		ID:            Xid{1},
-		DataTree:      TreeMeta{Height: 1, DataChunkCount: uint64(len(leaves)), Address: root},
+		DataHTree:     HTreeMeta{Height: 1, DataChunkCount: uint64(len(leaves)), Address: root},
 		DataSize:      size,
 		dataHashPart2: part2,
 	}

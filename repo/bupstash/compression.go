@@ -2,7 +2,6 @@ package bupstash
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"sync"
 
@@ -29,10 +28,6 @@ const (
 
 // maxDecompressedSize is Bupstash's COMPRESS_MAX_SIZE.
 const maxDecompressedSize = 64 << 20
-
-// ErrCompression reports a payload that does not decompress as its footer
-// says.
-var ErrCompression = errors.New("bad compressed payload")
 
 var zstdDecoder = sync.OnceValue(func() *zstd.Decoder {
 	d, err := zstd.NewReader(nil,

@@ -33,17 +33,17 @@ func spanFromCursor(c, delta uint64, start, end uint64, size uint64) span {
 
 // section reads a span at any offset. It learns, leaf by leaf, where each
 // leaf's bytes start within the span; a read needs the lengths of the
-// leaves before its offset, which are cheap to probe (see hashTree.leafLen)
+// leaves before its offset, which are cheap to probe (see htree.leafLen)
 // when they have not been decoded yet.
 type section struct {
-	tree *hashTree
+	tree *htree
 	sp   span
 
 	mu  sync.Mutex
 	cum []int64 // cum[k] = span offset where leaf first+k begins; grows as lengths are learned
 }
 
-func newSection(t *hashTree, sp span) *section {
+func newSection(t *htree, sp span) *section {
 	return &section{tree: t, sp: sp, cum: []int64{0}}
 }
 
@@ -119,7 +119,7 @@ func (s *section) extend(known int, idx uint64, n int64) error {
 	}
 	lo, hi := s.contribution(uint64(known), n)
 	if lo > hi {
-		return &ChunkError{Item: s.tree.item, Tree: s.tree.kind, Leaf: int64(idx),
+		return &ChunkError{Item: s.tree.item, Tree: s.tree.kind.String(), Leaf: int64(idx),
 			Err: fmt.Errorf("%w: cursor range [%d, %d) does not fit the %d-byte leaf", ErrCorrupt, lo, hi, n)}
 	}
 	s.cum = append(s.cum, s.cum[known]+hi-lo)
@@ -153,12 +153,12 @@ func (s *section) readAt(ctx context.Context, p []byte, off int64) (n int, lastL
 		lo, hi := s.contribution(k, int64(len(data)))
 		if lo > hi || hi > int64(len(data)) {
 			ch.Release()
-			return n, k, &ChunkError{Item: s.tree.item, Tree: s.tree.kind, Leaf: int64(idx),
+			return n, k, &ChunkError{Item: s.tree.item, Tree: s.tree.kind.String(), Leaf: int64(idx),
 				Err: fmt.Errorf("%w: cursor range [%d, %d) does not fit the %d-byte leaf", ErrCorrupt, lo, hi, len(data))}
 		}
 		if idx == s.sp.last && leafStart+hi-lo != s.sp.size {
 			ch.Release()
-			return n, k, &ChunkError{Item: s.tree.item, Tree: s.tree.kind, Leaf: int64(idx),
+			return n, k, &ChunkError{Item: s.tree.item, Tree: s.tree.kind.String(), Leaf: int64(idx),
 				Err: fmt.Errorf("%w: the file's leaves hold %d bytes, its size is %d", ErrCorrupt, leafStart+hi-lo, s.sp.size)}
 		}
 		pos := lo + (off + int64(n) - leafStart)

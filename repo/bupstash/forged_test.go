@@ -78,19 +78,19 @@ func TestImpossibleLeafCountsAreRejected(t *testing.T) {
 	l0 := f.DataLeaf([]byte("leaf zero"), bupstash.CompressionNone)
 	n1 := f.Node(bupstashtest.NodeEntry{Count: 1, Addr: l0})
 	liar := f.Node(bupstashtest.NodeEntry{Count: 1, Addr: n1}, bupstashtest.NodeEntry{Count: 1 << 45, Addr: n1})
-	empty := f.DataTree(nil, bupstash.CompressionNone)
-	idx := f.IndexTree([][]byte{(&bupstashtest.Entry{Path: ".", Mode: bupstash.ModeDir | 0o755}).Encode(5, bupstashtest.Relative{}, bupstashtest.Absolute{})}, bupstash.CompressionNone)
+	empty := f.DataHTree(nil, bupstash.CompressionNone)
+	idx := f.IndexHTree([][]byte{(&bupstashtest.Entry{Path: ".", Mode: bupstash.ModeDir | 0o755}).Encode(5, bupstashtest.Relative{}, bupstashtest.Absolute{})}, bupstash.CompressionNone)
 
 	bad := map[bupstash.Xid]string{
-		f.AddItem(bupstashtest.Item{DataTree: bupstash.TreeMeta{Height: 2, DataChunkCount: 1<<45 + 1, Address: liar}, DataSize: 1 << 50}):              "impossible tree shape",
-		f.AddItem(bupstashtest.Item{DataTree: bupstash.TreeMeta{Height: 2, DataChunkCount: 1 << 33, Address: liar}, DataSize: 100}):                    "claims 8589934592 leaves for a 100-byte stream",
-		f.AddItem(bupstashtest.Item{DataTree: bupstash.TreeMeta{Height: 1, DataChunkCount: 1 << 22, Address: liar}, DataSize: 1 << 30}):                "impossible tree shape",
-		f.AddItem(bupstashtest.Item{DataTree: empty, IndexTree: &bupstash.TreeMeta{Height: 1, DataChunkCount: 9, Address: idx.Address}, IndexSize: 3}): "index tree claims 9 leaves",
+		f.AddItem(bupstashtest.Item{DataHTree: bupstash.HTreeMeta{Height: 2, DataChunkCount: 1<<45 + 1, Address: liar}, DataSize: 1 << 50}):               "impossible tree shape",
+		f.AddItem(bupstashtest.Item{DataHTree: bupstash.HTreeMeta{Height: 2, DataChunkCount: 1 << 33, Address: liar}, DataSize: 100}):                     "claims 8589934592 leaves for a 100-byte stream",
+		f.AddItem(bupstashtest.Item{DataHTree: bupstash.HTreeMeta{Height: 1, DataChunkCount: 1 << 22, Address: liar}, DataSize: 1 << 30}):                 "impossible tree shape",
+		f.AddItem(bupstashtest.Item{DataHTree: empty, IndexHTree: &bupstash.HTreeMeta{Height: 1, DataChunkCount: 9, Address: idx.Address}, IndexSize: 3}): "index tree claims 9 leaves",
 	}
-	good := f.AddItem(bupstashtest.Item{DataTree: empty, DataSize: 0})
+	good := f.AddItem(bupstashtest.Item{DataHTree: empty, DataSize: 0})
 	// A liar within the bounds lists, and fails when read past what its
 	// nodes back up.
-	lies := f.AddItem(bupstashtest.Item{DataTree: bupstash.TreeMeta{Height: 2, DataChunkCount: 1<<33 + 1, Address: f.Node(
+	lies := f.AddItem(bupstashtest.Item{DataHTree: bupstash.HTreeMeta{Height: 2, DataChunkCount: 1<<33 + 1, Address: f.Node(
 		bupstashtest.NodeEntry{Count: 1, Addr: n1}, bupstashtest.NodeEntry{Count: 1 << 33, Addr: n1})}, DataSize: 1 << 34})
 
 	r := openForged(t, f)
@@ -308,13 +308,13 @@ func checkFile(t *testing.T, name string, f *bupstash.File, want []byte) {
 // hash the plaintext alone), a parseable V1 timestamp.
 func TestOldItemFormatsAreVerified(t *testing.T) {
 	f := newForged(t, 5)
-	tree := f.DataTree([][]byte{[]byte("x")}, bupstash.CompressionNone)
+	tree := f.DataHTree([][]byte{[]byte("x")}, bupstash.CompressionNone)
 	bad := map[bupstash.Xid]string{
-		f.AddItem(bupstashtest.Item{Format: 1, DataTree: tree, DataSize: 1, BadHash: true}):                  "does not match its signed hash",
-		f.AddItem(bupstashtest.Item{Format: 2, DataTree: tree, DataSize: 1, BadHash: true}):                  "does not match its signed hash",
-		f.AddItem(bupstashtest.Item{Format: 1, DataTree: tree, DataSize: 1, TimestampText: "yesterday-ish"}): "timestamp",
+		f.AddItem(bupstashtest.Item{Format: 1, DataHTree: tree, DataSize: 1, BadHash: true}):                  "does not match its signed hash",
+		f.AddItem(bupstashtest.Item{Format: 2, DataHTree: tree, DataSize: 1, BadHash: true}):                  "does not match its signed hash",
+		f.AddItem(bupstashtest.Item{Format: 1, DataHTree: tree, DataSize: 1, TimestampText: "yesterday-ish"}): "timestamp",
 	}
-	good := f.AddItem(bupstashtest.Item{Format: 1, DataTree: tree, DataSize: 1, TimestampText: "2021-03-04T05:06:07+02:00",
+	good := f.AddItem(bupstashtest.Item{Format: 1, DataHTree: tree, DataSize: 1, TimestampText: "2021-03-04T05:06:07+02:00",
 		SecretCompression: bupstash.CompressionZstd, Tags: map[string]string{"long": strings.Repeat("tag", 100)}})
 	items, err := openForged(t, f).Items(context.Background())
 	errs := itemErrs(err)

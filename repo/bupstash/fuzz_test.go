@@ -142,7 +142,7 @@ func fixtureLeaves(f *testing.F, fx fixture, max int64) [][]byte {
 	r := openFixture(f, fx)
 	for _, it := range listItems(f, r) {
 		o := r.OpenItem(it)
-		for _, tr := range []*hashTree{o.data, o.index} {
+		for _, tr := range []*htree{o.data, o.index} {
 			if tr == nil {
 				continue
 			}
@@ -154,7 +154,7 @@ func fixtureLeaves(f *testing.F, fx fixture, max int64) [][]byte {
 				if r.storedSize(addr) > max {
 					continue
 				}
-				env, err := r.store.readChunk(context.Background(), addr, nil)
+				env, err := r.src.ReadChunk(context.Background(), ChunkRef{Addr: addr}, nil)
 				if err != nil {
 					f.Fatal(err)
 				}
@@ -263,7 +263,7 @@ func encodeSecret(it *Item, hash [32]byte) []byte {
 
 // plainPart is a copy of it's plaintext metadata, in the given format.
 func plainPart(it *Item, format int) *Item {
-	p := &Item{ID: it.ID, Format: format, PrimaryKeyID: it.PrimaryKeyID, DataTree: it.DataTree, IndexTree: it.IndexTree}
+	p := &Item{ID: it.ID, Format: format, PrimaryKeyID: it.PrimaryKeyID, DataHTree: it.DataHTree, IndexHTree: it.IndexHTree}
 	if format >= 2 {
 		p.Timestamp = it.Timestamp
 	}
@@ -349,7 +349,7 @@ func FuzzIndexReader(f *testing.F) {
 		a := min(int(cut1), len(s))
 		b := max(a, min(int(cut2), len(s)))
 		leaves := memLeaves{s[:a], s[a:b], s[b:]}
-		it := &Item{IndexSize: uint64(len(s)), DataSize: 1 << 40, DataTree: TreeMeta{DataChunkCount: 1 << 40}}
+		it := &Item{IndexSize: uint64(len(s)), DataSize: 1 << 40, DataHTree: HTreeMeta{DataChunkCount: 1 << 40}}
 		r := &IndexReader{item: it, leaves: leaves, log: quietLog}
 		var whole []*IndexEntry
 		for {

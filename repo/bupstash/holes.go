@@ -2,8 +2,6 @@ package bupstash
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"sync"
 
 	"github.com/backupfs/backupfs/crypto/blake3"
@@ -13,7 +11,7 @@ import (
 // as leaves of nothing but zeros (the rolling hash never cuts inside one,
 // so they are as long as a leaf can be, and identical ones share one
 // chunk). Such a leaf can be recognised without decompressing it: its
-// plaintext length is recorded in its envelope (see hashTree.leafLen), and
+// plaintext length is recorded in its envelope (see htree.leafLen), and
 // its address is the keyed hash of that many zero bytes, which is computed
 // once per length. The address is authenticated by the tree, so the answer
 // is as trustworthy as a decode.
@@ -76,18 +74,13 @@ func (f *File) Extents(ctx context.Context, off int64, fn func(LeafExtent) bool)
 	return nil
 }
 
-// storedSize returns the size of a chunk's file, or -1 if the store cannot
-// tell without reading it.
+// storedSize returns the stored size of a chunk, or -1 if the source
+// cannot tell without reading it.
 func (r *Repository) storedSize(addr Address) int64 {
-	ds, ok := r.store.(dirStore)
-	if !ok {
-		return -1
+	if ss, ok := r.src.(StoredSizer); ok {
+		return ss.StoredSize(addr)
 	}
-	fi, err := os.Stat(filepath.Join(ds.dir, addr.String()))
-	if err != nil {
-		return -1
-	}
-	return fi.Size()
+	return -1
 }
 
 type zeroLeafKey struct {

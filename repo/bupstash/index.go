@@ -75,9 +75,6 @@ func (e *IndexEntry) IsDir() bool { return e.Type() == ModeDir }
 // IsRegular reports whether the entry is a regular file.
 func (e *IndexEntry) IsRegular() bool { return e.Type() == ModeRegular }
 
-// ErrNoIndex reports an attempt to read the file tree of a raw item.
-var ErrNoIndex = errors.New("item has no file tree (raw data item)")
-
 // decodeEntry decodes one VersionedIndexEntry. Byte fields alias the input.
 func decodeEntry(d *bare.Decoder, e *IndexEntry) error {
 	tag := d.Uint()
@@ -246,7 +243,7 @@ func validPath(p []byte) bool {
 	return true
 }
 
-// leafSource supplies a tree's leaves in order; hashTree is the real one.
+// leafSource supplies a tree's leaves in order; htree is the real one.
 // A leaf's bytes stay valid until its release function is called.
 type leafSource interface {
 	leafCount() uint64
@@ -279,7 +276,7 @@ type IndexReader struct {
 
 // Index returns a reader over the item's index.
 func (o *OpenItem) Index() (*IndexReader, error) {
-	if o.item.IndexTree == nil {
+	if o.item.IndexHTree == nil {
 		return nil, ErrNoIndex
 	}
 	if o.index == nil {
@@ -446,8 +443,8 @@ func (r *IndexReader) finish() error {
 		return fmt.Errorf("item %s: %w: index is %d bytes, metadata says %d", r.item.ID, ErrCorrupt, r.streamBytes, r.item.IndexSize)
 	case r.dataOffset != r.item.DataSize:
 		return fmt.Errorf("item %s: %w: index entries hold %d bytes, the data stream has %d", r.item.ID, ErrCorrupt, r.dataOffset, r.item.DataSize)
-	case r.chunk > r.item.DataTree.DataChunkCount:
-		return fmt.Errorf("item %s: %w: index cursors end at leaf %d of %d", r.item.ID, ErrCorrupt, r.chunk, r.item.DataTree.DataChunkCount)
+	case r.chunk > r.item.DataHTree.DataChunkCount:
+		return fmt.Errorf("item %s: %w: index cursors end at leaf %d of %d", r.item.ID, ErrCorrupt, r.chunk, r.item.DataHTree.DataChunkCount)
 	}
 	return io.EOF
 }

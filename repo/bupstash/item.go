@@ -5,8 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
-	"path"
 	"runtime"
 	"sort"
 	"strings"
@@ -16,10 +14,6 @@ import (
 	"github.com/backupfs/backupfs/repo/bupstash/bare"
 	"lukechampine.com/blake3"
 )
-
-// ErrCorrupt reports data that fails an integrity check: Bupstash's
-// "corrupt or tampered".
-var ErrCorrupt = errors.New("corrupt or tampered data")
 
 // maxItemFileSize bounds an item file. Bupstash writers stay under 34 KiB.
 const maxItemFileSize = 1 << 20
@@ -36,9 +30,9 @@ const maxLeafCount = 1 << 40
 // most leaves a tree of height 1 can have.
 const maxNodeEntries = maxChunkFileSize / nodeEntrySize
 
-// TreeMeta locates a hash tree: its root address, its height (0 means the
+// HTreeMeta locates a hash tree: its root address, its height (0 means the
 // root is the only leaf) and its number of leaves.
-type TreeMeta struct {
+type HTreeMeta struct {
 	Height         uint64
 	DataChunkCount uint64
 	Address        Address
@@ -53,8 +47,8 @@ type Item struct {
 	Format       int // metadata version: 1, 2 or 3
 	PrimaryKeyID Xid
 	Timestamp    time.Time
-	DataTree     TreeMeta
-	IndexTree    *TreeMeta // nil for a raw item
+	DataHTree    HTreeMeta
+	IndexHTree   *HTreeMeta // nil for a raw item
 
 	SendKeyID Xid // the key (primary or sub) that made the item
 	Tags      map[string]string
@@ -65,7 +59,7 @@ type Item struct {
 }
 
 // HasIndex reports whether the item is a snapshot with a file tree.
-func (it *Item) HasIndex() bool { return it.IndexTree != nil }
+func (it *Item) HasIndex() bool { return it.IndexHTree != nil }
 
 // FileName returns the name a raw item's data should be shown under: its
 // "name" tag when that is a safe single path component, else "data".
@@ -127,16 +121,16 @@ func decodePlain(id Xid, b []byte) (*Item, []byte, error) {
 		millis = d.U64()
 		it.Timestamp = time.UnixMilli(int64(millis)).UTC()
 	}
-	it.DataTree = decodeTreeMeta(d)
+	it.DataHTree = decodeTreeMeta(d)
 	if d.Option() {
 		t := decodeTreeMeta(d)
-		it.IndexTree = &t
+		it.IndexHTree = &t
 	}
 	encrypted := d.Data()
 	if err := d.Finish(); err != nil {
 		return nil, nil, fmt.Errorf("%w: item file: %w", ErrCorrupt, err)
 	}
-	for _, t := range []*TreeMeta{&it.DataTree, it.IndexTree} {
+	for _, t := range []*HTreeMeta{&it.DataHTree, it.IndexHTree} {
 		if t == nil {
 			continue
 		}
@@ -148,11 +142,11 @@ func decodePlain(id Xid, b []byte) (*Item, []byte, error) {
 	return it, encrypted, nil
 }
 
-func decodeTreeMeta(d *bare.Decoder) TreeMeta {
-	return TreeMeta{Height: d.Uint(), DataChunkCount: d.Uint(), Address: d.Array32()}
+func decodeTreeMeta(d *bare.Decoder) HTreeMeta {
+	return HTreeMeta{Height: d.Uint(), DataChunkCount: d.Uint(), Address: d.Array32()}
 }
 
-func (t TreeMeta) encode(e *bare.Encoder) {
+func (t HTreeMeta) encode(e *bare.Encoder) {
 	e.Uint(t.Height)
 	e.Uint(t.DataChunkCount)
 	e.Fixed(t.Address[:])
@@ -171,10 +165,10 @@ func (it *Item) plainHash() [32]byte {
 	if it.Format >= 2 {
 		e.U64(uint64(it.Timestamp.UnixMilli()))
 	}
-	it.DataTree.encode(&e)
-	e.Option(it.IndexTree != nil)
-	if it.IndexTree != nil {
-		it.IndexTree.encode(&e)
+	it.DataHTree.encode(&e)
+	e.Option(it.IndexHTree != nil)
+	if it.IndexHTree != nil {
+		it.IndexHTree.encode(&e)
 	}
 	return blake3.Sum256(e.Buf)
 }
@@ -212,7 +206,7 @@ func (it *Item) decodeSecret(b []byte) error {
 	if want := it.plainHash(); !bytes.Equal(hash[:], want[:]) {
 		return fmt.Errorf("%w: item metadata does not match its signed hash", ErrCorrupt)
 	}
-	if it.IndexTree == nil && it.IndexSize != 0 {
+	if it.IndexHTree == nil && it.IndexSize != 0 {
 		return fmt.Errorf("%w: index size %d without an index tree", ErrCorrupt, it.IndexSize)
 	}
 	return it.checkLeafCounts()
@@ -223,16 +217,16 @@ func (it *Item) decodeSecret(b []byte) error {
 // empty stream, so a stream of n bytes has at most n leaves, or 1; the
 // bound allows n+1, one empty leaf to spare.
 func (it *Item) checkLeafCounts() error {
-	check := func(kind string, t *TreeMeta, size uint64) error {
+	check := func(kind string, t *HTreeMeta, size uint64) error {
 		if t != nil && (t.DataChunkCount == 0 || t.DataChunkCount-1 > size) {
 			return fmt.Errorf("%w: %s tree claims %d leaves for a %d-byte stream", ErrCorrupt, kind, t.DataChunkCount, size)
 		}
 		return nil
 	}
-	if err := check("data", &it.DataTree, it.DataSize); err != nil {
+	if err := check("data", &it.DataHTree, it.DataSize); err != nil {
 		return err
 	}
-	return check("index", it.IndexTree, it.IndexSize)
+	return check("index", it.IndexHTree, it.IndexSize)
 }
 
 // ItemError reports an item that could not be listed.
@@ -373,61 +367,41 @@ func (r *Repository) Items(ctx context.Context) ([]*Item, error) {
 	}
 	r.mu.Unlock()
 	if len(fresh) > 0 {
-		r.log.Warn("skipping items made under another primary key", "repo", r.dir,
+		r.log.Warn("skipping items made under another primary key", "repo", r.src.String(),
 			"err", otherKeyError(nil, fresh, l.KeyID).Error())
 	}
 	return l.Items, err
 }
 
-// List returns the live items (those with a file in items/, §5.4): those
-// the key can read, oldest first, and those made under another primary
-// key, which it cannot. Items that fail to decode are left out and
-// reported in the returned error (an errors.Join of *ItemError), alongside
-// the listing of the good ones. List logs nothing about skipped items; the
-// caller decides how to report them (see Listing.SkippedError).
+// List returns the live items: those the key can read, oldest first, and
+// those made under another primary key, which it cannot. Items that fail
+// to decode or cannot be read are left out and reported in the returned
+// error (an errors.Join of *ItemError), alongside the listing of the good
+// ones. List logs nothing about skipped items; the caller decides how to
+// report them (see Listing.SkippedError).
 //
-// Item files never change once written, so each is read and decrypted once
-// per Repository; later calls only list the directory.
+// Item metadata never changes once written, so each item is read and
+// decrypted once per Repository; later calls only learn the live set.
 func (r *Repository) List(ctx context.Context) (*Listing, error) {
-	var ids []Xid
-	var errs []error
-	err := r.readMeta(ctx, func(v *metaView) error {
-		names, err := v.listDir("items")
-		if err != nil {
-			return fmt.Errorf("%s: listing items: %w", r.dir, err)
-		}
-		var fresh []Xid
-		r.mu.Lock()
-		for _, n := range names {
-			if !isHexName(n, 32) { // skips *.removed and strays
-				continue
-			}
-			id, err := ParseXid(n)
-			if err != nil {
-				continue
-			}
-			ids = append(ids, id)
-			_, known := r.items[id]
-			_, foreign := r.foreign[id]
-			if !known && !foreign {
-				fresh = append(fresh, id)
-			}
-		}
-		r.mu.Unlock()
-		// Reading and decrypting happen together, in parallel, while the
-		// shared lock keeps writers out.
-		errs, err = r.loadItems(ctx, v, fresh)
-		return err
-	})
+	set, err := r.src.Items(ctx, r.known)
 	if err != nil {
+		return nil, err
+	}
+	errs := r.decodeItems(ctx, set.Items)
+	for _, p := range set.Problems {
+		errs = append(errs, p)
+	}
+	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	live := make(map[Xid]bool, len(ids))
-	l := &Listing{Items: make([]*Item, 0, len(ids)), KeyID: r.key.PrimaryKeyID}
-	for _, id := range ids {
+	r.token = set.Token
+	live := make(map[Xid]bool, len(set.Items))
+	l := &Listing{Items: make([]*Item, 0, len(set.Items)), KeyID: r.key.PrimaryKeyID}
+	for _, raw := range set.Items {
+		id := raw.ID
 		live[id] = true
 		if it := r.items[id]; it != nil {
 			l.Items = append(l.Items, it)
@@ -455,79 +429,71 @@ func (r *Repository) List(ctx context.Context) (*Listing, error) {
 	return l, errors.Join(errs...)
 }
 
-// loadItems reads and decrypts new item files on several goroutines: each
-// file costs a few system calls and an X25519 operation (each item has its
-// own ephemeral key). Per-item problems are returned as errs; err is an
-// error reading the repository itself.
-func (r *Repository) loadItems(ctx context.Context, v *metaView, ids []Xid) (errs []error, err error) {
-	type result struct {
-		id      Xid
-		it      *Item
-		err     error
-		readErr error
-	}
-	work := make(chan Xid)
-	results := make(chan result)
+// known reports whether an item's metadata has been decoded already.
+func (r *Repository) known(id Xid) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, known := r.items[id]
+	_, foreign := r.foreign[id]
+	return known || foreign
+}
+
+// Changed reports whether the live items may have changed since the last
+// List, cheaply and without waiting for locks.
+func (r *Repository) Changed(ctx context.Context) (bool, error) {
+	r.mu.Lock()
+	token := r.token
+	r.mu.Unlock()
+	return r.src.Changed(ctx, token)
+}
+
+// decodeItems decrypts the metadata of the items that carry some, on
+// several goroutines: each costs an X25519 operation (every item has its
+// own ephemeral key). Items that fail are returned as *ItemError.
+func (r *Repository) decodeItems(ctx context.Context, raw []RawItem) []error {
+	work := make(chan *RawItem)
+	var mu sync.Mutex
+	var errs []error
 	var wg sync.WaitGroup
-	for range min(len(ids), 2*runtime.GOMAXPROCS(0)) {
+	for range min(len(raw), runtime.GOMAXPROCS(0)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for id := range work {
-				b, err := v.readFile(path.Join("items", id.String()))
-				if err != nil {
-					results <- result{id: id, readErr: err}
-					continue
+			for ri := range work {
+				it, err := r.decodeItem(ri.ID, ri.Meta)
+				mu.Lock()
+				switch {
+				case errors.Is(err, ErrOtherKey):
+					r.mu.Lock()
+					r.foreign[ri.ID] = it.PrimaryKeyID
+					r.mu.Unlock()
+				case err != nil:
+					errs = append(errs, &ItemError{ID: ri.ID, Err: err})
+				default:
+					r.mu.Lock()
+					r.items[ri.ID] = it
+					r.mu.Unlock()
 				}
-				it, err := r.decodeItem(id, b)
-				results <- result{id: id, it: it, err: err}
+				mu.Unlock()
 			}
 		}()
 	}
-	go func() {
-		defer close(work)
-		for _, id := range ids {
-			select {
-			case work <- id:
-			case <-ctx.Done():
-				return
-			}
+	for i := range raw {
+		if raw[i].Meta == nil {
+			continue
 		}
-	}()
-	go func() { wg.Wait(); close(results) }()
-
-	for res := range results {
-		switch {
-		case res.readErr != nil:
-			if errors.Is(res.readErr, fs.ErrNotExist) {
-				continue // removed while listing
-			}
-			if err == nil {
-				err = fmt.Errorf("%s: reading item %s: %w", r.dir, res.id, res.readErr)
-			}
-		case errors.Is(res.err, ErrOtherKey):
-			r.mu.Lock()
-			r.foreign[res.id] = res.it.PrimaryKeyID
-			r.mu.Unlock()
-		case res.err != nil:
-			errs = append(errs, &ItemError{ID: res.id, Err: res.err})
-		default:
-			r.mu.Lock()
-			r.items[res.id] = res.it
-			r.mu.Unlock()
+		select {
+		case work <- &raw[i]:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
 		}
 	}
-	if cerr := ctx.Err(); cerr != nil && err == nil {
-		err = cerr
-	}
-	return errs, err
+	close(work)
+	wg.Wait()
+	return errs
 }
-
-// ErrNoItem reports that no live item matches an id or prefix.
-var ErrNoItem = errors.New("no such item")
-
-// ErrAmbiguousItem reports an id prefix matching several items.
-var ErrAmbiguousItem = errors.New("item id prefix is ambiguous")
 
 // FindItem returns the live item whose id is idOrPrefix or starts with it.
 func FindItem(items []*Item, idOrPrefix string) (*Item, error) {

@@ -16,7 +16,7 @@ import (
 // Bupstash's `list --format jsonl1` adds these pseudo-tags.
 var pseudoTags = map[string]bool{"id": true, "size": true, "timestamp": true}
 
-func treeJSON(t TreeMeta) map[string]any {
+func treeJSON(t HTreeMeta) map[string]any {
 	return map[string]any{
 		"address":          t.Address.String(),
 		"height":           json.Number(strconv.FormatUint(t.Height, 10)),
@@ -57,9 +57,9 @@ func TestItemsMatchBupstashList(t *testing.T) {
 				check("unix_timestamp_millis", json.Number(strconv.FormatInt(it.Timestamp.UnixMilli(), 10)), w["unix_timestamp_millis"])
 				check("data_size", json.Number(strconv.FormatUint(it.DataSize, 10)), w["data_size"])
 				check("index_size", json.Number(strconv.FormatUint(it.IndexSize, 10)), w["index_size"])
-				check("data_tree", treeJSON(it.DataTree), w["data_tree"])
-				if it.IndexTree != nil {
-					check("index_tree", treeJSON(*it.IndexTree), w["index_tree"])
+				check("data_tree", treeJSON(it.DataHTree), w["data_tree"])
+				if it.IndexHTree != nil {
+					check("index_tree", treeJSON(*it.IndexHTree), w["index_tree"])
 				} else if w["index_tree"] != nil {
 					t.Errorf("item %s has no index tree, bupstash shows one", it.ID)
 				}
@@ -132,9 +132,9 @@ func TestItemsMatchMaxbupstListing(t *testing.T) {
 			"item_id":                   it.ID.String(),
 			"primary_key_id":            it.PrimaryKeyID.String(),
 			"timestamp_ms":              strconv.FormatInt(it.Timestamp.UnixMilli(), 10),
-			"datatree.height":           strconv.FormatUint(it.DataTree.Height, 10),
-			"datatree.data_chunk_count": strconv.FormatUint(it.DataTree.DataChunkCount, 10),
-			"datatree.address":          it.DataTree.Address.String(),
+			"datatree.height":           strconv.FormatUint(it.DataHTree.Height, 10),
+			"datatree.data_chunk_count": strconv.FormatUint(it.DataHTree.DataChunkCount, 10),
+			"datatree.address":          it.DataHTree.Address.String(),
 			"plain_text_hash":           hexOf(h[:]),
 			"send_key_id":               it.SendKeyID.String(),
 			"index_hash_key_part_2":     hexOf(it.indexHashPart2[:]),
@@ -142,10 +142,10 @@ func TestItemsMatchMaxbupstListing(t *testing.T) {
 			"data_size":                 strconv.FormatUint(it.DataSize, 10),
 			"index_size":                strconv.FormatUint(it.IndexSize, 10),
 		}
-		if it.IndexTree != nil {
-			got["indextree.height"] = strconv.FormatUint(it.IndexTree.Height, 10)
-			got["indextree.data_chunk_count"] = strconv.FormatUint(it.IndexTree.DataChunkCount, 10)
-			got["indextree.address"] = it.IndexTree.Address.String()
+		if it.IndexHTree != nil {
+			got["indextree.height"] = strconv.FormatUint(it.IndexHTree.Height, 10)
+			got["indextree.data_chunk_count"] = strconv.FormatUint(it.IndexHTree.DataChunkCount, 10)
+			got["indextree.address"] = it.IndexHTree.Address.String()
 		}
 		for k, v := range w {
 			if k == "repository" || k == "key_id" || strings.HasPrefix(k, "tags.") {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"strings"
 
@@ -12,9 +11,6 @@ import (
 	"github.com/backupfs/backupfs/repo/bupstash/bare"
 	"lukechampine.com/blake3"
 )
-
-// ErrBadKey reports a key file that cannot be parsed.
-var ErrBadKey = errors.New("not a valid bupstash key")
 
 // Key is a parsed Bupstash key: a primary key, or a sub key holding a subset
 // of the primary key's fields (see its capability methods).

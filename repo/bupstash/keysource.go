@@ -24,9 +24,6 @@ func LoadKey(path string) (*Key, error) {
 	return k, nil
 }
 
-// ErrNoKey means no key was given and none is configured in the environment.
-var ErrNoKey = errors.New("no key: use --key, or set BUPSTASH_KEY or BUPSTASH_KEY_COMMAND")
-
 // KeyFromEnv finds the key the way Bupstash does: the path in BUPSTASH_KEY,
 // else the standard output of BUPSTASH_KEY_COMMAND (split into words like a
 // shell would, but run without one). Unlike Bupstash, a command that exits

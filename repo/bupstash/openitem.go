@@ -14,8 +14,8 @@ import (
 type OpenItem struct {
 	repo  *Repository
 	item  *Item
-	data  *hashTree // nil when the key cannot read data
-	index *hashTree // nil for raw items or when the key cannot list contents
+	data  *htree // nil when the key cannot read data
+	index *htree // nil for raw items or when the key cannot list contents
 
 	streamOnce sync.Once
 	stream     *section // the whole data stream, for raw items and format 1–2 entries
@@ -26,10 +26,10 @@ type OpenItem struct {
 func (r *Repository) OpenItem(it *Item) *OpenItem {
 	o := &OpenItem{repo: r, item: it}
 	if r.dataOpener != nil {
-		o.data = r.newTree(it, "data", it.DataTree, r.dataOpener, r.key.DataHashKeyPart1.V, it.dataHashPart2)
+		o.data = r.newHTree(it, DataKind, it.DataHTree, r.dataOpener, r.key.DataHashKeyPart1.V, it.dataHashPart2)
 	}
-	if it.IndexTree != nil && r.idxOpener != nil {
-		o.index = r.newTree(it, "index", *it.IndexTree, r.idxOpener, r.key.IdxHashKeyPart1.V, it.indexHashPart2)
+	if it.IndexHTree != nil && r.idxOpener != nil {
+		o.index = r.newHTree(it, IndexKind, *it.IndexHTree, r.idxOpener, r.key.IdxHashKeyPart1.V, it.indexHashPart2)
 	}
 	return o
 }
@@ -43,7 +43,7 @@ func (o *OpenItem) Repository() *Repository { return o.repo }
 func (o *OpenItem) wholeStream() *section {
 	o.streamOnce.Do(func() {
 		o.stream = newSection(o.data, span{
-			first: 0, last: o.item.DataTree.DataChunkCount - 1,
+			first: 0, last: o.item.DataHTree.DataChunkCount - 1,
 			start: 0, end: -1, size: int64(o.item.DataSize),
 		})
 	})

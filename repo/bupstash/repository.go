@@ -2,15 +2,8 @@ package bupstash
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
-	"os"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 
 	"github.com/backupfs/backupfs/cache"
@@ -20,26 +13,7 @@ import (
 // DefaultCacheSize is the chunk cache size used when Options.Cache is nil.
 const DefaultCacheSize = 256 << 20
 
-// Errors reported by Open and by readers. Callers test them with errors.Is.
-var (
-	ErrNotRepository = errors.New("not a bupstash repository")
-	// ErrRemote reports a repository reached over ssh (bupstash serve).
-	ErrRemote            = errors.New("remote repositories (ssh://) are not supported yet; use a local or network-mounted repository directory")
-	ErrUnsupportedSchema = errors.New("unsupported repository schema")
-	ErrUnsupportedStore  = errors.New("unsupported storage engine")
-	ErrPutOnlyKey        = errors.New("put-only key: it can neither list nor read items")
-	ErrKeyCannotList     = errors.New("this key cannot decrypt item metadata")
-	// ErrCannotListContents means the key may list items but not their file
-	// trees (a list-only sub key).
-	ErrCannotListContents = errors.New("this key cannot read item contents (list-only key)")
-	// ErrCannotReadData means the key may see file trees but not file data
-	// (a list-contents sub key); only primary keys decrypt data.
-	ErrCannotReadData = errors.New("this key cannot decrypt file data (only primary keys can)")
-	// ErrOtherKey means an item was made under another primary key.
-	ErrOtherKey = errors.New("item belongs to another primary key")
-)
-
-// Options configure Open.
+// Options configure a Repository.
 type Options struct {
 	// Cache holds decoded chunks; several repositories may share one. Nil
 	// means a private cache of DefaultCacheSize bytes.
@@ -47,19 +21,19 @@ type Options struct {
 	// Logger receives warnings (skipped items, lock problems). Nil means
 	// slog.Default().
 	Logger *slog.Logger
-	// NoLock skips the shared metadata lock, for media that cannot lock.
+	// NoLock skips the shared metadata lock of a directory (Open), for
+	// media that cannot lock.
 	NoLock bool
 }
 
-// Repository is an open Bupstash repository. It is safe for concurrent use.
+// Repository is an open Bupstash repository: item metadata, file trees
+// and data read from a Source with a key, verified, and decoded through a
+// chunk cache. It is safe for concurrent use.
 type Repository struct {
-	dir    string
-	schema int
-	key    *Key
-	log    *slog.Logger
-	cache  *cache.ChunkCache
-	store  chunkStore
-	noLock bool
+	src   Source
+	key   *Key
+	log   *slog.Logger
+	cache *cache.ChunkCache
 
 	metaOpener, idxOpener, dataOpener *box.Opener
 
@@ -67,42 +41,47 @@ type Repository struct {
 
 	mu       sync.Mutex
 	spaces   map[[32]byte]uint64 // leaf hash key → cache space
-	items    map[Xid]*Item       // decoded metadata of item files seen so far
+	items    map[Xid]*Item       // decoded metadata of the items seen so far
 	foreign  map[Xid]Xid         // items made under another primary key → that key's id
 	reported map[Xid]bool        // items already reported as skipped
+	token    string              // the item set's token when last listed
 }
 
-// Open opens the repository in dir for reading with key. It never writes to
-// the repository, never migrates it, and refuses what it cannot read with a
-// message saying what to do.
+// Open opens the repository in the directory dir for reading with key.
+// It never writes to the repository, never migrates it, and refuses what
+// it cannot read with a message saying what to do.
 func Open(ctx context.Context, dir string, key *Key, opts Options) (*Repository, error) {
-	if key == nil {
-		return nil, ErrNoKey
-	}
-	if !key.CanListItems() {
-		return nil, fmt.Errorf("%s: %w", dir, ErrPutOnlyKey)
-	}
-	if strings.HasPrefix(dir, "ssh://") {
-		return nil, fmt.Errorf("%s: %w", dir, ErrRemote)
-	}
-	if err := checkLayout(dir); err != nil {
+	if err := checkKey(dir, key); err != nil {
 		return nil, err
 	}
-	schema, err := readSchema(dir)
+	src, err := OpenDir(dir, DirOptions{NoLock: opts.NoLock, Logger: opts.Logger})
 	if err != nil {
 		return nil, err
 	}
-	if err := checkStorageEngine(dir); err != nil {
+	return New(src, key, opts)
+}
+
+func checkKey(where string, key *Key) error {
+	if key == nil {
+		return ErrNoKey
+	}
+	if !key.CanListItems() {
+		return fmt.Errorf("%s: %w", where, ErrPutOnlyKey)
+	}
+	return nil
+}
+
+// New returns the repository src holds, read with key. It reads nothing
+// yet; the Repository closes src when it is closed.
+func New(src Source, key *Key, opts Options) (*Repository, error) {
+	if err := checkKey(src.String(), key); err != nil {
 		return nil, err
 	}
 	r := &Repository{
-		dir:        dir,
-		schema:     schema,
+		src:        src,
 		key:        key,
 		log:        opts.Logger,
 		cache:      opts.Cache,
-		store:      dirStore{dir: filepath.Join(dir, "data")},
-		noLock:     opts.NoLock,
 		metaOpener: key.metadataOpener(),
 		nodeSpace:  cache.NewSpace(),
 		spaces:     make(map[[32]byte]uint64),
@@ -125,85 +104,23 @@ func Open(ctx context.Context, dir string, key *Key, opts Options) (*Repository,
 	return r, nil
 }
 
-// repositoryLayout says what a repository looks like, for messages about
-// directories that are not one.
-const repositoryLayout = "a repository is a directory holding tx.lock, meta/schema_version, items/ and data/, as `bupstash init` makes it"
+// String names the repository in messages: its directory or URL.
+func (r *Repository) String() string { return r.src.String() }
 
-// checkLayout tells a repository from other directories by the files
-// Bupstash itself checks for: tx.lock (§2.1) and the schema version.
-func checkLayout(dir string) error {
-	st, err := os.Stat(dir)
-	if err != nil {
-		return fmt.Errorf("repository %w", err) // "repository stat DIR: no such file or directory"
+// Source returns what the repository is read from.
+func (r *Repository) Source() Source { return r.src }
+
+// Close closes the repository's source.
+func (r *Repository) Close() error { return r.src.Close() }
+
+// Schema returns the schema version (5 to 8) of a repository in a
+// directory, or 0 when the source does not tell (a server).
+func (r *Repository) Schema() int {
+	if d, ok := r.src.(*Dir); ok {
+		return d.Schema()
 	}
-	if !st.IsDir() {
-		return fmt.Errorf("%s: %w: not a directory", dir, ErrNotRepository)
-	}
-	for _, name := range []string{"tx.lock", "meta/schema_version"} {
-		_, err := os.Stat(filepath.Join(dir, name))
-		switch {
-		case err == nil:
-			continue
-		case !errors.Is(err, fs.ErrNotExist):
-			return fmt.Errorf("%s: %w", dir, err)
-		}
-		if _, serr := os.Stat(filepath.Join(dir, "bupstash.sqlite3")); serr == nil {
-			return fmt.Errorf("%s: %w: this repository is from bupstash 0.8 or older; open it once with bupstash 0.10.x to migrate it, then try again", dir, ErrUnsupportedSchema)
-		}
-		return fmt.Errorf("%s: %w: it has no %s (%s)", dir, ErrNotRepository, name, repositoryLayout)
-	}
-	return nil
+	return 0
 }
-
-func readSchema(dir string) (int, error) {
-	b, err := os.ReadFile(filepath.Join(dir, "meta", "schema_version"))
-	if err != nil {
-		return 0, fmt.Errorf("%s: reading schema version: %w", dir, err)
-	}
-	v, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		return 0, fmt.Errorf("%s: %w: meta/schema_version is %q", dir, ErrUnsupportedSchema, b)
-	}
-	switch {
-	case v <= 4:
-		return 0, fmt.Errorf("%s: %w %d (bupstash 0.8 or older); open it once with bupstash 0.10.x to migrate it, then try again", dir, ErrUnsupportedSchema, v)
-	case v > 8:
-		return 0, fmt.Errorf("%s: %w %d: made by a bupstash newer than 0.12; backupfs reads schemas 5 to 8", dir, ErrUnsupportedSchema, v)
-	}
-	return v, nil
-}
-
-func checkStorageEngine(dir string) error {
-	b, err := os.ReadFile(filepath.Join(dir, "meta", "storage_engine"))
-	if err != nil {
-		return fmt.Errorf("%s: reading storage engine: %w", dir, err)
-	}
-	var v any
-	if err := json.Unmarshal(b, &v); err != nil {
-		return fmt.Errorf("%s: %w: meta/storage_engine is not JSON: %w", dir, ErrUnsupportedStore, err)
-	}
-	switch v := v.(type) {
-	case string:
-		if v == "DirStore" {
-			return nil
-		}
-		return fmt.Errorf("%s: %w %q", dir, ErrUnsupportedStore, v)
-	case map[string]any:
-		for name := range v {
-			if name == "ExternalStore" {
-				return fmt.Errorf("%s: %w: chunks live in an external storage plugin; backupfs reads only repositories that keep chunks in data/", dir, ErrUnsupportedStore)
-			}
-			return fmt.Errorf("%s: %w %q", dir, ErrUnsupportedStore, name)
-		}
-	}
-	return fmt.Errorf("%s: %w: %s", dir, ErrUnsupportedStore, b)
-}
-
-// Dir returns the repository's directory.
-func (r *Repository) Dir() string { return r.dir }
-
-// Schema returns the repository's schema version (5 to 8).
-func (r *Repository) Schema() int { return r.schema }
 
 // Key returns the key the repository was opened with.
 func (r *Repository) Key() *Key { return r.key }

@@ -126,7 +126,7 @@ func TestHotWALIsOverlaid(t *testing.T) {
 		t.Fatal(err)
 	}
 	v.overlay = ov
-	oplog, _ := v.readFile("repo.oplog")
+	oplog, _ := v.readFile("repo.oplog", 1<<20)
 	if len(oplog) != 2548 || oplog[2546] != 1 {
 		t.Fatalf("oplog overlay: %d bytes", len(oplog))
 	}

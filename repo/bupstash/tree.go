@@ -3,7 +3,6 @@ package bupstash
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -97,9 +96,6 @@ type NodeAttr struct {
 	DevMajor, DevMinor   uint32
 	Sparse               bool
 }
-
-// ErrTooLarge reports an index with more entries than a Tree can number.
-var ErrTooLarge = errors.New("snapshot has too many entries")
 
 // LoadTree reads the item's whole index into a Tree.
 func (o *OpenItem) LoadTree(ctx context.Context) (*Tree, error) {
@@ -579,10 +575,6 @@ func (t *Tree) Xattrs(n uint32) []Xattr {
 	}
 	return nil
 }
-
-// ErrNotRegular reports an attempt to read something other than a regular
-// file.
-var ErrNotRegular = errors.New("not a regular file")
 
 // File returns the content of a regular file record, read through o.
 func (t *Tree) File(o *OpenItem, n uint32) (*File, error) {

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/backupfs/backupfs/internal/untrusted"
 	"github.com/backupfs/backupfs/repo/bupstash/bare"
 	"lukechampine.com/blake3"
 )
@@ -26,9 +27,6 @@ import (
 // its undo log (schemas 5–7: rollback.journal). Bupstash would repair the
 // files in place; a read-only reader instead applies the log in memory, as
 // an overlay over the files on disk.
-
-// ErrBadJournal reports a hot transaction log that cannot be parsed.
-var ErrBadJournal = errors.New("unreadable transaction log; run `bupstash list` once to recover the repository")
 
 // metaView reads metadata files through an optional overlay.
 type metaView struct {
@@ -43,26 +41,29 @@ type overlay struct {
 	base  string
 }
 
-func (o *overlay) read(p string) ([]byte, error) {
+// read returns file p (relative to the repository) as the transaction
+// left it, refusing a file on disk larger than limit.
+func (o *overlay) read(p string, limit int64) ([]byte, error) {
 	if b, ok := o.files[p]; ok {
 		if b == nil {
 			return nil, &fs.PathError{Op: "open", Path: p, Err: fs.ErrNotExist}
 		}
 		return b, nil
 	}
-	return os.ReadFile(filepath.Join(o.base, p))
+	return untrusted.ReadFile(filepath.Join(o.base, p), limit)
 }
 
-func (v *metaView) readFile(p string) ([]byte, error) {
+// readFile returns metadata file p, refusing one larger than limit.
+func (v *metaView) readFile(p string, limit int64) ([]byte, error) {
 	if v.overlay != nil {
-		return v.overlay.read(p)
+		return v.overlay.read(p, limit)
 	}
-	return os.ReadFile(filepath.Join(v.dir, p))
+	return untrusted.ReadFile(filepath.Join(v.dir, p), limit)
 }
 
 // listDir returns the names in a metadata directory, sorted.
 func (v *metaView) listDir(dir string) ([]string, error) {
-	f, err := os.Open(filepath.Join(v.dir, dir))
+	f, err := untrusted.OpenDir(filepath.Join(v.dir, dir))
 	if err != nil {
 		return nil, err
 	}
@@ -93,27 +94,33 @@ func (v *metaView) listDir(dir string) ([]string, error) {
 }
 
 // readMeta runs fn with a consistent view of the metadata: under the shared
-// transaction lock, with any pending transaction applied in memory.
-func (r *Repository) readMeta(ctx context.Context, fn func(*metaView) error) error {
-	if !r.noLock {
-		unlock, err := lockShared(ctx, filepath.Join(r.dir, "tx.lock"))
+// transaction lock, with any pending transaction applied in memory. The
+// lock may be held by another process (bupstash put, rm or gc) for as
+// long as its transaction lasts: readMeta waits, saying so once, until
+// ctx ends. Callers that serve requests never wait here: the mount
+// refreshes its lists in the background.
+func (d *Dir) readMeta(ctx context.Context, fn func(*metaView) error) error {
+	if !d.noLock {
+		unlock, err := lockShared(ctx, filepath.Join(d.dir, "tx.lock"), func() {
+			d.log.Info("waiting for the repository's transaction lock, held by another process (bupstash put, rm or gc?)", "repo", d.dir)
+		})
 		if err != nil {
 			if !errors.Is(err, errLocksUnsupported) {
-				return err
+				return fmt.Errorf("%s: %w", d.dir, err)
 			}
-			r.log.Warn("repository does not support locks; reading without one", "repo", r.dir, "err", err)
+			d.notice("nolock", "repository does not support locks; reading without one", "err", err)
 		} else {
 			defer unlock()
 		}
 	}
-	ov, err := loadOverlay(r.dir, r.schema)
+	ov, err := loadOverlay(d.dir, d.schema)
 	if err != nil {
-		return fmt.Errorf("%s: %w", r.dir, err)
+		return fmt.Errorf("%s: %w", d.dir, err)
 	}
 	if ov != nil {
-		r.log.Warn("repository has an unfinished transaction; reading it as if it were recovered", "repo", r.dir)
+		d.notice("overlay", "repository has an unfinished transaction; reading it as if it were recovered")
 	}
-	return fn(&metaView{dir: r.dir, overlay: ov})
+	return fn(&metaView{dir: d.dir, overlay: ov})
 }
 
 // loadOverlay returns the in-memory repair of a pending transaction, or nil.
@@ -122,7 +129,10 @@ func loadOverlay(dir string, schema int) (*overlay, error) {
 	if schema >= 8 {
 		name = "tx.wal"
 	}
-	b, err := os.ReadFile(filepath.Join(dir, name))
+	b, err := untrusted.ReadFile(filepath.Join(dir, name), untrusted.TransactionLog)
+	if errors.Is(err, untrusted.ErrTooLarge) {
+		return nil, fmt.Errorf("%s: %w: %w", name, ErrBadJournal, err)
+	}
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
@@ -285,7 +295,7 @@ func (o *overlay) set(p string, data []byte) error {
 }
 
 func (o *overlay) current(p string) ([]byte, error) {
-	b, err := o.read(p)
+	b, err := o.read(p, untrusted.TransactionLog)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
@@ -366,41 +376,55 @@ var (
 )
 
 type lockFile struct {
-	mu sync.Mutex // held while the fcntl lock is held
-	f  *os.File
+	held chan struct{} // a token, taken while the fcntl lock is held
+	f    *os.File
 }
 
+// lockWaitNotice is how long a wait for the lock lasts before it is
+// reported.
+const lockWaitNotice = 2 * time.Second
+
 // lockShared takes a shared fcntl lock on the whole file, polling so that
-// ctx can cancel the wait while a writer holds the exclusive lock.
-func lockShared(ctx context.Context, name string) (unlock func(), err error) {
+// ctx can cancel the wait while a writer holds the exclusive lock. When
+// the wait exceeds lockWaitNotice, waiting is called once.
+func lockShared(ctx context.Context, name string, waiting func()) (unlock func(), err error) {
 	lockFilesMu.Lock()
 	lf, ok := lockFiles[name]
 	if !ok {
-		f, err := os.Open(name)
+		f, _, err := untrusted.Open(name)
 		if err != nil {
 			lockFilesMu.Unlock()
 			return nil, fmt.Errorf("opening lock file: %w", err)
 		}
-		lf = &lockFile{f: f}
+		lf = &lockFile{held: make(chan struct{}, 1), f: f}
 		lockFiles[name] = lf
 	}
 	lockFilesMu.Unlock()
 
-	lf.mu.Lock()
+	select {
+	case lf.held <- struct{}{}:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("waiting for the repository lock: %w", context.Cause(ctx))
+	}
 	lk := syscall.Flock_t{Type: syscall.F_RDLCK, Whence: 0, Start: 0, Len: 0}
 	delay := time.Millisecond
+	started, told := time.Now(), false
 	for {
 		err := syscall.FcntlFlock(lf.f.Fd(), syscall.F_SETLK, &lk)
 		if err == nil {
 			break
 		}
 		if err != syscall.EAGAIN && err != syscall.EACCES && err != syscall.EINTR {
-			lf.mu.Unlock()
+			<-lf.held
 			return nil, fmt.Errorf("%w: %w", errLocksUnsupported, err)
+		}
+		if !told && time.Since(started) >= lockWaitNotice && waiting != nil {
+			told = true
+			waiting()
 		}
 		select {
 		case <-ctx.Done():
-			lf.mu.Unlock()
+			<-lf.held
 			return nil, fmt.Errorf("waiting for the repository lock: %w", context.Cause(ctx))
 		case <-time.After(delay):
 		}
@@ -409,6 +433,6 @@ func lockShared(ctx context.Context, name string) (unlock func(), err error) {
 	return func() {
 		ul := syscall.Flock_t{Type: syscall.F_UNLCK}
 		_ = syscall.FcntlFlock(lf.f.Fd(), syscall.F_SETLK, &ul)
-		lf.mu.Unlock()
+		<-lf.held
 	}, nil
 }

@@ -174,9 +174,9 @@ func (r *Repo) AddSnapshot(s Snapshot) bupstash.Xid {
 	if len(data) > 0 {
 		dataLeaves = cut(data, leafSize)
 	}
-	dt := r.DataTree(dataLeaves, s.Compression)
-	it := r.IndexTree(cut(index, s.IndexLeafSize), s.Compression)
-	s.Item.DataTree, s.Item.IndexTree = dt, &it
+	dt := r.DataHTree(dataLeaves, s.Compression)
+	it := r.IndexHTree(cut(index, s.IndexLeafSize), s.Compression)
+	s.Item.DataHTree, s.Item.IndexHTree = dt, &it
 	s.Item.DataSize, s.Item.IndexSize = uint64(len(data)), uint64(len(index))
 	return r.AddItem(s.Item)
 }
@@ -188,7 +188,7 @@ func (r *Repo) AddRaw(it Item, data []byte, leafSize int, c bupstash.Compression
 	if len(data) > 0 {
 		leaves = cut(data, leafSize)
 	}
-	it.DataTree, it.IndexTree = r.DataTree(leaves, c), nil
+	it.DataHTree, it.IndexHTree = r.DataHTree(leaves, c), nil
 	it.DataSize, it.IndexSize = uint64(len(data)), 0
 	return r.AddItem(it)
 }

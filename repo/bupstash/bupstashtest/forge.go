@@ -160,28 +160,28 @@ func (r *Repo) Node(entries ...NodeEntry) bupstash.Address {
 
 // tree stores leaves under one interior node (or as the root itself when
 // there is one leaf).
-func (r *Repo) tree(leaves [][]byte, leaf func([]byte, bupstash.Compression) bupstash.Address, c bupstash.Compression) bupstash.TreeMeta {
+func (r *Repo) tree(leaves [][]byte, leaf func([]byte, bupstash.Compression) bupstash.Address, c bupstash.Compression) bupstash.HTreeMeta {
 	if len(leaves) == 0 {
 		leaves = [][]byte{nil} // an empty stream is one empty leaf
 	}
 	if len(leaves) == 1 {
-		return bupstash.TreeMeta{Height: 0, DataChunkCount: 1, Address: leaf(leaves[0], c)}
+		return bupstash.HTreeMeta{Height: 0, DataChunkCount: 1, Address: leaf(leaves[0], c)}
 	}
 	entries := make([]NodeEntry, len(leaves))
 	for i, l := range leaves {
 		entries[i] = NodeEntry{1, leaf(l, c)}
 	}
-	return bupstash.TreeMeta{Height: 1, DataChunkCount: uint64(len(leaves)), Address: r.Node(entries...)}
+	return bupstash.HTreeMeta{Height: 1, DataChunkCount: uint64(len(leaves)), Address: r.Node(entries...)}
 }
 
-// DataTree stores a data stream cut into leaves.
-func (r *Repo) DataTree(leaves [][]byte, c bupstash.Compression) bupstash.TreeMeta {
+// DataHTree stores a data stream cut into leaves.
+func (r *Repo) DataHTree(leaves [][]byte, c bupstash.Compression) bupstash.HTreeMeta {
 	r.t.Helper()
 	return r.tree(leaves, r.DataLeaf, c)
 }
 
-// IndexTree stores an index stream cut into leaves.
-func (r *Repo) IndexTree(leaves [][]byte, c bupstash.Compression) bupstash.TreeMeta {
+// IndexHTree stores an index stream cut into leaves.
+func (r *Repo) IndexHTree(leaves [][]byte, c bupstash.Compression) bupstash.HTreeMeta {
 	r.t.Helper()
 	return r.tree(leaves, r.IndexLeaf, c)
 }
@@ -197,8 +197,8 @@ type Item struct {
 	// TimestampText replaces the V1 secret timestamp string.
 	TimestampText string
 
-	DataTree  bupstash.TreeMeta
-	IndexTree *bupstash.TreeMeta
+	DataHTree  bupstash.HTreeMeta
+	IndexHTree *bupstash.HTreeMeta
 
 	SendKeyID *bupstash.Xid // default: the key's id
 	Tags      map[string]string
@@ -210,7 +210,7 @@ type Item struct {
 	BadHash bool
 }
 
-func encodeTree(e *bare.Encoder, t bupstash.TreeMeta) {
+func encodeTree(e *bare.Encoder, t bupstash.HTreeMeta) {
 	e.Uint(t.Height)
 	e.Uint(t.DataChunkCount)
 	e.Fixed(t.Address[:])
@@ -240,10 +240,10 @@ func (r *Repo) AddItem(it Item) bupstash.Xid {
 	if it.Format >= 2 {
 		plain.U64(uint64(it.Timestamp.UnixMilli()))
 	}
-	encodeTree(&plain, it.DataTree)
-	plain.Option(it.IndexTree != nil)
-	if it.IndexTree != nil {
-		encodeTree(&plain, *it.IndexTree)
+	encodeTree(&plain, it.DataHTree)
+	plain.Option(it.IndexHTree != nil)
+	if it.IndexHTree != nil {
+		encodeTree(&plain, *it.IndexHTree)
 	}
 	// §5.2: V1/V2 hash the plaintext alone, V3 binds it to the item id.
 	h := blake3.New(32, nil)

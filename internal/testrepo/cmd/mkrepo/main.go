@@ -311,10 +311,10 @@ func writeItem(ctx context.Context, r *testrepo.Repo, c *config, i int, report f
 func printItem(w io.Writer, i, n int, it *testrepo.ItemInfo, kind string) {
 	rate := float64(it.DataSize+it.IndexSize) / max(it.Duration.Seconds(), 1e-9)
 	fmt.Fprintf(w, "item %d/%d %s %s name=%s data %s (%d leaves, height %d)",
-		i+1, n, it.ID, kind, it.Tags["name"], human(it.DataSize), it.DataTree.DataChunkCount, it.DataTree.Height)
+		i+1, n, it.ID, kind, it.Tags["name"], human(it.DataSize), it.DataHTree.DataChunkCount, it.DataHTree.Height)
 	if it.Snapshot {
 		fmt.Fprintf(w, ", %d entries, index %s (%d leaves, height %d)",
-			it.Entries, human(it.IndexSize), it.IndexTree.DataChunkCount, it.IndexTree.Height)
+			it.Entries, human(it.IndexSize), it.IndexHTree.DataChunkCount, it.IndexHTree.Height)
 	}
 	fmt.Fprintf(w, ", %d nodes, %s stored, %v (%s/s)\n", it.Nodes, human(uint64(it.Stored)), it.Duration.Round(time.Millisecond), human(uint64(rate)))
 }

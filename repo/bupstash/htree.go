@@ -50,12 +50,12 @@ func (e *ChunkError) Error() string {
 
 func (e *ChunkError) Unwrap() error { return e.Err }
 
-// hashTree reads one tree of one item.
-type hashTree struct {
+// htree reads one tree of one item.
+type htree struct {
 	repo    *Repository
 	item    Xid
-	kind    string // "data" or "index", for messages
-	meta    TreeMeta
+	kind    HTreeKind
+	meta    HTreeMeta
 	opener  *box.Opener
 	hashKey [32]byte // keyed-BLAKE3 key of the leaves
 	space   uint64   // cache space of the leaves
@@ -72,9 +72,9 @@ type nodeWindow struct {
 	entries []byte
 }
 
-func (r *Repository) newTree(it *Item, kind string, meta TreeMeta, opener *box.Opener, part1, part2 [32]byte) *hashTree {
+func (r *Repository) newHTree(it *Item, kind HTreeKind, meta HTreeMeta, opener *box.Opener, part1, part2 [32]byte) *htree {
 	hk := hashKey(part1, part2)
-	return &hashTree{
+	return &htree{
 		repo:    r,
 		item:    it.ID,
 		kind:    kind,
@@ -86,20 +86,27 @@ func (r *Repository) newTree(it *Item, kind string, meta TreeMeta, opener *box.O
 	}
 }
 
-func (t *hashTree) chunkErr(leaf int64, addr Address, err error) error {
+func (t *htree) chunkErr(leaf int64, addr Address, err error) error {
 	var ce *ChunkError
 	if errors.As(err, &ce) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
-	return &ChunkError{Item: t.item, Tree: t.kind, Leaf: leaf, Address: addr, Err: err}
+	return &ChunkError{Item: t.item, Tree: t.kind.String(), Leaf: leaf, Address: addr, Err: err}
 }
 
 // node returns the verified entries of an interior node. Node buffers are
 // not pooled: the last node walked is kept (window) beyond its cache
 // reference, and nodes are small next to leaves.
-func (t *hashTree) node(ctx context.Context, addr Address) ([]byte, error) {
+func (t *htree) node(ctx context.Context, addr Address, height, towards uint64) ([]byte, error) {
 	ch, err := t.repo.cache.Get(ctx, cache.Key{Space: t.repo.nodeSpace, Addr: addr}, func(ctx context.Context) ([]byte, []byte, error) {
-		entries, err := t.repo.readNode(ctx, addr)
+		b, err := t.read(ctx, t.ref(addr, height, towards), nil)
+		if err != nil {
+			return nil, nil, err
+		}
+		entries, err := parseNode(b, addr)
+		if err != nil {
+			t.reject(addr)
+		}
 		return entries, nil, err
 	})
 	if err != nil {
@@ -109,12 +116,23 @@ func (t *hashTree) node(ctx context.Context, addr Address) ([]byte, error) {
 	return ch.Bytes(), nil
 }
 
-func (r *Repository) readNode(ctx context.Context, addr Address) ([]byte, error) {
-	b, err := r.store.readChunk(ctx, addr, nil)
-	if err != nil {
-		return nil, err
+// ref names a chunk of the tree for the source: a leaf (height 0), or an
+// interior node on the way to leaf towards.
+func (t *htree) ref(addr Address, height, towards uint64) ChunkRef {
+	return ChunkRef{Addr: addr, Item: t.item, Tree: t.kind, HTree: t.meta, Leaf: towards, Height: height}
+}
+
+// read reads a chunk from the repository's source.
+func (t *htree) read(ctx context.Context, ref ChunkRef, pool *cache.BufferPool) ([]byte, error) {
+	return t.repo.src.ReadChunk(ctx, ref, pool)
+}
+
+// reject tells a source that keeps copies of what it fetched that a chunk
+// failed verification.
+func (t *htree) reject(addr Address) {
+	if rj, ok := t.repo.src.(ChunkRejecter); ok {
+		rj.RejectChunk(addr)
 	}
-	return parseNode(b, addr)
 }
 
 // parseNode checks a stored interior node against its address and returns
@@ -139,9 +157,9 @@ func parseNode(b []byte, addr Address) ([]byte, error) {
 // leafAddress returns the address of leaf n, descending from the root and
 // checking at every level that the children's counts add up to what the
 // parent promised (§7.3).
-func (t *hashTree) leafAddress(ctx context.Context, n uint64) (Address, error) {
+func (t *htree) leafAddress(ctx context.Context, n uint64) (Address, error) {
 	if n >= t.meta.DataChunkCount {
-		return Address{}, &ChunkError{Item: t.item, Tree: t.kind, Leaf: int64(n), Address: t.meta.Address,
+		return Address{}, &ChunkError{Item: t.item, Tree: t.kind.String(), Leaf: int64(n), Address: t.meta.Address,
 			Err: fmt.Errorf("%w: leaf %d is past the tree's %d leaves", ErrCorrupt, n, t.meta.DataChunkCount)}
 	}
 	if t.meta.Height == 0 {
@@ -152,7 +170,7 @@ func (t *hashTree) leafAddress(ctx context.Context, n uint64) (Address, error) {
 	}
 	addr, count, base := t.meta.Address, t.meta.DataChunkCount, uint64(0)
 	for h := t.meta.Height; h > 0; h-- {
-		entries, err := t.node(ctx, addr)
+		entries, err := t.node(ctx, addr, h, n)
 		if err != nil {
 			return Address{}, err
 		}
@@ -189,11 +207,11 @@ func entryAddress(entries []byte, i uint64) (a Address) {
 	return a
 }
 
-func (t *hashTree) leafCount() uint64 { return t.meta.DataChunkCount }
+func (t *htree) leafCount() uint64 { return t.meta.DataChunkCount }
 
 // leaf returns the verified plaintext of leaf n, which the caller must
 // release.
-func (t *hashTree) leaf(ctx context.Context, n uint64) (*cache.Chunk, error) {
+func (t *htree) leaf(ctx context.Context, n uint64) (*cache.Chunk, error) {
 	addr, err := t.leafAddress(ctx, n)
 	if err != nil {
 		return nil, err
@@ -212,7 +230,7 @@ func (t *hashTree) leaf(ctx context.Context, n uint64) (*cache.Chunk, error) {
 }
 
 // leafBytes is leaf for leafSource: the bytes and their release.
-func (t *hashTree) leafBytes(ctx context.Context, n uint64) ([]byte, func(), error) {
+func (t *htree) leafBytes(ctx context.Context, n uint64) ([]byte, func(), error) {
 	ch, err := t.leaf(ctx, n)
 	if err != nil {
 		return nil, nil, err
@@ -222,7 +240,7 @@ func (t *hashTree) leafBytes(ctx context.Context, n uint64) ([]byte, func(), err
 
 // prefetch starts decoding leaf n in the background. It reports false when
 // no prefetch slot is free, so the caller can ask again later.
-func (t *hashTree) prefetch(ctx context.Context, n uint64) bool {
+func (t *htree) prefetch(ctx context.Context, n uint64) bool {
 	if n >= t.meta.DataChunkCount {
 		return true
 	}
@@ -237,10 +255,10 @@ func (t *hashTree) prefetch(ctx context.Context, n uint64) bool {
 // file is read into a pooled buffer and decrypted in place; a compressed
 // leaf is decompressed into another pooled buffer and the first goes back
 // at once, an uncompressed one stays in the buffer it was read into.
-func (t *hashTree) leafFill(n uint64, addr Address) cache.FillFunc {
+func (t *htree) leafFill(n uint64, addr Address) cache.FillFunc {
 	return func(ctx context.Context) (data, buf []byte, err error) {
 		pool := t.repo.cache.Buffers()
-		env, err := t.repo.store.readChunk(ctx, addr, pool)
+		env, err := t.read(ctx, t.ref(addr, 0, n), pool)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -251,6 +269,7 @@ func (t *hashTree) leafFill(n uint64, addr Address) cache.FillFunc {
 		switch {
 		case err != nil:
 			pool.Put(env)
+			t.reject(addr)
 			return nil, nil, err
 		case buf == nil && len(data) > 0 && &data[0] == &plain[0]:
 			buf = env // uncompressed: the data lives in the envelope
@@ -259,6 +278,7 @@ func (t *hashTree) leafFill(n uint64, addr Address) cache.FillFunc {
 		}
 		if Address(blake3.SumKeyed(&t.hashKey, data)) != addr {
 			err = fmt.Errorf("%w: leaf content does not match its address", ErrCorrupt)
+			t.reject(addr)
 		} else {
 			err = t.lengths.set(n, int64(len(data)))
 		}
@@ -275,7 +295,7 @@ func (t *hashTree) leafFill(n uint64, addr Address) cache.FillFunc {
 // the envelope is authenticated and only its first and last bytes are
 // decrypted, which hold the decompressed size for every footer except a
 // zstd frame without a content size.
-func (t *hashTree) leafLen(ctx context.Context, n uint64) (int64, error) {
+func (t *htree) leafLen(ctx context.Context, n uint64) (int64, error) {
 	if l, ok := t.lengths.get(n); ok {
 		return l, nil
 	}
@@ -286,7 +306,7 @@ func (t *hashTree) leafLen(ctx context.Context, n uint64) (int64, error) {
 	if l, ok := t.repo.cache.Len(cache.Key{Space: t.space, Addr: addr}); ok {
 		return int64(l), t.lengths.set(n, int64(l))
 	}
-	size, ok, err := t.probeLen(ctx, addr)
+	size, ok, err := t.probeLen(ctx, n, addr)
 	if err != nil {
 		return 0, t.chunkErr(int64(n), addr, err)
 	}
@@ -301,18 +321,19 @@ func (t *hashTree) leafLen(ctx context.Context, n uint64) (int64, error) {
 	return size, t.lengths.set(n, size)
 }
 
-func (t *hashTree) probeLen(ctx context.Context, addr Address) (int64, bool, error) {
+func (t *htree) probeLen(ctx context.Context, n uint64, addr Address) (int64, bool, error) {
 	pool := t.repo.cache.Buffers()
-	env, err := t.repo.store.readChunk(ctx, addr, pool)
+	env, err := t.read(ctx, t.ref(addr, 0, n), pool)
 	if err != nil {
 		return 0, false, err
 	}
 	defer pool.Put(env)
 	k, err := t.opener.Key(env)
-	if err != nil {
-		return 0, false, err
+	if err == nil {
+		err = box.VerifyWithKey(&k, env)
 	}
-	if err := box.VerifyWithKey(&k, env); err != nil {
+	if err != nil {
+		t.reject(addr)
 		return 0, false, err
 	}
 	plainLen := box.PlaintextLen(len(env))

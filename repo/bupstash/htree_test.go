@@ -67,13 +67,13 @@ func (f *forgedTree) node(entries ...entry) Address {
 
 // open returns the repository and a raw item with the given data tree,
 // bypassing decodeItem's checks, as if they had let the item through.
-func (f *forgedTree) open(meta TreeMeta, dataSize uint64) (*Repository, *Item) {
+func (f *forgedTree) open(meta HTreeMeta, dataSize uint64) (*Repository, *Item) {
 	r := &Repository{
-		key: f.key, log: quietLog, cache: cache.New(16 << 20), store: f.store,
+		key: f.key, log: quietLog, cache: cache.New(16 << 20), src: f.store,
 		nodeSpace: cache.NewSpace(), spaces: map[[32]byte]uint64{},
 		dataOpener: f.key.dataOpener(),
 	}
-	return r, &Item{ID: Xid{7}, DataTree: meta, DataSize: dataSize, dataHashPart2: f.part2}
+	return r, &Item{ID: Xid{7}, DataHTree: meta, DataSize: dataSize, dataHashPart2: f.part2}
 }
 
 // The audit's crash: a root node [(1, n1), (2^45, n1)] passes the count
@@ -86,7 +86,7 @@ func TestHugeLeafCountDoesNotCrash(t *testing.T) {
 	l0 := f.leaf([]byte("leaf zero"))
 	n1 := f.node(entry{1, l0})
 	root := f.node(entry{1, n1}, entry{1 << 45, n1})
-	r, it := f.open(TreeMeta{Height: 2, DataChunkCount: 1<<45 + 1, Address: root}, 1<<46)
+	r, it := f.open(HTreeMeta{Height: 2, DataChunkCount: 1<<45 + 1, Address: root}, 1<<46)
 	file, err := r.OpenItem(it).Data()
 	if err != nil {
 		t.Fatal(err)
@@ -150,9 +150,9 @@ func TestLeafLengthsAreSparse(t *testing.T) {
 }
 
 // panicStore panics on every read, standing for any bug below a probe.
-type panicStore struct{}
+type panicStore struct{ memStore }
 
-func (panicStore) readChunk(context.Context, Address, *cache.BufferPool) ([]byte, error) {
+func (panicStore) ReadChunk(context.Context, ChunkRef, *cache.BufferPool) ([]byte, error) {
 	panic("store exploded")
 }
 
@@ -168,15 +168,15 @@ func TestLocatePanicLeavesSectionUsable(t *testing.T) {
 		entries = append(entries, entry{1, f.leaf(l)})
 	}
 	root := f.node(entries...)
-	r, it := f.open(TreeMeta{Height: 1, DataChunkCount: 2, Address: root}, 22)
+	r, it := f.open(HTreeMeta{Height: 1, DataChunkCount: 2, Address: root}, 22)
 	o := r.OpenItem(it)
 	file, _ := o.Data()
 	// Learn the root node and nothing else, then break the store.
 	if _, err := o.data.leafAddress(context.Background(), 0); err != nil {
 		t.Fatal(err)
 	}
-	good := r.store
-	r.store = panicStore{}
+	good := r.src
+	r.src = panicStore{}
 	func() {
 		defer func() {
 			if p := recover(); p == nil {
@@ -185,7 +185,7 @@ func TestLocatePanicLeavesSectionUsable(t *testing.T) {
 		}()
 		file.NewReader().ReadAt(make([]byte, 4), 13)
 	}()
-	r.store = good
+	r.src = good
 	done := make(chan error, 1)
 	buf := make([]byte, 4)
 	go func() {
@@ -210,7 +210,7 @@ func TestNodeCountsCheckedOnEveryPath(t *testing.T) {
 	good := f.node(entry{1, a}, entry{1, b})
 	short := f.node(entry{1, a})
 	root := f.node(entry{2, good}, entry{2, short}) // the second child holds 1 leaf, not 2
-	r, it := f.open(TreeMeta{Height: 2, DataChunkCount: 4, Address: root}, 16)
+	r, it := f.open(HTreeMeta{Height: 2, DataChunkCount: 4, Address: root}, 16)
 	o := r.OpenItem(it)
 	for n, wantErr := range []bool{false, false, true, true} {
 		_, err := o.data.leafAddress(context.Background(), uint64(n))
@@ -268,7 +268,7 @@ func FuzzLeafAddress(f *testing.F) {
 			}
 			addr = ft.node(es...)
 		}
-		r, it := ft.open(TreeMeta{Height: uint64(height), DataChunkCount: total, Address: addr}, total)
+		r, it := ft.open(HTreeMeta{Height: uint64(height), DataChunkCount: total, Address: addr}, total)
 		tree := r.OpenItem(it).data
 		for _, k := range []uint64{n, n + 1} { // the second may use the cached height-1 node
 			got, err := tree.leafAddress(context.Background(), k)
