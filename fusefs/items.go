@@ -2,9 +2,7 @@ package fusefs
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -178,18 +176,11 @@ func (n *itemNode) rootEntry(ctx context.Context) (*rootEntry, error) {
 	if t, ok := n.fs.trees.get(n.slot); ok {
 		return n.rootFromTree(t), nil
 	}
-	idx, err := n.open.Index()
-	if err != nil {
-		return nil, err
-	}
-	e, err := idx.Next(ctx)
-	idx.Close()
+	a, xattrs, found, err := n.open.RootAttr(ctx)
 	switch {
-	case err == nil && string(e.Path) == ".":
-		a := e.Attr()
-		a.Nlink = max(a.Nlink, 2) // as the tree gives a directory
-		return n.setRoot(&rootEntry{attr: a, xattrs: e.Xattrs}), nil
-	case err == nil || errors.Is(err, io.EOF):
+	case err == nil && found:
+		return n.setRoot(&rootEntry{attr: a, xattrs: xattrs}), nil
+	case err == nil:
 		// No "." entry: the root is implied, as the tree builds it.
 		t, err := n.tree(ctx)
 		if err != nil {
@@ -207,17 +198,13 @@ func (n *itemNode) rootFromTree(t *bupstash.Tree) *rootEntry {
 	if r := n.root.Load(); r != nil {
 		return r
 	}
-	return n.setRoot(&rootEntry{attr: t.Attr(0), xattrs: t.Xattrs(0)})
+	a, xattrs := t.RootAttr()
+	return n.setRoot(&rootEntry{attr: a, xattrs: xattrs})
 }
 
 // setRoot publishes the root's attributes; the first to be published
 // wins.
 func (n *itemNode) setRoot(r *rootEntry) *rootEntry {
-	if r.attr.Mode&syscall.S_IFMT != syscall.S_IFDIR {
-		// The index's first entry is not a directory (a snapshot of one
-		// file): keep its permissions on a directory.
-		r.attr.Mode = syscall.S_IFDIR | r.attr.Mode&0o7777
-	}
 	if !n.root.CompareAndSwap(nil, r) {
 		return n.root.Load()
 	}

@@ -39,6 +39,8 @@ var (
 	ErrNoIndex = errors.New("item has no file tree (raw data item)")
 	// ErrTooLarge reports an index with more entries than a Tree can number.
 	ErrTooLarge = errors.New("snapshot has too many entries")
+	// ErrNoMoreData reports a SEEK_DATA past a sparse file's last data.
+	ErrNoMoreData = errors.New("no data after this offset")
 	// ErrNotRegular reports an attempt to read something other than a
 	// regular file's content.
 	ErrNotRegular = errors.New("not a regular file")

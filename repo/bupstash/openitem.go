@@ -1,7 +1,10 @@
 package bupstash
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"io"
 	"sync"
 
 	"lukechampine.com/blake3"
@@ -85,4 +88,40 @@ func (o *OpenItem) File(e *IndexEntry) (*File, error) {
 		f.base = int64(e.StreamOffset)
 	}
 	return f, nil
+}
+
+// RootAttr returns the attributes and xattrs of a snapshot's root
+// directory from the first entry of its index, which is the root (".")
+// in what Bupstash writes, so that they cost one index leaf rather than
+// the whole index. found is false when the index does not start with the
+// root; the root is then implied, and Tree.RootAttr gives it.
+func (o *OpenItem) RootAttr(ctx context.Context) (a NodeAttr, xattrs []Xattr, found bool, err error) {
+	idx, err := o.Index()
+	if err != nil {
+		return NodeAttr{}, nil, false, err
+	}
+	defer idx.Close()
+	e, err := idx.Next(ctx)
+	switch {
+	case err == nil && string(e.Path) == ".":
+		a = e.Attr()
+		a.Nlink = max(a.Nlink, 2) // as the tree gives a directory
+		return asRoot(a), e.Xattrs, true, nil
+	case err == nil || errors.Is(err, io.EOF):
+		return NodeAttr{}, nil, false, nil
+	}
+	return NodeAttr{}, nil, false, err
+}
+
+// RootAttr returns the attributes and xattrs of the tree's root
+// directory, as OpenItem.RootAttr does.
+func (t *Tree) RootAttr() (NodeAttr, []Xattr) { return asRoot(t.Attr(0)), t.Xattrs(0) }
+
+// asRoot keeps a root entry that is not a directory (a snapshot of one
+// file) a directory, with its permissions.
+func asRoot(a NodeAttr) NodeAttr {
+	if a.Mode&ModeType != ModeDir {
+		a.Mode = ModeDir | a.Mode&0o7777
+	}
+	return a
 }
