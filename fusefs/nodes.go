@@ -3,26 +3,11 @@ package fusefs
 import (
 	"context"
 	"sort"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 )
-
-// Node IDs: the high 32 bits name an item slot (0 for synthetic nodes); the
-// low 32 bits are a record number of the item's index plus one.
-const rootID = fuse.FUSE_ROOT_ID
-
-func itemNodeID(slot, record uint32) uint64 { return uint64(slot)<<32 | (uint64(record) + 1) }
-
-func splitNodeID(id uint64) (slot, record uint32, inItem bool) {
-	slot = uint32(id >> 32)
-	if slot == 0 || uint32(id) == 0 {
-		return 0, 0, false
-	}
-	return slot, uint32(id) - 1, true
-}
 
 // Kernel cache lifetimes. Inside an item nothing ever changes; the lists of
 // items change as backups are made and removed.
@@ -72,6 +57,12 @@ type quickAttr interface {
 	quickAttr(a *fuse.Attr) bool
 }
 
+// logDescriber is a synthetic node that says what it is in log lines,
+// as key-value pairs (a Backupy object: its store and path).
+type logDescriber interface {
+	logAttrs() []any
+}
+
 // xattrNode is a synthetic node with extended attributes.
 type xattrNode interface {
 	xattrs() []xattr
@@ -100,51 +91,6 @@ func lookupDirent(ents []dirent, name string) (dirent, bool) {
 		return ents[i], true
 	}
 	return dirent{}, false
-}
-
-// nodeTable holds the synthetic nodes. Nodes are interned by a key that
-// describes them (a view path), so that the same view always gets the
-// same ID, and they are never forgotten: there are few of them.
-type nodeTable struct {
-	mu    sync.RWMutex
-	nodes map[uint64]synthNode
-	byKey map[string]uint64
-	next  uint64
-}
-
-func newNodeTable(root synthNode) *nodeTable {
-	return &nodeTable{
-		nodes: map[uint64]synthNode{rootID: root},
-		byKey: map[string]uint64{"": rootID},
-		next:  rootID,
-	}
-}
-
-func (t *nodeTable) get(id uint64) (synthNode, bool) {
-	t.mu.RLock()
-	defer t.mu.RUnlock()
-	n, ok := t.nodes[id]
-	return n, ok
-}
-
-// intern returns the ID of the node with the given key, creating it with
-// make on first use.
-func (t *nodeTable) intern(key string, make func() synthNode) uint64 {
-	t.mu.RLock()
-	id, ok := t.byKey[key]
-	t.mu.RUnlock()
-	if ok {
-		return id
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if id, ok := t.byKey[key]; ok {
-		return id
-	}
-	t.next++
-	t.byKey[key] = t.next
-	t.nodes[t.next] = make()
-	return t.next
 }
 
 // owner is who synthetic nodes belong to: the mounting user, or the owner

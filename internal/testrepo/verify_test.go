@@ -216,10 +216,10 @@ func verifySnapshot(t testing.TB, r *Repo, info *ItemInfo, want []Entry) {
 			t.Errorf("%q: tree mode %o", w.Path, a.Mode)
 		}
 		if w.IsRegular() && w.Nlink > 1 {
-			if first, ok := inodes[w.Ino]; ok && first != a.Inode {
-				t.Errorf("%q: hard link has inode %d, group has %d", w.Path, a.Inode, first)
+			if first, ok := inodes[w.Ino]; ok && first != a.InodeRecord {
+				t.Errorf("%q: hard link has inode %d, group has %d", w.Path, a.InodeRecord, first)
 			}
-			inodes[w.Ino] = a.Inode
+			inodes[w.Ino] = a.InodeRecord
 		}
 		if !w.IsRegular() {
 			if _, err := tr.File(o, n); !errors.Is(err, bupstash.ErrNotRegular) {

@@ -92,9 +92,12 @@ type NodeAttr struct {
 	Nlink                uint32 // the saved link count, or more if the snapshot itself has more links
 	Mtime, Ctime         int64
 	MtimeNsec, CtimeNsec uint32
-	Inode                uint32 // record number shared by hard links
-	DevMajor, DevMinor   uint32
-	Sparse               bool
+	// InodeRecord is the record whose number the inode number derives
+	// from: the record itself, or for hard links the first record of the
+	// group, so that every name of a file shows one inode.
+	InodeRecord        uint32
+	DevMajor, DevMinor uint32
+	Sparse             bool
 }
 
 // LoadTree reads the item's whole index into a Tree.
@@ -337,7 +340,7 @@ func (b *treeBuilder) fillNode(n *treeNode, e *IndexEntry) error {
 
 // Attr returns the entry's attributes as a decoded tree presents them,
 // for a reader that needs one entry without decoding the whole index (its
-// Inode is 0, and a directory's link count is the saved one).
+// InodeRecord is 0, and a directory's link count is the saved one).
 func (e *IndexEntry) Attr() NodeAttr {
 	a := NodeAttr{
 		Mode: e.Mode, UID: clamp32(e.UID), GID: clamp32(e.GID), Nlink: clamp32(e.Nlink),
@@ -526,7 +529,7 @@ func (t *Tree) Attr(n uint32) NodeAttr {
 	a := NodeAttr{
 		Mode: r.mode, Size: r.size, Nlink: r.nlink,
 		Mtime: r.mtime, Ctime: r.mtime + int64(r.ctimeDelta), MtimeNsec: r.mtimeNsec, CtimeNsec: r.ctimeNsec,
-		Inode: n, Sparse: r.flags&flagSparse != 0,
+		InodeRecord: n, Sparse: r.flags&flagSparse != 0,
 	}
 	if r.owner != ownerInExtra {
 		o := t.owners[r.owner]
@@ -544,7 +547,7 @@ func (t *Tree) Attr(n uint32) NodeAttr {
 			a.Ctime = x.ctime
 		}
 		if r.flags&flagHardlink != 0 {
-			a.Inode = x.inode
+			a.InodeRecord = x.inode
 		}
 	}
 	return a

@@ -135,11 +135,11 @@ func TestTreeLinksAndCounts(t *testing.T) {
 	h1, _ := resolve(tr, []byte("hard1"))
 	h2, _ := resolve(tr, []byte("hard2"))
 	a1, a2 := tr.Attr(h1), tr.Attr(h2)
-	if a1.Inode != a2.Inode || a1.Nlink != 2 || a2.Nlink != 2 {
+	if a1.InodeRecord != a2.InodeRecord || a1.Nlink != 2 || a2.Nlink != 2 {
 		t.Fatalf("hard links: %+v %+v", a1, a2)
 	}
 	a, _ := resolve(tr, []byte("a.txt"))
-	if tr.Attr(a).Inode == a1.Inode || tr.Attr(a).Nlink != 1 {
+	if tr.Attr(a).InodeRecord == a1.InodeRecord || tr.Attr(a).Nlink != 1 {
 		t.Fatalf("a.txt: %+v", tr.Attr(a))
 	}
 	// The root holds emptydir, private and sub: 2 + 3 links.

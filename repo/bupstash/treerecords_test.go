@@ -102,7 +102,7 @@ func TestTreeRecordSpills(t *testing.T) {
 	}
 	// The hard link shares its target's inode; both count two links.
 	a, b := tr.Attr(find(long+"/"+long)), tr.Attr(find(long+"/"+long[:256]))
-	if a.Inode != b.Inode || a.Nlink != 2 || b.Nlink != 2 {
+	if a.InodeRecord != b.InodeRecord || a.Nlink != 2 || b.Nlink != 2 {
 		t.Errorf("hard link: %+v and %+v", a, b)
 	}
 	if kids := tr.Children(find(long)); len(kids) != 2 {

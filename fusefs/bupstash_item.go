@@ -157,7 +157,7 @@ func (n *itemNode) attr(ctx context.Context, record uint32, a *fuse.Attr) (time.
 		return 0, syscall.ENOENT
 	}
 	na := t.Attr(record)
-	n.fillNodeAttr(na, na.Inode, t.Link(record), a)
+	n.fillNodeAttr(na, na.InodeRecord, t.Link(record), a)
 	if na.Mode&syscall.S_IFMT == syscall.S_IFREG && na.Sparse {
 		a.Blocks = n.sparseBlocks(ctx, t, record)
 	}
@@ -230,7 +230,7 @@ func (n *itemNode) fillAttr(t *bupstash.Tree, record uint32, a *fuse.Attr) time.
 		return stableTimeout
 	}
 	na := t.Attr(record)
-	n.fillNodeAttr(na, na.Inode, t.Link(record), a)
+	n.fillNodeAttr(na, na.InodeRecord, t.Link(record), a)
 	if na.Mode&syscall.S_IFMT == syscall.S_IFREG && na.Sparse {
 		b, ok := n.knownSparseBlocks(record)
 		if !ok {
@@ -307,7 +307,7 @@ func (n *itemNode) lookup(ctx context.Context, dir uint32, name string) (uint32,
 	if !ok {
 		return 0, syscall.ENOENT
 	}
-	return t.Attr(k).Inode, nil
+	return t.Attr(k).InodeRecord, nil
 }
 
 // isDir reports whether a record is a directory.
