@@ -126,27 +126,43 @@ func OpenWithKey(dst []byte, k *BoxKey, envelope []byte) ([]byte, error) {
 // is either exactly the envelope's ciphertext (in place) or does not
 // overlap it. spare says that the 16 bytes after pt may be overwritten.
 func openInto(pt []byte, spare bool, k *BoxKey, envelope []byte) error {
-	if len(envelope) < Overhead {
-		return ErrShortEnvelope
-	}
-	nonce := envelope[:NonceSize]
-	var mac [MACSize]byte
-	copy(mac[:], envelope[NonceSize:NonceSize+MACSize])
-	ct := envelope[NonceSize+MACSize : len(envelope)-KeySize]
-
-	c, err := chacha20.NewUnauthenticatedCipher(k[:], nonce)
+	nonce, ct, c, err := verify(k, envelope)
 	if err != nil {
-		return fmt.Errorf("xchacha20: %w", err)
+		return err
+	}
+	payloadXOR(k, nonce, c, pt, ct, spare)
+	return nil
+}
+
+// split returns an envelope's parts: nonce ‖ MAC ‖ ciphertext ‖ the
+// sender's ephemeral public key.
+func split(envelope []byte) (nonce []byte, mac [MACSize]byte, ct []byte, err error) {
+	if len(envelope) < Overhead {
+		return nil, mac, nil, ErrShortEnvelope
+	}
+	copy(mac[:], envelope[NonceSize:NonceSize+MACSize])
+	return envelope[:NonceSize], mac, envelope[NonceSize+MACSize : len(envelope)-KeySize], nil
+}
+
+// verify checks an envelope's Poly1305 MAC and returns its nonce and
+// ciphertext, and the cipher positioned at the payload's keystream.
+func verify(k *BoxKey, envelope []byte) (nonce, ct []byte, c *chacha20.Cipher, err error) {
+	nonce, mac, ct, err := split(envelope)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	c, err = chacha20.NewUnauthenticatedCipher(k[:], nonce)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("xchacha20: %w", err)
 	}
 	// The one-time Poly1305 key is the first half of keystream block 0;
 	// the cipher keeps the second half for the payload.
 	var polyKey [32]byte
 	c.XORKeyStream(polyKey[:], polyKey[:])
 	if !poly1305.Verify(&mac, ct, &polyKey) {
-		return ErrAuth
+		return nil, nil, nil, ErrAuth
 	}
-	payloadXOR(k, nonce, c, pt, ct, spare)
-	return nil
+	return nonce, ct, c, nil
 }
 
 // aeadMin is the payload size from which payloadXOR uses the IETF AEAD's
@@ -186,23 +202,8 @@ func payloadXOR(k *BoxKey, nonce []byte, c *chacha20.Cipher, dst, src []byte, sp
 
 // VerifyWithKey checks an envelope's MAC without decrypting it.
 func VerifyWithKey(k *BoxKey, envelope []byte) error {
-	if len(envelope) < Overhead {
-		return ErrShortEnvelope
-	}
-	nonce := envelope[:NonceSize]
-	var mac [MACSize]byte
-	copy(mac[:], envelope[NonceSize:NonceSize+MACSize])
-	ct := envelope[NonceSize+MACSize : len(envelope)-KeySize]
-	c, err := chacha20.NewUnauthenticatedCipher(k[:], nonce)
-	if err != nil {
-		return fmt.Errorf("xchacha20: %w", err)
-	}
-	var polyKey [32]byte
-	c.XORKeyStream(polyKey[:], polyKey[:])
-	if !poly1305.Verify(&mac, ct, &polyKey) {
-		return ErrAuth
-	}
-	return nil
+	_, _, _, err := verify(k, envelope)
+	return err
 }
 
 // DecryptAtWithKey decrypts plaintext bytes [off, off+len(dst)) of envelope
@@ -210,14 +211,14 @@ func VerifyWithKey(k *BoxKey, envelope []byte) error {
 // reader learn a chunk's header and footer (and so its decompressed size)
 // without decrypting the whole chunk.
 func DecryptAtWithKey(k *BoxKey, envelope []byte, off int, dst []byte) error {
-	if len(envelope) < Overhead {
-		return ErrShortEnvelope
+	nonce, _, ct, err := split(envelope)
+	if err != nil {
+		return err
 	}
-	ct := envelope[NonceSize+MACSize : len(envelope)-KeySize]
 	if off < 0 || off+len(dst) > len(ct) {
 		return fmt.Errorf("decrypt span [%d, %d) outside a %d-byte plaintext", off, off+len(dst), len(ct))
 	}
-	c, err := chacha20.NewUnauthenticatedCipher(k[:], envelope[:NonceSize])
+	c, err := chacha20.NewUnauthenticatedCipher(k[:], nonce)
 	if err != nil {
 		return fmt.Errorf("xchacha20: %w", err)
 	}
