@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/backupfs/backupfs/cache"
 	"github.com/backupfs/backupfs/internal/untrusted"
@@ -40,7 +41,9 @@ type Dir struct {
 	dir    string
 	schema int
 	noLock bool
-	log    *slog.Logger
+	// lockWait is DirOptions.LockWait.
+	lockWait time.Duration
+	log      *slog.Logger
 
 	noticeMu sync.Mutex
 	noticed  map[string]bool // notices already logged once
@@ -55,6 +58,10 @@ var (
 type DirOptions struct {
 	// NoLock skips the shared metadata lock, for media that cannot lock.
 	NoLock bool
+	// LockWait bounds the wait for a writer's lock before metadata is
+	// read; past it the read fails with ErrLocked. Zero waits as long as
+	// the context allows, as Bupstash does.
+	LockWait time.Duration
 	// Logger receives notices: an unfinished transaction read as if
 	// recovered, a lock held by another process for long. Nil means
 	// slog.Default().
@@ -78,7 +85,7 @@ func OpenDir(dir string, opts DirOptions) (*Dir, error) {
 	if err := checkStorageEngine(dir); err != nil {
 		return nil, err
 	}
-	d := &Dir{dir: dir, schema: schema, noLock: opts.NoLock, log: opts.Logger, noticed: map[string]bool{}}
+	d := &Dir{dir: dir, schema: schema, noLock: opts.NoLock, lockWait: opts.LockWait, log: opts.Logger, noticed: map[string]bool{}}
 	if d.log == nil {
 		d.log = slog.Default()
 	}

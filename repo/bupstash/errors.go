@@ -60,4 +60,7 @@ var (
 	// ErrPermission reports a source that refuses an operation (a server
 	// that does not allow this client to read data).
 	ErrPermission = errors.New("not permitted by the repository's server")
+	// ErrLocked means a writer (bupstash put, rm or gc) held a directory's
+	// transaction lock for longer than DirOptions.LockWait.
+	ErrLocked = errors.New("repository is locked by a writer (bupstash put, rm or gc)")
 )

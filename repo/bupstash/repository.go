@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/backupfs/backupfs/cache"
 	"github.com/backupfs/backupfs/crypto/box"
@@ -24,6 +25,8 @@ type Options struct {
 	// NoLock skips the shared metadata lock of a directory (Open), for
 	// media that cannot lock.
 	NoLock bool
+	// LockWait is DirOptions.LockWait for a directory (Open).
+	LockWait time.Duration
 }
 
 // Repository is an open Bupstash repository: item metadata, file trees
@@ -54,7 +57,7 @@ func Open(ctx context.Context, dir string, key *Key, opts Options) (*Repository,
 	if err := checkKey(dir, key); err != nil {
 		return nil, err
 	}
-	src, err := OpenDir(dir, DirOptions{NoLock: opts.NoLock, Logger: opts.Logger})
+	src, err := OpenDir(dir, DirOptions{NoLock: opts.NoLock, LockWait: opts.LockWait, Logger: opts.Logger})
 	if err != nil {
 		return nil, err
 	}

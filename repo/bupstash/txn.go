@@ -101,7 +101,13 @@ func (v *metaView) listDir(dir string) ([]string, error) {
 // refreshes its lists in the background.
 func (d *Dir) readMeta(ctx context.Context, fn func(*metaView) error) error {
 	if !d.noLock {
-		unlock, err := lockShared(ctx, filepath.Join(d.dir, "tx.lock"), func() {
+		lockCtx := ctx
+		if d.lockWait > 0 {
+			var cancel context.CancelFunc
+			lockCtx, cancel = context.WithTimeoutCause(ctx, d.lockWait, ErrLocked)
+			defer cancel()
+		}
+		unlock, err := lockShared(lockCtx, filepath.Join(d.dir, "tx.lock"), func() {
 			d.log.Info("waiting for the repository's transaction lock, held by another process (bupstash put, rm or gc?)", "repo", d.dir)
 		})
 		if err != nil {

@@ -1,0 +1,137 @@
+// Package location turns what a user writes for a repository or a store —
+// a directory today; an ssh:// address or an s3:// bucket as transports
+// are added — into the transport that reaches it. It is the one place
+// that knows the schemes, as restic's backend/location is: the command
+// line and the configuration file hand it strings, and get back an open
+// repository or store whatever the transport.
+//
+// To add a transport: give it a Scheme constant, teach Parse its URL form
+// (and what it requires: host, bucket, …), and give OpenBupstash or
+// OpenBackupy the case that opens it. Nothing else in the program
+// switches on schemes.
+package location
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"strings"
+
+	"github.com/backupfs/backupfs/repo/backupy"
+	"github.com/backupfs/backupfs/repo/bupstash"
+)
+
+// Scheme names a transport.
+type Scheme string
+
+const (
+	// Local is a directory on this machine (or a network filesystem
+	// mounted on it): a plain path, or a file:// URL.
+	Local Scheme = "local"
+	// SSH is a Bupstash repository served by `bupstash serve` over ssh:
+	// ssh://[USER@]HOST[:PORT]/PATH. Not supported yet.
+	SSH Scheme = "ssh"
+)
+
+// Location is a parsed repository or store address.
+type Location struct {
+	Scheme Scheme
+	// Path is the directory for Local, and the path on the server for
+	// remote schemes.
+	Path string
+	// URL is the address as parsed, for remote schemes; nil for Local.
+	URL *url.URL
+
+	raw string
+}
+
+// String returns the location as the user wrote it, for messages.
+func (l Location) String() string { return l.raw }
+
+// IsURL reports whether s is written as a URL (scheme://…) rather than a
+// path, so that a configuration file resolves paths relative to itself
+// but keeps URLs as they are.
+func IsURL(s string) bool {
+	i := strings.Index(s, "://")
+	if i <= 0 {
+		return false
+	}
+	for j, c := range s[:i] {
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z':
+		case j > 0 && ('0' <= c && c <= '9' || c == '+' || c == '-' || c == '.'):
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// Parse reads a location. A string that is not a URL is a local path,
+// whatever it contains. An unknown scheme is an error, so that a typo is
+// not taken for a directory name.
+func Parse(s string) (Location, error) {
+	if s == "" {
+		return Location{}, ErrEmpty
+	}
+	if !IsURL(s) {
+		return Location{Scheme: Local, Path: s, raw: s}, nil
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return Location{}, fmt.Errorf("%s: %w", s, err)
+	}
+	switch scheme := strings.ToLower(u.Scheme); scheme {
+	case "file":
+		if u.Host != "" && u.Host != "localhost" {
+			return Location{}, fmt.Errorf("%s: %w: a file:// URL names a path on this machine", s, ErrBadURL)
+		}
+		return Location{Scheme: Local, Path: u.Path, raw: s}, nil
+	case "ssh":
+		if u.Host == "" {
+			return Location{}, fmt.Errorf("%s: %w: want ssh://[USER@]HOST[:PORT]/PATH", s, ErrBadURL)
+		}
+		return Location{Scheme: SSH, Path: u.Path, URL: u, raw: s}, nil
+	default:
+		return Location{}, fmt.Errorf("%s: %w %q", s, ErrUnknownScheme, u.Scheme)
+	}
+}
+
+// OpenBupstash opens the Bupstash repository at loc with key.
+func OpenBupstash(ctx context.Context, loc Location, key *bupstash.Key, opts bupstash.Options) (*bupstash.Repository, error) {
+	switch loc.Scheme {
+	case Local:
+		return bupstash.Open(ctx, loc.Path, key, opts)
+	case SSH:
+		return nil, fmt.Errorf("%s: %w", loc, ErrRemoteNotSupported)
+	}
+	return nil, fmt.Errorf("%s: %w for a Bupstash repository", loc, ErrUnsupported)
+}
+
+// OpenBackupy opens the Backupy store (a directory of objects) at loc.
+func OpenBackupy(ctx context.Context, loc Location, opts backupy.Options) (*backupy.Store, error) {
+	if loc.Scheme != Local {
+		return nil, fmt.Errorf("%s: %w for a Backupy store", loc, ErrUnsupported)
+	}
+	return backupy.OpenStore(ctx, loc.Path, opts)
+}
+
+// OpenBackupyObject opens one Backupy object at loc, as a store of that
+// one object.
+func OpenBackupyObject(ctx context.Context, loc Location, opts backupy.Options) (*backupy.Store, *backupy.Blob, error) {
+	if loc.Scheme != Local {
+		return nil, nil, fmt.Errorf("%s: %w for a Backupy object", loc, ErrUnsupported)
+	}
+	return backupy.OpenFile(ctx, loc.Path, opts)
+}
+
+// Name is the directory name a location gets in a mount when none is
+// given: the last element of its path.
+func (l Location) Name() string {
+	p := l.Path
+	if l.Scheme != Local && (p == "" || p == "/") && l.URL != nil {
+		return l.URL.Host
+	}
+	return filepath.Base(filepath.Clean(p))
+}

@@ -1,0 +1,96 @@
+package location
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"path/filepath"
+	"testing"
+
+	"github.com/backupfs/backupfs/repo/backupy"
+	"github.com/backupfs/backupfs/repo/bupstash"
+)
+
+func TestParse(t *testing.T) {
+	for _, tt := range []struct {
+		in     string
+		scheme Scheme
+		path   string
+		name   string
+	}{
+		{"/srv/repo", Local, "/srv/repo", "repo"},
+		{"/srv/repo/", Local, "/srv/repo/", "repo"},
+		{"repo", Local, "repo", "repo"},
+		{"./odd:name", Local, "./odd:name", "odd:name"},
+		{"dir/a://b", Local, "dir/a://b", "b"}, // not a scheme: a path with "://" in it
+		{"file:///srv/repo", Local, "/srv/repo", "repo"},
+		{"file://localhost/srv/repo", Local, "/srv/repo", "repo"},
+		{"ssh://backup.example/srv/repo", SSH, "/srv/repo", "repo"},
+		{"ssh://ann@backup.example:2222/srv/repo", SSH, "/srv/repo", "repo"},
+		{"ssh://backup.example", SSH, "", "backup.example"},
+	} {
+		l, err := Parse(tt.in)
+		if err != nil || l.Scheme != tt.scheme || l.Path != tt.path || l.String() != tt.in || l.Name() != tt.name {
+			t.Errorf("Parse(%q) = %+v (name %q), %v; want %s %q %q", tt.in, l, l.Name(), err, tt.scheme, tt.path, tt.name)
+		}
+	}
+	for in, want := range map[string]error{
+		"":                        ErrEmpty,
+		"gopher://host/x":         ErrUnknownScheme,
+		"ssh:///srv/repo":         ErrBadURL,
+		"file://elsewhere/x":      ErrBadURL,
+		"ssh://host:notaport/srv": nil, // some url.Parse error
+	} {
+		_, err := Parse(in)
+		if err == nil || (want != nil && !errors.Is(err, want)) {
+			t.Errorf("Parse(%q) = %v, want %v", in, err, want)
+		}
+	}
+}
+
+func TestIsURL(t *testing.T) {
+	for s, want := range map[string]bool{
+		"ssh://h/p": true, "s3://bucket/prefix": true, "git+ssh://h/p": true, "file:///x": true,
+		"/abs": false, "rel/dir": false, "://x": false, "1ssh://h": false, "a/b://c": false, "C:/x": false,
+	} {
+		if IsURL(s) != want {
+			t.Errorf("IsURL(%q) = %v", s, !want)
+		}
+	}
+}
+
+// The opening functions reach the readers for local paths and refuse the
+// rest with one clear error.
+func TestOpen(t *testing.T) {
+	ctx := context.Background()
+	key, err := bupstash.LoadKey("../../testdata/bupstash-0.12.1/keys/primary.key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	loc, _ := Parse("../../testdata/bupstash-0.12.1/repo")
+	if _, err := OpenBupstash(ctx, loc, key, bupstash.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	loc, _ = Parse("/nonexistent/repo")
+	if _, err := OpenBupstash(ctx, loc, key, bupstash.Options{}); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("missing repository: %v", err)
+	}
+	loc, _ = Parse("ssh://backup.example/srv/repo")
+	if _, err := OpenBupstash(ctx, loc, key, bupstash.Options{}); !errors.Is(err, ErrRemoteNotSupported) ||
+		err.Error() != "ssh://backup.example/srv/repo: "+ErrRemoteNotSupported.Error() {
+		t.Fatalf("ssh: %v", err)
+	}
+	if _, err := OpenBackupy(ctx, loc, backupy.Options{}); !errors.Is(err, ErrUnsupported) {
+		t.Fatalf("backupy over ssh: %v", err)
+	}
+	if _, _, err := OpenBackupyObject(ctx, loc, backupy.Options{}); !errors.Is(err, ErrUnsupported) {
+		t.Fatalf("backupy object over ssh: %v", err)
+	}
+	store := t.TempDir()
+	loc, _ = Parse(store)
+	s, err := OpenBackupy(ctx, loc, backupy.Options{CacheDir: filepath.Join(t.TempDir(), "cache")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+}
