@@ -3,10 +3,8 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"strconv"
 	"strings"
@@ -14,127 +12,105 @@ import (
 	"time"
 
 	"github.com/backupfs/backupfs/repo/backupy"
+	"github.com/backupfs/backupfs/repo/location"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
-const backupyUsage = `usage:
-  backupfs backupy ls [key flags] [--sizes] DIR
-      one line per object: path, kind, ciphertext size, decoded size, state, key
-  backupfs backupy cat [key flags] [--zst] OBJECT
-      write the decoded dump to standard output (what backupy-decrypt, or
-      zstd -d for an unencrypted object, would produce)
-  backupfs backupy import-token JWT|FILE|- ...
-      print keyring lines for decryption tokens (append them to a keyring)
-
-key flags:
-  --token FILE      decryption token (JWT) file, repeatable; - reads stdin
-  --token-dir DIR   directory of *.jwt and *.token files, repeatable
-  --keyring FILE    keyring file, repeatable (default $` + backupy.EnvKeyring + `)
-  --strict-token    refuse expired tokens
-  --cache-dir DIR   decoded-file cache and size index
-  --verbose         log progress and key matching to standard error
-`
-
-// runBackupy runs "backupfs backupy SUBCOMMAND ...". Errors come back as
-// one line for the dispatcher to print; command-line mistakes wrap
-// errUsage, and -h returns flag.ErrHelp after printing the usage.
-func runBackupy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, backupyUsage)
-		return fmt.Errorf("%w: want a subcommand: ls, cat or import-token", errUsage)
+// newBackupyCommand groups the commands that read Backupy stores without
+// mounting them.
+func newBackupyCommand(e *env) *cobra.Command {
+	c := &cobra.Command{
+		Use:   "backupy COMMAND",
+		Short: "Read Backupy blob stores without mounting (ls, cat, import-token)",
+		Long: `Read Backupy blob stores without mounting them: list a directory of downloaded
+objects, write one object's decoded dump, or turn decryption tokens into
+keyring lines.`,
+		Args: func(c *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usageError("unknown subcommand %q (want ls, cat or import-token)", args[0])
+			}
+			return nil
+		},
+		RunE: func(c *cobra.Command, _ []string) error {
+			return usageError("want a subcommand: ls, cat or import-token")
+		},
 	}
-	switch args[0] {
-	case "ls":
-		return backupyLs(ctx, args[1:], stdout, stderr)
-	case "cat":
-		return backupyCat(ctx, args[1:], stdout, stderr)
-	case "import-token":
-		return backupyImportToken(args[1:], stdout, stderr)
-	case "help", "-h", "--help", "-help":
-		fmt.Fprint(stderr, backupyUsage)
-		return flag.ErrHelp
-	}
-	return fmt.Errorf("%w: unknown subcommand %q (want ls, cat or import-token)", errUsage, args[0])
+	c.AddCommand(newBackupyLsCommand(e), newBackupyCatCommand(e), newBackupyImportTokenCommand(e))
+	return c
 }
 
-// backupyList collects a repeatable string flag.
+// backupyList is a repeatable flag's values.
 type backupyList []string
-
-func (l *backupyList) String() string     { return strings.Join(*l, ",") }
-func (l *backupyList) Set(v string) error { *l = append(*l, v); return nil }
 
 // backupyKeyFlags are the flags of every subcommand that opens objects.
 type backupyKeyFlags struct {
 	tokens, tokenDirs, keyrings backupyList
-	strict, verbose             bool
+	strict                      bool
 	cacheDir                    string
 }
 
-func (k *backupyKeyFlags) register(fs *flag.FlagSet) {
-	fs.Var(&k.tokens, "token", "decryption token file (repeatable; - = stdin)")
-	fs.Var(&k.tokenDirs, "token-dir", "directory of *.jwt / *.token files (repeatable)")
-	fs.Var(&k.keyrings, "keyring", "keyring file (repeatable)")
+func (k *backupyKeyFlags) register(fs *pflag.FlagSet) {
+	stringArray(fs, (*[]string)(&k.tokens), "token", "decryption token `FILE` (JWT), repeatable; - reads standard input")
+	stringArray(fs, (*[]string)(&k.tokenDirs), "token-dir", "`DIR` of *.jwt and *.token files, repeatable")
+	stringArray(fs, (*[]string)(&k.keyrings), "keyring", "keyring `FILE`, repeatable (default $"+backupy.EnvKeyring+")")
 	fs.BoolVar(&k.strict, "strict-token", false, "refuse expired tokens")
-	fs.BoolVar(&k.verbose, "verbose", false, "log to standard error")
-	fs.StringVar(&k.cacheDir, "cache-dir", "", "cache directory")
+	fs.StringVar(&k.cacheDir, "cache-dir", "", "`DIR` for decoded dumps and the size index (default $XDG_CACHE_HOME/backupfs/backupy)")
 }
 
 // options loads the keys and builds store options. Warnings (expired
-// tokens, a keyring readable by others) go to stderr.
-func (k *backupyKeyFlags) options(stderr io.Writer) (backupy.Options, error) {
-	level := slog.LevelWarn
-	if k.verbose {
-		level = slog.LevelDebug
-	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+// tokens, a keyring readable by others) go to the log.
+func (k *backupyKeyFlags) options(e *env) (backupy.Options, error) {
 	keys, err := backupy.LoadKeys(backupy.KeySources{
 		TokenFiles:   k.tokens,
 		TokenDirs:    k.tokenDirs,
 		KeyringFiles: k.keyrings,
 		Stdin:        os.Stdin,
 		StrictToken:  k.strict,
-	}, log)
+	}, e.log)
 	if err != nil {
 		return backupy.Options{}, err
 	}
-	return backupy.Options{Logger: log, Keys: keys, CacheDir: k.cacheDir}, nil
+	return backupy.Options{Logger: e.log, Keys: keys, CacheDir: k.cacheDir}, nil
 }
 
-// backupyParse parses flags (before or after the operand) and returns the
-// one operand.
-func backupyParse(name string, fs *flag.FlagSet, args []string, stderr io.Writer, operand string) (string, error) {
-	fs.Usage = func() { fmt.Fprint(stderr, backupyUsage) }
-	pos, err := parseInterleaved(fs, args)
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fs.Usage()
-		}
-		return "", err
+func newBackupyLsCommand(e *env) *cobra.Command {
+	var (
+		kf    backupyKeyFlags
+		sizes bool
+	)
+	c := &cobra.Command{
+		Use:   "ls [flags] DIR",
+		Short: "List a directory of Backupy objects",
+		Long: `List a directory of downloaded Backupy objects, one line per object: path,
+kind, ciphertext size, decoded size, state, how its key was found, and the name
+it has in a mount.`,
+		Args: wantArgs(1, 1, "ls wants one directory"),
+		RunE: func(c *cobra.Command, args []string) error {
+			return backupyLs(c.Context(), e, &kf, sizes, args[0])
+		},
 	}
-	if len(pos) != 1 {
-		return "", fmt.Errorf("%w: %s wants one %s", errUsage, name, operand)
-	}
-	return pos[0], nil
+	kf.register(c.Flags())
+	c.Flags().BoolVar(&sizes, "sizes", false, "decode objects whose size is not known yet (slow)")
+	return c
 }
 
-func backupyLs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("backupy ls", flag.ContinueOnError)
-	var kf backupyKeyFlags
-	kf.register(fs)
-	sizes := fs.Bool("sizes", false, "decode objects whose size is not known yet (slow)")
-	dir, err := backupyParse("ls", fs, args, stderr, "directory")
-	if err != nil {
-		return err
-	}
-	opts, err := kf.options(stderr)
+func backupyLs(ctx context.Context, e *env, kf *backupyKeyFlags, sizes bool, dir string) error {
+	opts, err := kf.options(e)
 	if err != nil {
 		return err
 	}
 	defer opts.Keys.Wipe()
-	s, err := backupy.OpenStore(ctx, dir, opts)
+	loc, err := location.Parse(dir)
 	if err != nil {
 		return err
 	}
+	s, err := location.OpenBackupy(ctx, loc, opts)
+	if err != nil {
+		return repositoryError(err)
+	}
 	defer s.Close()
+	stdout := e.stdout
 	tw := tabwriter.NewWriter(stdout, 0, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "PATH\tKIND\tSIZE\tDECODED\tSTATE\tKEY\tFILE")
 	var firstErr error
@@ -146,7 +122,7 @@ func backupyLs(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			name = files[0].Name()
 			if main, err := s.Main(ctx, b); err == nil {
 				n, ok := main.SizeKnown()
-				if !ok && *sizes && b.Corrupt() == nil {
+				if !ok && sizes && b.Corrupt() == nil {
 					if n, err = main.Size(ctx); err == nil {
 						ok = true
 					} else if !errors.Is(err, backupy.ErrCorrupt) {
@@ -187,16 +163,30 @@ func backupyKeyState(b *backupy.Blob) string {
 	return "by-" + b.KeyMatch()
 }
 
-func backupyCat(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("backupy cat", flag.ContinueOnError)
-	var kf backupyKeyFlags
-	kf.register(fs)
-	zst := fs.Bool("zst", false, "write the decrypted zstd stream without decoding it")
-	name, err := backupyParse("cat", fs, args, stderr, "object")
-	if err != nil {
-		return err
+func newBackupyCatCommand(e *env) *cobra.Command {
+	var (
+		kf  backupyKeyFlags
+		zst bool
+	)
+	c := &cobra.Command{
+		Use:   "cat [flags] OBJECT",
+		Short: "Write an object's decoded dump to standard output",
+		Long: `Write an object's decoded dump to standard output: what backupy-decrypt (or zstd
+-d, for an unencrypted object) would produce. The keys given are taken as meant
+for this object: one that does not open it is reported as a frame that failed
+authentication.`,
+		Args: wantArgs(1, 1, "cat wants one object"),
+		RunE: func(c *cobra.Command, args []string) error {
+			return backupyCat(c.Context(), e, &kf, zst, args[0])
+		},
 	}
-	opts, err := kf.options(stderr)
+	kf.register(c.Flags())
+	c.Flags().BoolVar(&zst, "zst", false, "write the decrypted zstd stream without decoding it")
+	return c
+}
+
+func backupyCat(ctx context.Context, e *env, kf *backupyKeyFlags, zst bool, name string) error {
+	opts, err := kf.options(e)
 	if err != nil {
 		return err
 	}
@@ -206,9 +196,13 @@ func backupyCat(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	// for its file: one that does not open it means damage (or a wrong
 	// token), which is what the error then says, not "no key".
 	opts.KeysGiven = true
-	s, b, err := backupy.OpenFile(ctx, name, opts)
+	loc, err := location.Parse(name)
 	if err != nil {
 		return err
+	}
+	s, b, err := location.OpenBackupyObject(ctx, loc, opts)
+	if err != nil {
+		return repositoryError(err)
 	}
 	defer s.Close()
 	if b.Kind == backupy.KindForeign {
@@ -221,7 +215,7 @@ func backupyCat(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 		return err
 	}
-	if *zst {
+	if zst {
 		if f, err = backupyZstView(ctx, s, b); err != nil {
 			return err
 		}
@@ -235,7 +229,7 @@ func backupyCat(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	for off := int64(0); ; {
 		n, err := h.ReadAt(ctx, buf, off)
 		if n > 0 {
-			if _, werr := stdout.Write(buf[:n]); werr != nil {
+			if _, werr := e.stdout.Write(buf[:n]); werr != nil {
 				return fmt.Errorf("writing output: %w", werr)
 			}
 			off += int64(n)
@@ -262,19 +256,20 @@ func backupyZstView(ctx context.Context, s *backupy.Store, b *backupy.Blob) (*ba
 	return nil, fmt.Errorf("%s holds no zstd stream", b.Path)
 }
 
-func backupyImportToken(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("backupy import-token", flag.ContinueOnError)
-	fs.Usage = func() { fmt.Fprint(stderr, backupyUsage) }
-	pos, err := parseInterleaved(fs, args)
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fs.Usage()
-		}
-		return err
+func newBackupyImportTokenCommand(e *env) *cobra.Command {
+	return &cobra.Command{
+		Use:   "import-token TOKEN...",
+		Short: "Print keyring lines for decryption tokens",
+		Long: `Print keyring lines for decryption tokens, to append to a keyring file. Each
+TOKEN is a token itself, a file holding one, or - for standard input.`,
+		Args: wantArgs(1, -1, "import-token wants at least one token"),
+		RunE: func(c *cobra.Command, args []string) error {
+			return backupyImportToken(e, args)
+		},
 	}
-	if len(pos) == 0 {
-		return fmt.Errorf("%w: import-token wants at least one token", errUsage)
-	}
+}
+
+func backupyImportToken(e *env, pos []string) error {
 	now := time.Now()
 	stdinUsed := false
 	for _, arg := range pos {
@@ -287,10 +282,10 @@ func backupyImportToken(args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("%s: %w", source, err)
 		}
 		for _, w := range t.Warnings(now) {
-			fmt.Fprintf(stderr, "backupfs backupy import-token: %s: %s\n", source, w)
+			e.log.Warn(fmt.Sprintf("%s: %s", source, w))
 		}
 		for _, line := range backupy.KeyringLines(t) {
-			if _, err := fmt.Fprintln(stdout, line); err != nil {
+			if _, err := fmt.Fprintln(e.stdout, line); err != nil {
 				return fmt.Errorf("writing output: %w", err)
 			}
 		}
@@ -305,7 +300,7 @@ func backupyImportToken(args []string, stdout, stderr io.Writer) error {
 func backupyTokenText(arg string, stdinUsed *bool) (text, source string, err error) {
 	if arg == "-" {
 		if *stdinUsed {
-			return "", "", fmt.Errorf("%w: standard input given twice", errUsage)
+			return "", "", usageError("standard input given twice")
 		}
 		*stdinUsed = true
 		b, err := io.ReadAll(io.LimitReader(os.Stdin, 1<<20))

@@ -7,7 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"flag"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -55,10 +55,24 @@ func newBkFixture(t *testing.T) *bkFixture {
 	return f
 }
 
+// runBk runs "backupfs backupy ARGS…". A failure comes back as an error
+// holding what was printed on stderr, marked as a usage error when the
+// exit status says so.
 func runBk(args ...string) (stdout, stderr string, err error) {
 	var out, errb bytes.Buffer
-	err = runBackupy(context.Background(), args, &out, &errb)
-	return out.String(), errb.String(), err
+	code := run(context.Background(), append([]string{"backupy"}, args...), &out, &errb, os.Getenv)
+	stdout, stderr = out.String(), errb.String()
+	// The error is the last line; log lines may come before it.
+	lines := strings.Split(strings.TrimSuffix(stderr, "\n"), "\n")
+	last := lines[len(lines)-1]
+	switch code {
+	case exitOK:
+	case exitUsage:
+		err = fmt.Errorf("%w: %s", errUsage, last)
+	default:
+		err = fmt.Errorf("exit status %d: %s", code, last)
+	}
+	return stdout, stderr, err
 }
 
 func TestBackupyLs(t *testing.T) {
@@ -196,8 +210,8 @@ func TestBackupyErrors(t *testing.T) {
 			}
 		})
 	}
-	if _, _, err := runBk("ls", "-h"); !errors.Is(err, flag.ErrHelp) {
-		t.Fatalf("-h = %v", err)
+	if out, _, err := runBk("ls", "-h"); err != nil || !strings.Contains(out, "backupfs backupy ls") {
+		t.Fatalf("-h = %v, %q", err, out)
 	}
 }
 

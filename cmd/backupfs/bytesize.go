@@ -10,7 +10,22 @@ import (
 // (powers of 1024, with or without "iB"/"B").
 type byteSize int64
 
-func (b *byteSize) String() string { return humanBytes(uint64(*b)) }
+// String gives the size as a flag would take it: 256M, 10G, 1536K.
+func (b *byteSize) String() string {
+	n := int64(*b)
+	for _, u := range []struct {
+		suffix string
+		shift  uint
+	}{{"T", 40}, {"G", 30}, {"M", 20}, {"K", 10}} {
+		if n != 0 && n%(1<<u.shift) == 0 {
+			return strconv.FormatInt(n>>u.shift, 10) + u.suffix
+		}
+	}
+	return strconv.FormatInt(n, 10)
+}
+
+// Type names the value in --help: --cache-size SIZE.
+func (b *byteSize) Type() string { return "SIZE" }
 
 func (b *byteSize) Set(s string) error {
 	n, err := parseByteSize(s)

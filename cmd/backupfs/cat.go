@@ -7,19 +7,27 @@ import (
 
 	"github.com/backupfs/backupfs/internal/dump"
 	"github.com/backupfs/backupfs/repo/bupstash"
+	"github.com/spf13/cobra"
 )
 
-func runCat(ctx context.Context, e *env, args []string) error {
-	fset := newFlagSet(e, "cat", "[--repo DIR] [--key FILE] ITEM [PATH]")
+func newCatCommand(e *env) *cobra.Command {
 	var rf repoFlags
-	rf.register(fset)
-	pos, err := parseInterleaved(fset, args)
-	if err != nil {
-		return helpRequested(fset, err)
+	c := &cobra.Command{
+		Use:   "cat [flags] ITEM [PATH]",
+		Short: "Write an item's data, or a file inside it, to standard output",
+		Long: `Write to standard output a raw item's data, one file of a snapshot (PATH), or a
+whole snapshot as the tar stream bupstash get writes. ITEM is an item id or a
+unique prefix of one.`,
+		Args: wantArgs(1, 2, "want ITEM [PATH]"),
+		RunE: func(c *cobra.Command, args []string) error {
+			return runCat(c.Context(), e, &rf, args)
+		},
 	}
-	if len(pos) < 1 || len(pos) > 2 {
-		return fmt.Errorf("%w: want ITEM [PATH]", errUsage)
-	}
+	rf.register(c.Flags())
+	return c
+}
+
+func runCat(ctx context.Context, e *env, rf *repoFlags, pos []string) error {
 	r, it, err := rf.item(ctx, e, pos[0])
 	if err != nil {
 		return err

@@ -5,9 +5,10 @@ import (
 	"fmt"
 	"io/fs"
 	"path/filepath"
-	"strings"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/backupfs/backupfs/repo/location"
 )
 
 // config is the mount configuration file: global options and any number
@@ -119,8 +120,8 @@ func loadConfig(path string, explicit bool) (*config, error) {
 }
 
 func relativeTo(configPath, p string) string {
-	if p == "" || filepath.IsAbs(p) || strings.Contains(p, "://") {
-		return p // a URL (ssh://…) is refused later, as written
+	if p == "" || filepath.IsAbs(p) || location.IsURL(p) {
+		return p // a URL (ssh://…) is opened by the location package as written
 	}
 	return filepath.Join(filepath.Dir(configPath), p)
 }

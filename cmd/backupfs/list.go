@@ -10,20 +10,29 @@ import (
 	"time"
 
 	"github.com/backupfs/backupfs/repo/bupstash"
+	"github.com/spf13/cobra"
 )
 
-func runList(ctx context.Context, e *env, args []string) error {
-	fs := newFlagSet(e, "list", "[--repo DIR] [--key FILE] [--json]")
-	var rf repoFlags
-	rf.register(fs)
-	asJSON := fs.Bool("json", false, "print one JSON object per item")
-	pos, err := parseInterleaved(fs, args)
-	if err != nil {
-		return helpRequested(fs, err)
+func newListCommand(e *env) *cobra.Command {
+	var (
+		rf     repoFlags
+		asJSON bool
+	)
+	c := &cobra.Command{
+		Use:   "list [flags]",
+		Short: "List the items of a Bupstash repository",
+		Long:  "List the items of a Bupstash repository, one per line: id, time, kind (tree or raw), size and tags.",
+		Args:  wantArgs(0, 0, "list takes no arguments"),
+		RunE: func(c *cobra.Command, _ []string) error {
+			return runList(c.Context(), e, &rf, asJSON)
+		},
 	}
-	if len(pos) != 0 {
-		return fmt.Errorf("%w: list takes no arguments", errUsage)
-	}
+	rf.register(c.Flags())
+	c.Flags().BoolVar(&asJSON, "json", false, "print one JSON object per item")
+	return c
+}
+
+func runList(ctx context.Context, e *env, rf *repoFlags, asJSON bool) error {
 	r, err := rf.open(ctx, e)
 	if err != nil {
 		return err
@@ -42,7 +51,7 @@ func runList(ctx context.Context, e *env, args []string) error {
 	}
 	enc := json.NewEncoder(e.stdout)
 	for _, it := range l.Items {
-		if *asJSON {
+		if asJSON {
 			if err := enc.Encode(itemJSON(it)); err != nil {
 				return err
 			}
@@ -61,14 +70,30 @@ func runList(ctx context.Context, e *env, args []string) error {
 	return nil
 }
 
-// badItemsError says, in one line, which items could not be read and why.
+// badItemsError says, in one line, which items could not be read and why;
+// errors.Is sees each item's error.
 func badItemsError(bad []*bupstash.ItemError, total int) error {
-	msgs := make([]string, len(bad))
-	for i, ie := range bad {
+	e := &itemsError{total: total}
+	for _, ie := range bad {
+		e.items = append(e.items, ie)
+	}
+	return e
+}
+
+type itemsError struct {
+	items []error
+	total int
+}
+
+func (e *itemsError) Error() string {
+	msgs := make([]string, len(e.items))
+	for i, ie := range e.items {
 		msgs[i] = ie.Error()
 	}
-	return fmt.Errorf("%d of %d items could not be read: %s", len(bad), total, strings.Join(msgs, "; "))
+	return fmt.Sprintf("%d of %d items could not be read: %s", len(e.items), e.total, strings.Join(msgs, "; "))
 }
+
+func (e *itemsError) Unwrap() []error { return e.items }
 
 func kind(it *bupstash.Item) string {
 	if it.HasIndex() {

@@ -13,21 +13,37 @@ import (
 	"time"
 
 	"github.com/backupfs/backupfs/repo/bupstash"
+	"github.com/spf13/cobra"
 )
 
-func runLs(ctx context.Context, e *env, args []string) error {
-	fset := newFlagSet(e, "ls", "[--repo DIR] [--key FILE] [-R] [--json] ITEM [PATH]")
-	var rf repoFlags
-	rf.register(fset)
-	recursive := fset.Bool("R", false, "list subdirectories recursively")
-	asJSON := fset.Bool("json", false, "print one JSON object per entry")
-	pos, err := parseInterleaved(fset, args)
-	if err != nil {
-		return helpRequested(fset, err)
+func newLsCommand(e *env) *cobra.Command {
+	var (
+		rf repoFlags
+		o  lsOptions
+	)
+	c := &cobra.Command{
+		Use:   "ls [flags] ITEM [PATH]",
+		Short: "List the files of an item, like ls -l",
+		Long: `List the files of an item, like ls -l: mode, links, owner and group ids, size,
+modification time (UTC) and name. PATH is a directory or file inside the
+item (default: its top directory). ITEM is an item id or a unique prefix of one.`,
+		Args: wantArgs(1, 2, "want ITEM [PATH]"),
+		RunE: func(c *cobra.Command, args []string) error {
+			return runLs(c.Context(), e, &rf, o, args)
+		},
 	}
-	if len(pos) < 1 || len(pos) > 2 {
-		return fmt.Errorf("%w: want ITEM [PATH]", errUsage)
-	}
+	rf.register(c.Flags())
+	c.Flags().BoolVarP(&o.recursive, "recursive", "R", false, "list subdirectories recursively")
+	c.Flags().BoolVar(&o.json, "json", false, "print one JSON object per entry")
+	c.Flags().BoolVarP(&o.long, "long", "l", false, "accepted for ls habits: the listing is always long")
+	return c
+}
+
+type lsOptions struct {
+	recursive, json, long bool
+}
+
+func runLs(ctx context.Context, e *env, rf *repoFlags, opts lsOptions, pos []string) error {
 	r, it, err := rf.item(ctx, e, pos[0])
 	if err != nil {
 		return err
@@ -36,7 +52,7 @@ func runLs(ctx context.Context, e *env, args []string) error {
 	if len(pos) == 2 {
 		target = cleanPath(pos[1])
 	}
-	out := &entryPrinter{w: e.stdout, json: *asJSON}
+	out := &entryPrinter{w: e.stdout, json: opts.json}
 	o := r.OpenItem(it)
 	if !it.HasIndex() {
 		if target != "" && target != it.FileName() {
@@ -83,7 +99,7 @@ func runLs(ctx context.Context, e *env, args []string) error {
 			if target == "" {
 				rel = p
 			}
-			if *recursive || !strings.Contains(rel, "/") {
+			if opts.recursive || !strings.Contains(rel, "/") {
 				if err := out.print(ent, rel); err != nil {
 					return err
 				}

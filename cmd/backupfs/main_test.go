@@ -168,35 +168,35 @@ func TestErrors(t *testing.T) {
 		{"no key", []string{"list", "--repo", repo012}, 2, []string{"BUPSTASH_KEY"}},
 		{"bad flag", []string{"list", "--nope"}, 2, []string{"nope"}},
 		{"missing key file", []string{"list", "--repo", repo012, "--key", "/nonexistent.key"}, 1, []string{"/nonexistent.key"}},
-		{"not a repository", []string{"list", "--repo", testdata, "--key", primary012}, 1, []string{"not a bupstash repository", "no tx.lock", "bupstash init"}},
-		{"no schema version", []string{"list", "--repo", noSchema, "--key", primary012}, 1, []string{"not a bupstash repository", "no meta/schema_version", "bupstash init"}},
-		{"no such directory", []string{"list", "--repo", "/nonexistent/repo", "--key", primary012}, 1, []string{"/nonexistent/repo", "no such file"}},
+		{"not a repository", []string{"list", "--repo", testdata, "--key", primary012}, exitNoRepository, []string{"not a bupstash repository", "no tx.lock", "bupstash init"}},
+		{"no schema version", []string{"list", "--repo", noSchema, "--key", primary012}, exitNoRepository, []string{"not a bupstash repository", "no meta/schema_version", "bupstash init"}},
+		{"no such directory", []string{"list", "--repo", "/nonexistent/repo", "--key", primary012}, exitNoRepository, []string{"/nonexistent/repo", "no such file"}},
 		{"remote repository", []string{"list", "--repo", "ssh://backup.example/srv/repo", "--key", primary012}, 1, []string{"ssh://", "not supported yet", "local or network-mounted"}},
 		{"unknown item", []string{"cat", "--repo", repo012, "--key", primary012, "0123abcd"}, 1, []string{"no such item", "0123abcd"}},
 		{"no such path", []string{"cat", "--repo", repo012, "--key", primary012, "fdd75e29", "nope.txt"}, 1, []string{"nope.txt", "no such file"}},
 		{"directory", []string{"cat", "--repo", repo012, "--key", primary012, "fdd75e29", "sub"}, 1, []string{"is a directory"}},
 		{"symlink", []string{"cat", "--repo", repo012, "--key", primary012, "fdd75e29", "link-to-a"}, 1, []string{"symbolic link", "a.txt"}},
-		{"wrong key, list", []string{"list", "--repo", repo012, "--key", otherKey}, 1,
+		{"wrong key, list", []string{"list", "--repo", repo012, "--key", otherKey}, exitWrongKey,
 			[]string{"no item can be read with this key", "7 items", "made under primary key " + thisKey, "this key belongs to primary key " + otherKeyID}},
-		{"wrong key, cat", []string{"cat", "--repo", repo012, "--key", otherKey, "fdd75e29"}, 1,
+		{"wrong key, cat", []string{"cat", "--repo", repo012, "--key", otherKey, "fdd75e29"}, exitWrongKey,
 			[]string{"item fdd75e29487490b4ef3eb1792242fc00 was made under primary key " + thisKey, "this key belongs to primary key " + otherKeyID}},
-		{"wrong key, ls", []string{"ls", "--repo", repo012, "--key", otherKey, "a9ef"}, 1,
+		{"wrong key, ls", []string{"ls", "--repo", repo012, "--key", otherKey, "a9ef"}, exitWrongKey,
 			[]string{"item a9efc039bcd20bcdb8d0a8b5f047f7a3 was made under primary key " + thisKey, otherKeyID}},
-		{"list key", []string{"ls", "--repo", repo012, "--key", filepath.Join(keys, "list.key"), "fdd75e29"}, 1, []string{"item fdd75e29487490b4ef3eb1792242fc00", "list-only"}},
-		{"list-contents key, file", []string{"cat", "--repo", repo012, "--key", filepath.Join(keys, "list-contents.key"), "fdd75e29", "a.txt"}, 1,
+		{"list key", []string{"ls", "--repo", repo012, "--key", filepath.Join(keys, "list.key"), "fdd75e29"}, exitWrongKey, []string{"item fdd75e29487490b4ef3eb1792242fc00", "list-only"}},
+		{"list-contents key, file", []string{"cat", "--repo", repo012, "--key", filepath.Join(keys, "list-contents.key"), "fdd75e29", "a.txt"}, exitWrongKey,
 			[]string{"item fdd75e29487490b4ef3eb1792242fc00", "a.txt", "only primary keys"}},
-		{"list-contents key, snapshot", []string{"cat", "--repo", repo012, "--key", filepath.Join(keys, "list-contents.key"), "fdd75e29"}, 1,
+		{"list-contents key, snapshot", []string{"cat", "--repo", repo012, "--key", filepath.Join(keys, "list-contents.key"), "fdd75e29"}, exitWrongKey,
 			[]string{"item fdd75e29487490b4ef3eb1792242fc00", "only primary keys"}},
-		{"list-contents key, raw item", []string{"cat", "--repo", repo012, "--key", filepath.Join(keys, "list-contents.key"), "d5dbf244"}, 1,
+		{"list-contents key, raw item", []string{"cat", "--repo", repo012, "--key", filepath.Join(keys, "list-contents.key"), "d5dbf244"}, exitWrongKey,
 			[]string{"item d5dbf2447bdcf7807b25732d40a02b35", "only primary keys"}},
-		{"put key", []string{"list", "--repo", repo012, "--key", filepath.Join(keys, "put.key")}, 1, []string{"put-only"}},
-		{"missing chunk", []string{"cat", "--repo", damaged, "--key", primary012, "fdd75e29", "big.txt"}, 1,
+		{"put key", []string{"list", "--repo", repo012, "--key", filepath.Join(keys, "put.key")}, exitWrongKey, []string{"put-only"}},
+		{"missing chunk", []string{"cat", "--repo", damaged, "--key", primary012, "fdd75e29", "big.txt"}, exitDamaged,
 			[]string{`item fdd75e29487490b4ef3eb1792242fc00: "big.txt": data leaf 0, chunk 53fa94e309e7b76cf0086d88141f82ea94a6927d4c639b218f71ddd90f2581fb`, "missing"}},
-		{"missing chunk, tar", []string{"cat", "--repo", damaged, "--key", primary012, "fdd75e29"}, 1,
+		{"missing chunk, tar", []string{"cat", "--repo", damaged, "--key", primary012, "fdd75e29"}, exitDamaged,
 			[]string{`item fdd75e29487490b4ef3eb1792242fc00: "a.txt": data leaf 0, chunk 53fa94e309e7b76cf0086d88141f82ea94a6927d4c639b218f71ddd90f2581fb`, "missing"}},
-		{"damaged item, list", []string{"list", "--repo", badItem, "--key", primary012}, 1,
+		{"damaged item, list", []string{"list", "--repo", badItem, "--key", primary012}, exitDamaged,
 			[]string{"1 of 7 items could not be read: item d5dbf2447bdcf7807b25732d40a02b35: "}},
-		{"damaged item, cat", []string{"cat", "--repo", badItem, "--key", primary012, "d5db"}, 1,
+		{"damaged item, cat", []string{"cat", "--repo", badItem, "--key", primary012, "d5db"}, exitDamaged,
 			[]string{"item d5dbf2447bdcf7807b25732d40a02b35: "}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -276,7 +276,7 @@ func TestListSkipsOtherKeysWithOneNotice(t *testing.T) {
 	}
 	// cat of one of them says whose it is.
 	r = runCmd(t, nil, "cat", "--repo", dir, "--key", primary012, "2344")
-	if r.code != 1 || !strings.Contains(r.stderr, "item 2344665cf5b0c7a8cd4eee53844cd8bf was made under primary key 0c29c326ba7cc2e9d111980e8aa1a403") {
+	if r.code != exitWrongKey || !strings.Contains(r.stderr, "item 2344665cf5b0c7a8cd4eee53844cd8bf was made under primary key 0c29c326ba7cc2e9d111980e8aa1a403") {
 		t.Fatalf("cat: %d %q", r.code, r.stderr)
 	}
 }
@@ -417,7 +417,7 @@ func TestForgedLeafCounts(t *testing.T) {
 		{args("cat", liar.String()), "item " + liar.String() + ": data interior node"},
 	} {
 		r := runCmd(t, nil, tt.args...)
-		if r.code != 1 || !strings.Contains(r.stderr, tt.want) || strings.Count(r.stderr, "\n") != 1 {
+		if r.code != exitDamaged || !strings.Contains(r.stderr, tt.want) || strings.Count(r.stderr, "\n") != 1 {
 			t.Errorf("%v: exit %d, stderr %q, want one line with %q", tt.args, r.code, r.stderr, tt.want)
 		}
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -13,153 +12,266 @@ import (
 	"github.com/backupfs/backupfs/fusefs"
 	"github.com/backupfs/backupfs/internal/mountpoint"
 	"github.com/backupfs/backupfs/repo/bupstash"
+	"github.com/backupfs/backupfs/repo/location"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 // unmountGrace is how long open files keep being served after an unmount
 // was asked for while they were busy.
 const unmountGrace = 5 * time.Second
 
-func runMount(ctx context.Context, e *env, args []string) error {
-	fset := newFlagSet(e, "mount", "[flags] MOUNTPOINT")
-	var (
-		repoDir    = fset.String("repo", "", "Bupstash repository to mount (default $BUPSTASH_REPOSITORY)")
-		keyPath    = fset.String("key", "", "its key file (default $BUPSTASH_KEY, or the output of $BUPSTASH_KEY_COMMAND)")
-		name       = fset.String("name", "", "directory name for --repo (default: the repository's base name)")
-		configPath = fset.String("config", "", "configuration file naming several sources (default $XDG_CONFIG_HOME/backupfs/config.toml if present)")
-		allowOther = fset.Bool("allow-other", false, "let other users in (the saved permissions still apply)")
-		uid        = fset.String("uid", "", "show every file as owned by this user id")
-		gid        = fset.String("gid", "", "show every file as owned by this group id")
-		xattrs     = fset.String("xattrs", "", "extended attributes: auto (kernel caches ACL queries), on, or off (fastest ls -l)")
-		debug      = fset.Bool("debug", false, "log every FUSE request")
-		pprofAddr  = fset.String("pprof", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060)")
-		cacheSize  = byteSize(bupstash.DefaultCacheSize)
-		indexMem   = byteSize(fusefs.DefaultIndexMemory)
-		by         backupyMountFlags
-	)
-	by.register(fset)
-	defer by.wipeKeys() // after the stores' Close, deferred below
-	fset.Var(&cacheSize, "cache-size", "decoded chunk cache size (suffixes K, M, G)")
-	fset.Var(&indexMem, "index-memory", "memory for decoded file trees; least recently used ones are dropped")
-	pos, err := parseInterleaved(fset, args)
-	if err != nil {
-		return helpRequested(fset, err)
-	}
-	if len(pos) != 1 {
-		return fmt.Errorf("%w: want one MOUNTPOINT", errUsage)
-	}
-	// A mount is long-lived: say what it does (and, with --debug, every
-	// request go-fuse sees).
-	level := slog.LevelInfo
-	if *debug {
-		level = slog.LevelDebug
-	}
-	e.log = slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
+// A mount runs in four steps, one function each: the command line is
+// parsed (mountFlags), the sources are resolved from the flags, the
+// configuration file and the environment (resolveMount), opened
+// (openSources), and served until unmounted (serve).
 
-	if *pprofAddr != "" {
-		stop, err := startProfiling(*pprofAddr, "", e.log)
+// mountFlags are mount's command line.
+type mountFlags struct {
+	repo, key, name, config string
+	allowOther, debug       bool
+	uid, gid, xattrs, pprof string
+	cacheSize, indexMemory  byteSize
+	backupy                 backupyMountFlags
+	// changed reports a flag given on the command line, which wins over
+	// the configuration file.
+	changed func(name string) bool
+}
+
+func newMountCommand(e *env) *cobra.Command {
+	mf := &mountFlags{cacheSize: bupstash.DefaultCacheSize, indexMemory: fusefs.DefaultIndexMemory}
+	c := &cobra.Command{
+		Use:   "mount [flags] MOUNTPOINT",
+		Short: "Mount repositories and blob stores as a read-only filesystem",
+		Long: `Mount Bupstash repositories and Backupy blob stores on MOUNTPOINT as a read-only
+filesystem, and serve it in the foreground until Ctrl-C, SIGTERM, umount or
+fusermount3 -u. Each source is a directory of the mount: ids/<item-id>/,
+latest, by-time/ and by-tag/ for a Bupstash repository; the objects' tree of
+decoded dumps for a Backupy store.
+
+Sources come from --repo (or $BUPSTASH_REPOSITORY), --backupy, and the
+configuration file ($XDG_CONFIG_HOME/backupfs/config.toml, or --config).`,
+		Annotations: map[string]string{annotationService: "yes"},
+		Args:        wantArgs(1, 1, "want one MOUNTPOINT"),
+		RunE: func(c *cobra.Command, args []string) error {
+			mf.changed = c.Flags().Changed
+			return runMount(c.Context(), e, mf, args[0])
+		},
+	}
+	mf.register(c.Flags())
+	return c
+}
+
+func (mf *mountFlags) register(fs *pflag.FlagSet) {
+	fs.StringVar(&mf.repo, "repo", "", "Bupstash `REPOSITORY` to mount, a directory (default $BUPSTASH_REPOSITORY)")
+	fs.StringVar(&mf.key, "key", "", "its key `FILE` (default $BUPSTASH_KEY, or the output of $BUPSTASH_KEY_COMMAND)")
+	fs.StringVar(&mf.name, "name", "", "directory `NAME` for --repo in the mount (default: the repository's base name)")
+	fs.StringVar(&mf.config, "config", "", "configuration `FILE` naming several sources (default $XDG_CONFIG_HOME/backupfs/config.toml, if present)")
+	fs.BoolVar(&mf.allowOther, "allow-other", false, "let other users in (the saved permissions still apply)")
+	fs.StringVar(&mf.uid, "uid", "", "show every file as owned by this user `ID` (default: the saved owners)")
+	fs.StringVar(&mf.gid, "gid", "", "show every file as owned by this group `ID` (default: the saved groups)")
+	fs.StringVar(&mf.xattrs, "xattrs", "auto", "extended attributes, `MODE` auto (the kernel caches ACL queries), on, or off (fastest ls -l)")
+	fs.Var(&mf.cacheSize, "cache-size", "memory for decoded chunks (suffixes K, M, G)")
+	fs.Var(&mf.indexMemory, "index-memory", "memory for decoded file trees; least recently used ones are dropped")
+	fs.BoolVar(&mf.debug, "debug", false, "log every FUSE request")
+	fs.StringVar(&mf.pprof, "pprof", "", "serve net/http/pprof on `ADDR`, e.g. 127.0.0.1:6060 (default: off)")
+	mf.backupy.register(fs)
+}
+
+// mountPlan is what to mount, and how, once flags, configuration file and
+// environment are reconciled.
+type mountPlan struct {
+	mountpoint string
+	bupstash   []bupstashSource
+	backupy    []backupyConfig
+	cacheSize  int64
+	fs         fusefs.Options
+	mount      fusefs.MountOptions
+}
+
+// bupstashSource is one Bupstash repository to mount.
+type bupstashSource struct {
+	name string
+	loc  location.Location
+	// key and keyCommand, or neither for the Bupstash environment's key.
+	key, keyCommand string
+}
+
+func runMount(ctx context.Context, e *env, mf *mountFlags, mnt string) error {
+	if mf.debug && e.level != nil {
+		// --debug traces every request go-fuse sees, at debug level.
+		e.level.Set(slog.LevelDebug)
+	}
+	if mf.pprof != "" {
+		stop, err := startProfiling(mf.pprof, "", e.log)
 		defer stop()
 		if err != nil {
 			return err
 		}
 	}
+	plan, err := resolveMount(e, mf, mnt)
+	if err != nil {
+		return err
+	}
+	defer mf.backupy.wipeKeys() // after the stores are closed by openSources' closer
+	filesystem, dirs, closeSources, err := openSources(ctx, e, plan, &mf.backupy)
+	if err != nil {
+		return err
+	}
+	defer closeSources()
+	return serve(ctx, e, filesystem, plan, dirs)
+}
 
-	set := map[string]bool{}
-	fset.Visit(func(f *flag.Flag) { set[f.Name] = true })
-
-	cfgFile, explicit := *configPath, *configPath != ""
+// resolveMount reconciles the flags, the configuration file and the
+// Bupstash environment into a plan. Flags win over the file.
+func resolveMount(e *env, mf *mountFlags, mnt string) (*mountPlan, error) {
+	cfgFile, explicit := mf.config, mf.config != ""
 	if !explicit {
 		cfgFile = defaultConfigPath(e.getenv)
 	}
 	cfg, err := loadConfig(cfgFile, explicit)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if !set["cache-size"] && cfg.CacheSize != "" {
-		if cacheSize, err = parseConfigSize("cache_size", cfg.CacheSize); err != nil {
-			return err
+	plan := &mountPlan{mountpoint: mnt, cacheSize: int64(mf.cacheSize)}
+	if !mf.changed("cache-size") && cfg.CacheSize != "" {
+		if plan.cacheSize, err = parseConfigSize("cache_size", cfg.CacheSize); err != nil {
+			return nil, err
 		}
 	}
-	if !set["index-memory"] && cfg.IndexMemory != "" {
-		if indexMem, err = parseConfigSize("index_memory", cfg.IndexMemory); err != nil {
-			return err
+	plan.fs.IndexMemory = int64(mf.indexMemory)
+	if !mf.changed("index-memory") && cfg.IndexMemory != "" {
+		if plan.fs.IndexMemory, err = parseConfigSize("index_memory", cfg.IndexMemory); err != nil {
+			return nil, err
 		}
 	}
-	if *xattrs == "" {
-		*xattrs = cfg.Xattrs
+	xattrs := mf.xattrs
+	if !mf.changed("xattrs") && cfg.Xattrs != "" {
+		xattrs = cfg.Xattrs
 	}
-	xmode, err := fusefs.ParseXattrMode(*xattrs)
-	if err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+	if plan.fs.Xattrs, err = fusefs.ParseXattrMode(xattrs); err != nil {
+		return nil, usageError("%v", err)
 	}
-	opts := fusefs.Options{Logger: e.log, IndexMemory: int64(indexMem), Xattrs: xmode}
-	if opts.UID, err = idFlag("uid", *uid, cfg.UID); err != nil {
-		return err
+	if plan.fs.UID, err = idFlag("uid", mf.uid, cfg.UID); err != nil {
+		return nil, err
 	}
-	if opts.GID, err = idFlag("gid", *gid, cfg.GID); err != nil {
-		return err
+	if plan.fs.GID, err = idFlag("gid", mf.gid, cfg.GID); err != nil {
+		return nil, err
 	}
+	plan.fs.Logger = e.log
+	plan.mount = fusefs.MountOptions{AllowOther: mf.allowOther || cfg.AllowOther, Debug: mf.debug}
 
 	// Sources: the config file's, and the one the flags or the Bupstash
 	// environment name.
-	sources := cfg.Bupstash
-	if dir := firstNonEmpty(*repoDir, e.getenv("BUPSTASH_REPOSITORY")); dir != "" {
-		sources = append(sources, bupstashConfig{Name: *name, Repo: dir, Key: *keyPath})
-	} else if *keyPath != "" || *name != "" {
-		return fmt.Errorf("%w: --key and --name describe --repo, which is not given (nor BUPSTASH_REPOSITORY)", errUsage)
+	for _, s := range cfg.Bupstash {
+		src, err := newBupstashSource(s.Name, s.Repo, s.Key, s.KeyCommand)
+		if err != nil {
+			return nil, fmt.Errorf("config %s: %w", cfgFile, err)
+		}
+		plan.bupstash = append(plan.bupstash, src)
 	}
-	stores := cfg.Backupy
-	for _, dir := range by.dirs {
-		stores = append(stores, backupyConfig{Dir: dir, Views: by.views, CacheDir: by.cacheDir})
+	if where := firstNonEmpty(mf.repo, e.getenv("BUPSTASH_REPOSITORY")); where != "" {
+		src, err := newBupstashSource(mf.name, where, mf.key, "")
+		if err != nil {
+			return nil, err
+		}
+		plan.bupstash = append(plan.bupstash, src)
+	} else if mf.key != "" || mf.name != "" {
+		return nil, usageError("--key and --name describe --repo, which is not given (nor BUPSTASH_REPOSITORY)")
 	}
-	if len(sources)+len(stores) == 0 {
-		return fmt.Errorf("%w: nothing to mount: use --repo (or set BUPSTASH_REPOSITORY) or --backupy, or list sources in %s", errUsage, cfgFile)
+	plan.backupy = cfg.Backupy
+	for _, dir := range mf.backupy.dirs {
+		plan.backupy = append(plan.backupy, backupyConfig{Dir: dir, Views: mf.backupy.views, CacheDir: mf.backupy.cacheDir})
 	}
+	if len(plan.bupstash)+len(plan.backupy) == 0 {
+		return nil, usageError("nothing to mount: use --repo (or set BUPSTASH_REPOSITORY) or --backupy, or list sources in %s", cfgFile)
+	}
+	return plan, nil
+}
 
-	chunks := cache.New(int64(cacheSize))
-	filesystem := fusefs.New(opts)
-	var dirs []string
-	for _, s := range sources {
-		repo, err := openSource(ctx, e, s, chunks)
-		if err != nil {
-			return err
-		}
-		n := s.Name
-		if n == "" {
-			n = filepath.Base(filepath.Clean(s.Repo))
-		}
-		if err := filesystem.AddBupstash(n, repo); err != nil {
-			return fmt.Errorf("%s: %w", s.Repo, err)
-		}
-		dirs = append(dirs, s.Repo)
+func newBupstashSource(name, where, key, keyCommand string) (bupstashSource, error) {
+	loc, err := location.Parse(where)
+	if err != nil {
+		return bupstashSource{}, err
 	}
-	for _, sc := range stores {
-		store, err := openStore(ctx, e, sc, &by, chunks)
-		if err != nil {
-			return err
+	if name == "" {
+		name = loc.Name()
+	}
+	return bupstashSource{name: name, loc: loc, key: key, keyCommand: keyCommand}, nil
+}
+
+// openSources opens every source of the plan into one filesystem. It
+// returns the directories the mountpoint must stay out of, and a function
+// that closes what was opened (Backupy stores save what they learned).
+func openSources(ctx context.Context, e *env, plan *mountPlan, by *backupyMountFlags) (_ *fusefs.FS, dirs []string, _ func(), err error) {
+	var closers []func()
+	closeAll := func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
 		}
-		defer store.Close() // saves what passes learned (sizes, checksums)
+	}
+	defer func() {
+		if err != nil {
+			closeAll()
+		}
+	}()
+	chunks := cache.New(plan.cacheSize)
+	filesystem := fusefs.New(plan.fs)
+	for _, s := range plan.bupstash {
+		repo, err := openBupstashSource(ctx, e, s, chunks)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		if err := filesystem.AddBupstash(s.name, repo); err != nil {
+			return nil, nil, nil, fmt.Errorf("%s: %w", s.loc, err)
+		}
+		if s.loc.Scheme == location.Local {
+			dirs = append(dirs, s.loc.Path)
+		}
+	}
+	for _, sc := range plan.backupy {
+		store, err := openStore(ctx, e, sc, by, chunks)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		closers = append(closers, func() { store.Close() }) // saves what passes learned (sizes, checksums)
 		n := sc.Name
 		if n == "" {
 			n = filepath.Base(filepath.Clean(sc.Dir))
 		}
 		if err := filesystem.AddBackupy(n, store); err != nil {
-			return fmt.Errorf("%s: %w", sc.Dir, err)
+			return nil, nil, nil, fmt.Errorf("%s: %w", sc.Dir, err)
 		}
 		dirs = append(dirs, sc.Dir, store.CacheDir())
 	}
+	return filesystem, dirs, closeAll, nil
+}
 
-	mnt, err := mountpoint.Prepare(pos[0], dirs)
+// openBupstashSource opens one Bupstash repository with its key.
+func openBupstashSource(ctx context.Context, e *env, s bupstashSource, chunks *cache.ChunkCache) (*bupstash.Repository, error) {
+	key, err := bupstashKey(ctx, e, s.key, s.keyCommand)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", s.loc, err)
+	}
+	repo, err := location.OpenBupstash(ctx, s.loc, key, bupstash.Options{Cache: chunks, Logger: e.log})
+	return repo, repositoryError(err)
+}
+
+// serve mounts the filesystem and serves it until it is unmounted from
+// outside or ctx ends (SIGINT, SIGTERM), then unmounts it.
+func serve(ctx context.Context, e *env, filesystem *fusefs.FS, plan *mountPlan, sourceDirs []string) error {
+	mnt, err := mountpoint.Prepare(plan.mountpoint, sourceDirs)
 	if err != nil {
 		return err
 	}
-	m, err := filesystem.Mount(mnt, fusefs.MountOptions{AllowOther: *allowOther || cfg.AllowOther, Debug: *debug})
+	m, err := filesystem.Mount(mnt, plan.mount)
 	if err != nil {
 		return err
 	}
 	govern, stopGoverning := context.WithCancel(ctx)
 	defer stopGoverning()
 	go governHeap(govern, filesystem)
-	e.log.Info("mounted; unmount with Ctrl-C, umount or fusermount3 -u", "mountpoint", mnt, "sources", len(sources)+len(stores))
+	e.log.Info("mounted; unmount with Ctrl-C, umount or fusermount3 -u", "mountpoint", mnt, "sources", len(plan.bupstash)+len(plan.backupy))
 	select {
 	case <-m.Done():
 		e.log.Info("unmounted from outside", "mountpoint", mnt)
@@ -173,24 +285,6 @@ func runMount(ctx context.Context, e *env, args []string) error {
 	return nil
 }
 
-// openSource opens one Bupstash repository with its key.
-func openSource(ctx context.Context, e *env, s bupstashConfig, chunks *cache.ChunkCache) (*bupstash.Repository, error) {
-	var key *bupstash.Key
-	var err error
-	switch {
-	case s.Key != "":
-		key, err = bupstash.LoadKey(s.Key)
-	case s.KeyCommand != "":
-		key, err = bupstash.KeyFromCommand(ctx, s.KeyCommand)
-	default:
-		key, err = bupstash.KeyFromEnv(ctx, e.getenv)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", s.Repo, err)
-	}
-	return bupstash.Open(ctx, s.Repo, key, bupstash.Options{Cache: chunks, Logger: e.log})
-}
-
 func idFlag(name, flagValue string, cfgValue *int64) (*uint32, error) {
 	if flagValue == "" {
 		if cfgValue == nil {
@@ -200,25 +294,16 @@ func idFlag(name, flagValue string, cfgValue *int64) (*uint32, error) {
 	}
 	v, err := strconv.ParseUint(flagValue, 10, 32)
 	if err != nil {
-		return nil, fmt.Errorf("%w: --%s wants a numeric id, not %q", errUsage, name, flagValue)
+		return nil, usageError("--%s wants a numeric id, not %q", name, flagValue)
 	}
 	id := uint32(v)
 	return &id, nil
 }
 
-func parseConfigSize(key, s string) (byteSize, error) {
+func parseConfigSize(key, s string) (int64, error) {
 	n, err := parseByteSize(s)
 	if err != nil {
 		return 0, fmt.Errorf("config %s: %w", key, err)
 	}
-	return byteSize(n), nil
-}
-
-func firstNonEmpty(s ...string) string {
-	for _, v := range s {
-		if v != "" {
-			return v
-		}
-	}
-	return ""
+	return n, nil
 }

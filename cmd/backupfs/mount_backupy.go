@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -12,6 +11,8 @@ import (
 
 	"github.com/backupfs/backupfs/cache"
 	"github.com/backupfs/backupfs/repo/backupy"
+	"github.com/backupfs/backupfs/repo/location"
+	"github.com/spf13/pflag"
 )
 
 // backupyMountFlags are mount's flags for Backupy stores. Keys given here
@@ -31,17 +32,22 @@ type backupyMountFlags struct {
 	stdinUsed bool
 }
 
-func (b *backupyMountFlags) register(fs *flag.FlagSet) {
-	fs.Var(&b.dirs, "backupy", "directory of downloaded Backupy objects to mount (repeatable)")
-	fs.Var(&b.tokens, "backupy-token", "backupy-decrypt token file (repeatable; - = stdin)")
-	fs.Var(&b.tokenDirs, "backupy-token-dir", "directory of *.jwt / *.token files (repeatable)")
-	fs.Var(&b.keyrings, "backupy-keyring", "keyring file of DEKs (repeatable; default $BACKUPFS_BACKUPY_KEYRING)")
-	fs.StringVar(&b.views, "backupy-views", "", "extra views of each object: zst, meta (comma-separated)")
-	fs.StringVar(&b.cacheDir, "backupy-cache-dir", "", "where decoded dumps are kept (default $XDG_CACHE_HOME/backupfs/backupy)")
-	fs.Var(&b.cacheSize, "backupy-cache-size", "disk space for decoded dumps (default 10G)")
+func (b *backupyMountFlags) register(fs *pflag.FlagSet) {
+	stringArray(fs, (*[]string)(&b.dirs), "backupy", "`DIR` of downloaded Backupy objects to mount (repeatable)")
+	stringArray(fs, (*[]string)(&b.tokens), "backupy-token", "backupy-decrypt token `FILE` (repeatable; - reads standard input)")
+	stringArray(fs, (*[]string)(&b.tokenDirs), "backupy-token-dir", "`DIR` of *.jwt and *.token files (repeatable)")
+	stringArray(fs, (*[]string)(&b.keyrings), "backupy-keyring", "keyring `FILE` of data keys (repeatable; default $"+backupy.EnvKeyring+")")
+	fs.StringVar(&b.views, "backupy-views", "plain", "`VIEWS` of each object besides the decoded dump: zst, meta or all, comma-separated")
+	fs.StringVar(&b.cacheDir, "backupy-cache-dir", "", "`DIR` for decoded dumps (default $XDG_CACHE_HOME/backupfs/backupy)")
+	b.cacheSize = defaultBackupyCacheSize
+	fs.Var(&b.cacheSize, "backupy-cache-size", "disk space for decoded dumps (suffixes K, M, G, T)")
 	fs.BoolVar(&b.hideForeign, "backupy-hide-foreign", false, "hide files in Backupy stores that are not Backupy objects (default: shown byte for byte)")
 	fs.BoolVar(&b.strictToken, "strict-token", false, "refuse expired tokens instead of warning")
 }
+
+// defaultBackupyCacheSize is the Backupy store's own default, said here so
+// that --help shows it.
+const defaultBackupyCacheSize = 10 << 30
 
 // parseViews turns "zst,meta" into view flags ("plain" is the default view
 // and may be named too).
@@ -57,7 +63,7 @@ func parseViews(s string) (backupy.Views, error) {
 		case "all":
 			v |= backupy.AllViews
 		default:
-			return 0, fmt.Errorf("%w: unknown Backupy view %q (want plain, zst, meta or all)", errUsage, name)
+			return 0, usageError("unknown Backupy view %q (want plain, zst, meta or all)", name)
 		}
 	}
 	return v, nil
@@ -70,7 +76,7 @@ func (b *backupyMountFlags) load(e *env, tokens, tokenDirs, keyrings []string) (
 	var stdin io.Reader
 	if slices.Contains(tokens, "-") {
 		if b.stdinUsed {
-			return nil, fmt.Errorf("%w: a token on standard input (-) can be given only once", errUsage)
+			return nil, usageError("a token on standard input (-) can be given only once")
 		}
 		b.stdinUsed = true
 		stdin = os.Stdin
@@ -137,6 +143,10 @@ func (b *backupyMountFlags) wipeKeys() {
 // openStore opens a Backupy store with the keys the flags and its config
 // entry name.
 func openStore(ctx context.Context, e *env, sc backupyConfig, by *backupyMountFlags, chunks *cache.ChunkCache) (*backupy.Store, error) {
+	loc, err := location.Parse(sc.Dir)
+	if err != nil {
+		return nil, err
+	}
 	views, err := parseViews(sc.Views)
 	if err != nil {
 		return nil, err
@@ -154,7 +164,7 @@ func openStore(ctx context.Context, e *env, sc backupyConfig, by *backupyMountFl
 			return nil, fmt.Errorf("config cache_size of %s: %w", sc.Dir, err)
 		}
 	}
-	return backupy.OpenStore(ctx, sc.Dir, backupy.Options{
+	s, err := location.OpenBackupy(ctx, loc, backupy.Options{
 		Logger:        e.log,
 		Keys:          keys,
 		Chunks:        chunks,
@@ -163,4 +173,5 @@ func openStore(ctx context.Context, e *env, sc backupyConfig, by *backupyMountFl
 		Views:         views,
 		HideForeign:   by.hideForeign || sc.HideForeign,
 	})
+	return s, repositoryError(err)
 }

@@ -293,7 +293,7 @@ func TestMountFailures(t *testing.T) {
 		{"no such mountpoint", []string{"--repo", abs(t, repo012), "--key", abs(t, primary012), "/nonexistent/mnt"}, 1, "no such file or directory"},
 		{"already mounted", []string{"--repo", abs(t, repo012), "--key", abs(t, primary012), busy}, 1, "already a mountpoint"},
 		{"inside the repository", []string{"--repo", abs(t, repo012), "--key", abs(t, primary012), abs(t, filepath.Join(repo012, "data"))}, 1, "inside the source"},
-		{"put-only key", []string{"--repo", abs(t, repo012), "--key", filepath.Join(keys, "put.key"), t.TempDir()}, 1, "put-only"},
+		{"put-only key", []string{"--repo", abs(t, repo012), "--key", filepath.Join(keys, "put.key"), t.TempDir()}, exitWrongKey, "put-only"},
 		{"nothing to mount", []string{t.TempDir()}, 2, "nothing to mount"},
 		{"no mountpoint", []string{"--repo", abs(t, repo012)}, 2, "MOUNTPOINT"},
 		{"bad xattrs mode", []string{"--repo", abs(t, repo012), "--key", abs(t, primary012), "--xattrs", "maybe", t.TempDir()}, 2, "auto, on or off"},

@@ -3,49 +3,66 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
-	"fmt"
+	"time"
 
 	"github.com/backupfs/backupfs/cache"
 	"github.com/backupfs/backupfs/repo/bupstash"
+	"github.com/backupfs/backupfs/repo/location"
+	"github.com/spf13/pflag"
 )
+
+// defaultLockWait is how long list, ls and cat wait for a writer (bupstash
+// gc) to release the repository before giving up with exit status 11.
+const defaultLockWait = time.Minute
 
 // repoFlags are the flags that name a Bupstash repository and its key.
 type repoFlags struct {
 	repo, key string
 	cacheSize byteSize
+	lockWait  time.Duration
 }
 
-func (f *repoFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.repo, "repo", "", "repository directory (default $BUPSTASH_REPOSITORY)")
-	fs.StringVar(&f.key, "key", "", "key file (default $BUPSTASH_KEY, or the output of $BUPSTASH_KEY_COMMAND)")
+func (f *repoFlags) register(fs *pflag.FlagSet) {
+	fs.StringVar(&f.repo, "repo", "", "the `REPOSITORY`, a directory (default $BUPSTASH_REPOSITORY)")
+	fs.StringVar(&f.key, "key", "", "key `FILE` (default $BUPSTASH_KEY, or the output of $BUPSTASH_KEY_COMMAND)")
 	f.cacheSize = bupstash.DefaultCacheSize
-	fs.Var(&f.cacheSize, "cache-size", "chunk cache size in bytes (suffixes K, M, G)")
+	fs.Var(&f.cacheSize, "cache-size", "memory for decoded chunks (suffixes K, M, G)")
+	fs.DurationVar(&f.lockWait, "lock-wait", defaultLockWait, "how long to wait (a `DURATION`: 30s, 5m) while a writer such as bupstash gc locks the repository")
 }
 
 // open opens the repository the flags (or the environment) name.
 func (f *repoFlags) open(ctx context.Context, e *env) (*bupstash.Repository, error) {
-	dir := f.repo
-	if dir == "" {
-		dir = e.getenv("BUPSTASH_REPOSITORY")
+	where := firstNonEmpty(f.repo, e.getenv("BUPSTASH_REPOSITORY"))
+	if where == "" {
+		return nil, usageError("no repository: use --repo or set BUPSTASH_REPOSITORY")
 	}
-	if dir == "" {
-		return nil, fmt.Errorf("%w: no repository: use --repo or set BUPSTASH_REPOSITORY", errUsage)
+	loc, err := location.Parse(where)
+	if err != nil {
+		return nil, err
 	}
-	var key *bupstash.Key
-	var err error
-	if f.key != "" {
-		key, err = bupstash.LoadKey(f.key)
-	} else {
-		key, err = bupstash.KeyFromEnv(ctx, e.getenv)
-	}
+	key, err := bupstashKey(ctx, e, f.key, "")
 	if errors.Is(err, bupstash.ErrNoKey) {
-		return nil, fmt.Errorf("%w: %v", errUsage, err)
+		return nil, usageError("%v", err)
 	}
 	if err != nil {
 		return nil, err
 	}
-	return bupstash.Open(ctx, dir, key, bupstash.Options{Cache: cache.New(int64(f.cacheSize)), Logger: e.log})
+	r, err := location.OpenBupstash(ctx, loc, key, bupstash.Options{
+		Cache: cache.New(int64(f.cacheSize)), Logger: e.log, LockWait: f.lockWait,
+	})
+	return r, repositoryError(err)
+}
+
+// bupstashKey loads a key from a file, from a command, or as the Bupstash
+// environment names it.
+func bupstashKey(ctx context.Context, e *env, file, command string) (*bupstash.Key, error) {
+	switch {
+	case file != "":
+		return bupstash.LoadKey(file)
+	case command != "":
+		return bupstash.KeyFromCommand(ctx, command)
+	}
+	return bupstash.KeyFromEnv(ctx, e.getenv)
 }
 
 // item opens the repository and finds the item an id or id prefix names.
@@ -109,4 +126,13 @@ func hasPrefixFold(s, prefix string) bool {
 		}
 	}
 	return true
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
 }
