@@ -12,7 +12,7 @@ import (
 
 // Compression is the footer byte that ends every leaf plaintext, secret
 // metadata blob and interior node, naming how the bytes before it are
-// compressed (§6).
+// compressed (docs/bupstash-format.md §6).
 type Compression byte
 
 // The compression footers Bupstash 0.10 to 0.12 write.

@@ -20,7 +20,8 @@ type span struct {
 	size        int64
 }
 
-// spanFromCursor turns an index entry's relative cursor into a span (§8.4).
+// spanFromCursor turns an index entry's relative cursor into a span
+// (docs/bupstash-format.md §10.5).
 // A cursor ending at offset 0 of leaf c+delta takes nothing from that leaf.
 func spanFromCursor(c, delta uint64, start, end uint64, size uint64) span {
 	s := span{first: c, last: c + delta, start: int64(start), end: int64(end), size: int64(size)}

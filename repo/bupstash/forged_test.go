@@ -148,9 +148,10 @@ func oldSnapshot() []bupstashtest.Entry {
 	}
 }
 
-// Item metadata V1 and V2 (§5.1, §5.2) and index entries V1 and V2 (§8.2),
-// which no fixture has: listed, browsed as a tree, and read at offsets
-// through the data stream (their chunk cursors are unusable, §8.4, and are
+// Item metadata V1 and V2 and index entries V1 and V2
+// (docs/bupstash-format.md §8.2, §8.3, §10.3), which no fixture has:
+// listed, browsed as a tree, and read at offsets through the data stream
+// (their chunk cursors are unusable, docs/bupstash-format.md §10.6, and are
 // written stale here, all zero, so using them would read wrong bytes).
 func TestOldItemAndEntryFormats(t *testing.T) {
 	ts := time.Date(2020, 9, 13, 12, 26, 40, 987654321, time.UTC)

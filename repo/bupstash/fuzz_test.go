@@ -240,7 +240,8 @@ func fixtureSecrets(f *testing.F) (plains []*Item, secrets [][]byte) {
 	return plains, secrets
 }
 
-// encodeSecret is the secret metadata of it (§5.2) with the given hash.
+// encodeSecret is the secret metadata of it, with the given hash
+// (docs/bupstash-format.md §8.3).
 func encodeSecret(it *Item, hash [32]byte) []byte {
 	var e bare.Encoder
 	e.Fixed(hash[:])

@@ -15,10 +15,10 @@ import (
 )
 
 // A hash tree turns a byte stream, split into content-defined leaves, into
-// one root address (§7). Leaves are encrypted and addressed by keyed BLAKE3
-// of their plaintext; interior nodes are plain lists of (leaf count, child
-// address) entries addressed by unkeyed BLAKE3. The counts let a reader
-// reach leaf N by reading only `height` nodes.
+// one root address (docs/bupstash-format.md §7). Leaves are encrypted and
+// addressed by keyed BLAKE3 of their plaintext; interior nodes are plain
+// lists of (leaf count, child address) entries addressed by unkeyed BLAKE3.
+// The counts let a reader reach leaf N by reading only `height` nodes.
 
 // nodeEntrySize is the size of one interior node entry: a u64 leaf count
 // and a child address.
@@ -156,7 +156,7 @@ func parseNode(b []byte, addr Address) ([]byte, error) {
 
 // leafAddress returns the address of leaf n, descending from the root and
 // checking at every level that the children's counts add up to what the
-// parent promised (§7.3).
+// parent promised (docs/bupstash-format.md §7.3, §7.4).
 func (t *htree) leafAddress(ctx context.Context, n uint64) (Address, error) {
 	if n >= t.meta.DataChunkCount {
 		return Address{}, &ChunkError{Item: t.item, Tree: t.kind.String(), Leaf: int64(n), Address: t.meta.Address,

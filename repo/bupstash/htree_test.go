@@ -225,12 +225,13 @@ func TestNodeCountsCheckedOnEveryPath(t *testing.T) {
 	}
 }
 
-// FuzzLeafAddress walks trees whose node counts are fuzzed while every
-// child address is fixed to a real node, so that the descent reaches the
-// count checks at every level (FuzzParseNode, which derives the address
-// from its input, stops at parsing). The walk must agree with a direct
-// reading of §7.3: it finds leaf n exactly when every node on the path has
-// non-zero counts (all 1 at height 1) summing to what its parent promised.
+// FuzzLeafAddress walks trees whose node counts are fuzzed while every child
+// address is fixed to a real node, so that the descent reaches the count
+// checks at every level (FuzzParseNode, which derives the address from its
+// input, stops at parsing). The walk must agree with a direct reading of
+// docs/bupstash-format.md §7.3 and §7.4: it finds leaf n exactly when every
+// node on the path has non-zero counts (all 1 at height 1) summing to what
+// its parent promised.
 func FuzzLeafAddress(f *testing.F) {
 	u64s := func(vs ...uint64) []byte {
 		var b []byte
@@ -295,8 +296,8 @@ func counts(b []byte) []uint64 {
 	return out
 }
 
-// walkModel is §7.3 with every check, over a tree whose nodes at one level
-// are all the same node.
+// walkModel is docs/bupstash-format.md §7.3 with every check of §7.4, over
+// a tree whose nodes at one level are all the same node.
 func walkModel(levels [][]uint64, height int, total, n uint64) bool {
 	if n >= total {
 		return false

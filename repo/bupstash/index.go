@@ -23,9 +23,9 @@ const (
 	ModeSocket   = 0o140000
 )
 
-// IndexEntry is one entry of a snapshot's index (§8): a file, directory,
-// symlink, device or fifo, with the location of its content in the item's
-// data stream.
+// IndexEntry is one entry of a snapshot's index
+// (docs/bupstash-format.md §10): a file, directory, symlink, device or
+// fifo, with the location of its content in the item's data stream.
 type IndexEntry struct {
 	Version int    // entry format, 1 to 5
 	Path    []byte // relative to the snapshot root, '/'-separated; "." is the root; raw bytes
@@ -105,8 +105,9 @@ func decodeEntry(d *bare.Decoder, e *IndexEntry) error {
 		if tag == 2 {
 			decodeRelativeCursor(d, e)
 		} else {
-			// Absolute cursors are unreliable (§8.4): stat-cache reuse
-			// copied stale positions. Only the stream offset is used.
+			// Absolute cursors are unreliable
+			// (docs/bupstash-format.md §10.6): stat-cache reuse copied
+			// stale positions. Only the stream offset is used.
 			for range 4 {
 				d.Uint()
 			}
@@ -434,7 +435,7 @@ func (r *IndexReader) Close() {
 	r.buf, r.carry, r.joined = nil, nil, nil
 }
 
-// finish checks the end of the stream (§8.1, §8.5).
+// finish checks the end of the stream (docs/bupstash-format.md §10.12).
 func (r *IndexReader) finish() error {
 	switch {
 	case r.pos < len(r.buf) || len(r.carry) > 0:

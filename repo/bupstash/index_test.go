@@ -181,7 +181,8 @@ func TestIndexMaxbupst(t *testing.T) {
 	if regular != 82 || hashes != 82 {
 		t.Fatalf("%d regular files, %d hashes; want 82 each", regular, hashes)
 	}
-	// Cursors given in the specification (§12.1): size, delta start..end @ c.
+	// Cursors as docs/bupstash-format.md §14.3 lists them: size, delta
+	// start..end @ c.
 	for _, c := range []struct {
 		path                        string
 		size, delta, start, end, c0 uint64

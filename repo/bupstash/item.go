@@ -154,7 +154,8 @@ func (t HTreeMeta) encode(e *bare.Encoder) {
 
 // plainHash is the hash that the secret metadata must contain: BLAKE3 of
 // the canonical encoding of the plaintext part, bound to the item id since
-// format 3 so metadata cannot be swapped between items (§5.2).
+// format 3 so metadata cannot be swapped between items
+// (docs/bupstash-format.md §8.4).
 func (it *Item) plainHash() [32]byte {
 	var e bare.Encoder
 	if it.Format == 3 {

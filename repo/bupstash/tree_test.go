@@ -152,7 +152,7 @@ func TestTreeLinksAndCounts(t *testing.T) {
 }
 
 // The multi-path snapshot's root is a filler directory and one entry
-// carries a chunk delta with size 0 (§8.4).
+// carries a chunk delta with size 0 (docs/bupstash-format.md §10.5).
 func TestTreeMultiPath(t *testing.T) {
 	r := openFixture(t, fixtures[5])
 	it, _ := FindItem(listItems(t, r), "48a22dd8")

@@ -20,13 +20,14 @@ import (
 )
 
 // This file gives a consistent, read-only view of the repository metadata
-// (items/, repo.oplog, meta/) while Bupstash may be writing (§2.4). Bupstash
-// changes metadata only inside transactions guarded by an fcntl lock on
-// tx.lock; readers take it shared. A crash can leave a committed but
-// unapplied redo log (schema 8: tx.wal) or a half-applied transaction with
-// its undo log (schemas 5–7: rollback.journal). Bupstash would repair the
-// files in place; a read-only reader instead applies the log in memory, as
-// an overlay over the files on disk.
+// (items/, repo.oplog, meta/) while Bupstash may be writing
+// (docs/bupstash-format.md §2.3 to §2.6). Bupstash changes metadata only
+// inside transactions guarded by an fcntl lock on tx.lock; readers take it
+// shared. A crash can leave a committed but unapplied redo log (schema 8:
+// tx.wal) or a half-applied transaction with its undo log (schemas 5–7:
+// rollback.journal). Bupstash would repair the files in place; a read-only
+// reader instead applies the log in memory, as an overlay over the files on
+// disk.
 
 // metaView reads metadata files through an optional overlay.
 type metaView struct {

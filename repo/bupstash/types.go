@@ -8,8 +8,8 @@
 // verified against its address before it is used: keyed BLAKE3 for leaves,
 // plain BLAKE3 for interior tree nodes.
 //
-// The byte-level format is described in the project's specification; section
-// numbers in comments (§4.2, …) refer to it.
+// What the reader relies on about the byte-level format is written down in
+// docs/bupstash-format.md; comments cite its sections ("§7.3" there).
 package bupstash
 
 import (
