@@ -8,7 +8,8 @@ import (
 	"lukechampine.com/blake3"
 )
 
-// Entry is an index entry, encodable in every format (§8.2).
+// Entry is an index entry, encodable in every format
+// (docs/bupstash-format.md §10.3).
 type Entry struct {
 	Path    string
 	Mode    uint32 // st_mode, type bits included

@@ -1,11 +1,12 @@
-// Package bupstashtest forges Bupstash repository objects by hand, for
-// tests of the reader: item metadata of every format (V1 to V3, §5),
-// index entries of every format (V1 to V5, §8.2), sealed leaves and
-// interior nodes (§7), valid or deliberately not. No Bupstash version that
-// can still be run writes V1/V2 items or entries, and no real tool writes
-// impossible trees, so the tests that need them build them here. The
-// product never imports this package; internal/testrepo is the generator
-// for realistic (V3, schema 8) repositories.
+// Package bupstashtest forges Bupstash repository objects by hand, for tests
+// of the reader: item metadata of every format (V1 to V3), index entries of
+// every format (V1 to V5), sealed leaves and interior nodes, valid or
+// deliberately not (docs/bupstash-format.md §8, §10.3 and §7 describe
+// them). No Bupstash version that can still be run writes V1/V2 items or
+// entries, and no real tool writes impossible trees, so the tests that need
+// them build them here. The product never imports this package;
+// internal/testrepo is the generator for realistic (V3, schema 8)
+// repositories.
 package bupstashtest
 
 import (
@@ -33,7 +34,8 @@ type Repo struct {
 	Key *bupstash.Key // a primary key: items are sealed for it
 
 	// DataPart2 and IdxPart2 are the hash key second parts that leaves are
-	// addressed with and items record (§4.4). They default to the key's.
+	// addressed with and items record (docs/bupstash-format.md §5.4). They
+	// default to the key's.
 	DataPart2, IdxPart2 [32]byte
 
 	meta, data, idx *box.Sealer
@@ -245,7 +247,8 @@ func (r *Repo) AddItem(it Item) bupstash.Xid {
 	if it.IndexHTree != nil {
 		encodeTree(&plain, *it.IndexHTree)
 	}
-	// §5.2: V1/V2 hash the plaintext alone, V3 binds it to the item id.
+	// docs/bupstash-format.md §8.4: V1/V2 hash the plaintext alone, V3
+	// binds it to the item id.
 	h := blake3.New(32, nil)
 	if it.Format == 3 {
 		h.Write([]byte{3})
