@@ -54,7 +54,7 @@ func mustHex(t *testing.T, s string) []byte {
 	return b
 }
 
-// The worked example of the format specification, section 12.1: the secret
+// The worked example of docs/bupstash-format.md §14.2: the secret
 // metadata envelope of item c3c7b8e9… in small-0.10.3.
 func TestKnownAnswerFixtureMetadata(t *testing.T) {
 	item, err := os.ReadFile("../../testdata/bupstash-0.10.3/small-0.10.3/items/c3c7b8e93cec5c85c45a58e6c866f918")
@@ -232,8 +232,8 @@ func byteSize(n int) string {
 	return strconv.Itoa(n) + "B"
 }
 
-// referenceSeal is the secretbox of §4.3 written out with the portable
-// ChaCha20 alone, to check the faster keystream against.
+// referenceSeal is the secretbox of docs/bupstash-format.md §5.3 written out
+// with the portable ChaCha20 alone, to check the faster keystream against.
 func referenceSeal(t *testing.T, k *BoxKey, nonce *[NonceSize]byte, epk *[KeySize]byte, msg []byte) []byte {
 	t.Helper()
 	c, err := chacha20.NewUnauthenticatedCipher(k[:], nonce[:])
