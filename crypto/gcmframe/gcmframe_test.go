@@ -14,7 +14,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 )
 
-// Known-answer vectors from the format notes (§7).
+// Known-answer vectors of docs/backupy-format.md §8.
 const (
 	katKeyHex  = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
 	kat1Plain  = "Hello, Backupy! This is a small test backup.\n"
@@ -197,7 +197,8 @@ func TestKATMulti(t *testing.T) {
 }
 
 // TestLayoutMaths checks the size formulas against real streams for the
-// sizes the format notes list, plus the edges around a full frame.
+// sizes docs/backupy-format.md §3.3 lists, plus the edges around a full
+// frame.
 func TestLayoutMaths(t *testing.T) {
 	key := unhex(t, katKeyHex)
 	M := PlainSize
