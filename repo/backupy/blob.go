@@ -648,10 +648,11 @@ func (b *Blob) checkEmpty() (*blobKey, string, error) {
 	return key, got, nil
 }
 
-// matchKey finds the key of an encrypted object (format notes §8.6): keys
-// selected by path, run id and known hash first, then every other key, each
-// confirmed by decrypting frame 0, whose GCM tag makes a false match
-// practically impossible. It returns frame 0's plaintext with the key.
+// matchKey finds the key of an encrypted object
+// (docs/backupy-format.md §6.4): keys selected by path, run id and known
+// hash first, then every other key, each confirmed by decrypting frame 0,
+// whose GCM tag makes a false match practically impossible. It returns
+// frame 0's plaintext with the key.
 //
 // When no key opens frame 0 but one was selected for the object (by its
 // path, run or hash, or given for it), that key is returned with a nil

@@ -29,7 +29,7 @@ import (
 	"github.com/backupfs/backupfs/crypto/gcmframe"
 )
 
-// Known-answer vectors from the format notes (§7).
+// Known-answer vectors of docs/backupy-format.md §8.
 const (
 	katKeyHex = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
 	katKeyB64 = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
@@ -115,7 +115,7 @@ func agentEncrypt(t testing.TB, zst, key []byte) []byte {
 	return out.Bytes()
 }
 
-// Dump generators, one per driver of the format notes §3.
+// Dump generators, one per driver of docs/backupy-format.md §5.1.
 
 func noise(seed uint64, n int) []byte {
 	r := mrand.New(mrand.NewPCG(seed, seed^0x9e3779b97f4a7c15))

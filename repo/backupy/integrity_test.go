@@ -19,11 +19,12 @@ const fullFrame = gcmframe.FullFrameSize
 
 func corruptCopy(b []byte, fn func([]byte) []byte) []byte { return fn(bytes.Clone(b)) }
 
-// TestCorruption covers each damage of §8.5. Every case must end in reads
-// that fail with ErrCorrupt and an error naming the object and, where a
-// frame is at fault, the frame and its ciphertext offset. No case may
-// return wrong bytes, or reach a clean end. Damage at a frame leaves what
-// comes before it readable; damage only a full pass sees taints it all.
+// TestCorruption covers each damage of docs/backupy-format.md §7. Every case
+// must end in reads that fail with ErrCorrupt and an error naming the object
+// and, where a frame is at fault, the frame and its ciphertext offset. No
+// case may return wrong bytes, or reach a clean end. Damage at a frame
+// leaves what comes before it readable; damage only a full pass sees taints
+// it all.
 func TestCorruption(t *testing.T) {
 	m := newMultiFrame(t, 6<<20)
 	frames := (len(m.blob) - 4 + fullFrame - 1) / fullFrame
@@ -232,8 +233,9 @@ func TestCorruptionFoundByRandomRead(t *testing.T) {
 	}
 	_, err = zh.ReadAt(ctx, buf, 3*gcmframe.PlainSize+5)
 	checkCorruptErr(t, err, m.name, gcmframe.ErrAuth, 3, -1)
-	// Frames before the damage still read (§8.5: EIO only past the last
-	// good frame); frames after it do not, even intact ones.
+	// Frames before the damage still read (docs/backupy-format.md §7.1:
+	// EIO only past the last good frame); frames after it do not, even
+	// intact ones.
 	if _, err := zh.ReadAt(ctx, buf, 10); err != nil {
 		t.Fatalf("read before the damage: %v", err)
 	}

@@ -273,8 +273,8 @@ func TestLoadKeys(t *testing.T) {
 	}
 }
 
-// TestMatchingOrder checks §8.6: path, run id, known sha256, then trial
-// decryption, each confirmed by frame 0.
+// TestMatchingOrder checks docs/backupy-format.md §6.4: path, run id,
+// known sha256, then trial decryption, each confirmed by frame 0.
 func TestMatchingOrder(t *testing.T) {
 	ctx := context.Background()
 	right, wrong := newKey(t), newKey(t)

@@ -67,11 +67,12 @@ const mariadbSandboxLine = "/*M!999999\\- enable the sandbox mode */"
 
 var sqlBanners = []string{"-- mysql dump", "-- mariadb dump", "-- mysqldump", "-- mariadb-dump"}
 
-// sniffExt names a decoded dump by its first bytes (format notes §3).
+// sniffExt names a decoded dump by its first bytes
+// (docs/backupy-format.md §5.2).
 //
-// Beyond the notes' list, a gzip stream that is none of the known dumps is
-// ".gz" and an unknown tar inside gzip is ".tar.gz" rather than ".bin": the
-// magic bytes make these certain, and the name then tells the user which
+// Beyond the agent's drivers, a gzip stream that is none of the known dumps
+// is ".gz" and an unknown tar inside gzip is ".tar.gz" rather than ".bin":
+// the magic bytes make these certain, and the name then tells the user which
 // tool opens the file.
 func sniffExt(d []byte) string {
 	switch {

@@ -22,8 +22,8 @@ const (
 	ViewZst  Views = 1 << iota // <base>.<ext>.zst: the decrypted zstd stream
 	ViewMeta                   // <base>.meta.json: what is known about the object
 
-	// DefaultViews is what a zero Options.Views means: the main file only,
-	// as the format notes recommend.
+	// DefaultViews is what a zero Options.Views means: the main file only
+	// (docs/backupy-format.md §5.3).
 	DefaultViews Views = 0
 	// AllViews shows every view.
 	AllViews = ViewZst | ViewMeta
