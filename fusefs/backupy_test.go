@@ -513,10 +513,10 @@ func gzipOf(t *testing.T, b []byte) []byte {
 	return out.Bytes()
 }
 
-// Every payload kind of the format notes' §3 is named by sniffing, reads
-// back exactly and has its exact size; empty objects (an unencrypted
-// empty dump is 0 bytes, an encrypted one the 4-byte end marker) are
-// empty files.
+// Every payload kind of docs/backupy-format.md §5.1 is named by sniffing,
+// reads back exactly and has its exact size; empty objects (an unencrypted
+// empty dump is 0 bytes, an encrypted one the 4-byte end marker) are empty
+// files.
 func TestBackupyPayloadKindsAndEmpty(t *testing.T) {
 	dir := t.TempDir()
 	dek := randomDEK(t)
