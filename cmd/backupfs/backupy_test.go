@@ -20,7 +20,7 @@ import (
 	"github.com/backupfs/backupfs/repo/backupy"
 )
 
-// Vectors from the format notes (§7).
+// Vectors of docs/backupy-format.md §8.
 const (
 	bkKAT1Blob  = "00000056a0a1a2a3a4a5a6a7a8a9aaabcead53d041cb6bbe622de2bf6b15ecfe32cd3a7be7c73b4dbc5a4eef0c8b1c72f217678cc2433f517fe861bb7d5ae198247033384cda143d3cc0f61d7db87e1231614d3650de5615361300000000"
 	bkKAT1Plain = "Hello, Backupy! This is a small test backup.\n"

@@ -71,7 +71,8 @@ func runLs(ctx context.Context, e *env, rf *repoFlags, opts lsOptions, pos []str
 
 	// The index is streamed: entries print as they are decoded, so listing
 	// a huge snapshot needs no memory for it. Writers emit a directory's
-	// entry before its children ("siblings before nephews", §8.7).
+	// entry before its children ("siblings before nephews",
+	// docs/bupstash-format.md §10.10).
 	found := target == ""
 	targetIsDir := target == ""
 	for {
