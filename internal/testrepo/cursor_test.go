@@ -38,10 +38,11 @@ func readIndex(t *testing.T, r *Repo, info *ItemInfo) []*bupstash.IndexEntry {
 	}
 }
 
-// TestCursorsByHand checks cursors worked out by hand from §8.4: files
-// ending exactly at a leaf end (end 0, delta 1), files spanning leaves,
-// empty files and directories inside a batch, a size-0 last entry carrying
-// the batch's forced split, and batches without data.
+// TestCursorsByHand checks cursors worked out by hand from
+// docs/bupstash-format.md §10.5: files ending exactly at a leaf end (end 0,
+// delta 1), files spanning leaves, empty files and directories inside a
+// batch, a size-0 last entry carrying the batch's forced split, and batches
+// without data.
 func TestCursorsByHand(t *testing.T) {
 	t.Parallel()
 	r := newRepo(t, fixedLeaves())

@@ -173,11 +173,11 @@ type cursorEntry struct {
 	delta, start, end uint64
 }
 
-// checkCursors replays §8.4 against the real leaf lengths: every entry's
-// relative cursor must point at exactly its bytes of the data stream,
-// batches (recomputed here from the paths) must start at offset 0 of a
-// fresh leaf and end on a leaf boundary, and the last entry must account
-// for every leaf. It returns the leaves that end a batch.
+// checkCursors replays docs/bupstash-format.md §10.5 against the real leaf
+// lengths: every entry's relative cursor must point at exactly its bytes of
+// the data stream, batches (recomputed here from the paths) must start at
+// offset 0 of a fresh leaf and end on a leaf boundary, and the last entry
+// must account for every leaf. It returns the leaves that end a batch.
 func checkCursors(t testing.TB, es []cursorEntry, lens []int, batchBytes int64) map[int]bool {
 	t.Helper()
 	leafStart := make([]uint64, len(lens)+1)

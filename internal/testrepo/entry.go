@@ -199,13 +199,14 @@ func splitPath(p string) (parent, name string) {
 	return "", p
 }
 
-// cursor is a relative data cursor (§8.4).
+// cursor is a relative data cursor (docs/bupstash-format.md §10.5).
 type cursor struct {
 	delta, start, end uint64
 }
 
-// encodeEntry appends e as a V5 index entry (§8.2). ino and nlink are the
-// resolved values; size and hash describe the content actually read.
+// encodeEntry appends e as a V5 index entry (docs/bupstash-format.md §10.3).
+// ino and nlink are the resolved values; size and hash describe the content
+// actually read.
 func encodeEntry(enc *bare.Encoder, e *Entry, ino, nlink, size uint64, hash *[32]byte, c cursor) {
 	mtime, ctime := e.MtimeOrDefault(), e.CtimeOrDefault()
 	enc.Uint(indexEntryV5)

@@ -8,13 +8,13 @@ import (
 	"lukechampine.com/blake3"
 )
 
-// treeWriter builds a hash tree bottom-up from leaf addresses, as
-// Bupstash's htree::TreeWriter does (§7.1): each level accumulates
-// (leaf count u64 LE, address) entries; a level is closed into an interior
-// node once it holds at least nodeMin bytes and the entry just added has an
-// address starting with ff ff, or when one more entry would exceed nodeMax.
-// A closed node is stored unencrypted with footer 0 under the plain BLAKE3
-// of its entries, and becomes an entry of the level above.
+// treeWriter builds a hash tree bottom-up from leaf addresses, as Bupstash's
+// htree::TreeWriter does (docs/bupstash-format.md §7.5): each level
+// accumulates (leaf count u64 LE, address) entries; a level is closed into
+// an interior node once it holds at least nodeMin bytes and the entry just
+// added has an address starting with ff ff, or when one more entry would
+// exceed nodeMax. A closed node is stored unencrypted with footer 0 under
+// the plain BLAKE3 of its entries, and becomes an entry of the level above.
 type treeWriter struct {
 	nodeMin, nodeMax int
 	levels           [][]byte

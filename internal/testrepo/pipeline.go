@@ -171,7 +171,8 @@ func (w *itemWriter) storeNode(addr bupstash.Address, node []byte) error {
 	return err
 }
 
-// leafAddress is the keyed BLAKE3 of a leaf's plaintext (§4.4).
+// leafAddress is the keyed BLAKE3 of a leaf's plaintext
+// (docs/bupstash-format.md §5.4).
 func leafAddress(key *[32]byte, data []byte) bupstash.Address {
 	h := blake3.New(32, key[:])
 	h.Write(data)
@@ -192,10 +193,10 @@ func (w *itemWriter) emptyLeaf(t *tree, tw *treeWriter) error {
 	return tw.addLeaf(f.addr)
 }
 
-// compressInto frames b with its compression footer (§6): compressed with
-// c into dst when that makes it smaller, else b itself with footer 0
-// appended (b's buffer has room for it), the rule Bupstash's compress()
-// applies.
+// compressInto frames b with its compression footer
+// (docs/bupstash-format.md §6): compressed with c into dst when that makes
+// it smaller, else b itself with footer 0 appended (b's buffer has room for
+// it), the rule Bupstash's compress() applies.
 func compressInto(dst, b []byte, c bupstash.Compression) []byte {
 	switch c {
 	case bupstash.CompressionLZ4:

@@ -267,10 +267,11 @@ func NewPutKey(primary *bupstash.Key) (*bupstash.Key, error) {
 
 // NewSubKey derives a sub key from a primary key with the fields
 // `bupstash new-sub-key` gives for --put, --list and --list-contents
-// (combined as a union, §3.3): a put key gets a fresh rollsum key and
-// fresh hash-key second parts with the primary's public keys and first
-// parts; a list key the metadata key pair; a list-contents key also the
-// index key pair and its hash-key first part. No sub key gets data_sk.
+// (combined as a union, docs/bupstash-format.md §4.3): a put key gets a
+// fresh rollsum key and fresh hash-key second parts with the primary's
+// public keys and first parts; a list key the metadata key pair; a
+// list-contents key also the index key pair and its hash-key first part. No
+// sub key gets data_sk.
 func NewSubKey(primary *bupstash.Key, put, list, listContents bool) (*bupstash.Key, error) {
 	if !primary.Primary {
 		return nil, errors.New("sub keys derive from a primary key")
@@ -305,7 +306,8 @@ func NewSubKey(primary *bupstash.Key, put, list, listContents bool) (*bupstash.K
 	return k, nil
 }
 
-// hashKey derives a keyed-BLAKE3 key from its two parts (§4.4).
+// hashKey derives a keyed-BLAKE3 key from its two parts
+// (docs/bupstash-format.md §5.4).
 func hashKey(part1, part2 [32]byte) [32]byte {
 	var b [64]byte
 	copy(b[:], part1[:])
@@ -409,7 +411,7 @@ func (r *Repo) commit(info *ItemInfo, meta ItemMeta, data treeRoot, index *treeR
 	if index != nil {
 		encodeTree(&plain, *index)
 	}
-	// Its hash binds it to the item id (§5.2).
+	// Its hash binds it to the item id (docs/bupstash-format.md §8.4).
 	h := blake3.New(32, nil)
 	h.Write([]byte{3})
 	h.Write(id[:])
@@ -515,7 +517,7 @@ func itemTags(meta ItemMeta, defaultName string) (map[string]string, error) {
 }
 
 // transaction runs fn under an exclusive lock on tx.lock, which readers
-// take shared while they scan the metadata (§2.4).
+// take shared while they scan the metadata (docs/bupstash-format.md §2.3).
 func (r *Repo) transaction(fn func() error) error {
 	if r.opts.NoLock {
 		return fn()

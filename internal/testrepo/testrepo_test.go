@@ -91,8 +91,8 @@ func TestKitchenSink(t *testing.T) {
 	}
 }
 
-// TestTreeWalkOrder checks Tree's order against §8.7's example, its link
-// counts and inode numbering.
+// TestTreeWalkOrder checks Tree's order against the example of
+// docs/bupstash-format.md §10.10, its link counts and inode numbering.
 func TestTreeWalkOrder(t *testing.T) {
 	t.Parallel()
 	tr := NewTree().MustAdd(
