@@ -4,8 +4,8 @@ package untrusted
 // what writers produce, with room to spare; a file over its limit is
 // refused before anything is allocated for it.
 const (
-	// ItemFile: Bupstash's item metadata is under 34 KiB even with large
-	// tag sets (tags are limited to 4 KiB of names and values each).
+	// ItemFile: Bupstash limits an item's encoded tag set to 32 KiB
+	// (main.rs, oplog.rs), so item metadata stays under 34 KiB.
 	ItemFile = 1 << 20
 	// SchemaVersion and StorageEngine are meta/ files of a few bytes: a
 	// number, and "DirStore" or a small JSON object.
