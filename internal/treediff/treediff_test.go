@@ -1,15 +1,12 @@
 package treediff
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/backupfs/backupfs/repo/bupstash"
 )
@@ -165,18 +162,3 @@ func TestIndexRoundTrip(t *testing.T) {
 		t.Fatalf("size width %d", x.sizeWidth())
 	}
 }
-
-// readLines reads a file of lines, for comparisons.
-func readLines(t *testing.T, s string) []string {
-	t.Helper()
-	var out []string
-	sc := bufio.NewScanner(strings.NewReader(s))
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		out = append(out, sc.Text())
-	}
-	return out
-}
-
-var _ = json.Valid
-var _ = time.UTC

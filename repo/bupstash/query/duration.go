@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"math/bits"
-	"time"
 	"unicode"
 	"unicode/utf8"
 )
@@ -22,11 +21,6 @@ type Duration struct {
 // less reports whether d < e.
 func (d Duration) less(e Duration) bool {
 	return d.Secs < e.Secs || d.Secs == e.Secs && d.Nanos < e.Nanos
-}
-
-// durationOf converts a non-negative time.Duration.
-func durationOf(t time.Duration) Duration {
-	return Duration{Secs: uint64(t / time.Second), Nanos: uint32(t % time.Second)}
 }
 
 func (d Duration) String() string {
@@ -48,11 +42,10 @@ func ParseDuration(s string) (Duration, error) {
 }
 
 type durationParser struct {
-	src       string
-	off       int // byte offset of the next character
-	secs      uint64
-	nanos     uint64
-	unitStart int
+	src   string
+	off   int // byte offset of the next character
+	secs  uint64
+	nanos uint64
 }
 
 func (p *durationParser) next() (rune, bool) {
