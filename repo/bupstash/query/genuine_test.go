@@ -287,3 +287,57 @@ func (g *genuine) list(tz string, utc, encrypted bool, args []string) ([]string,
 	slices.Sort(ids)
 	return ids, ""
 }
+
+// The same comparison on the genuine 0.12.1 fixture (a copy: bupstash
+// may write to what it opens), where items have real sizes.
+func TestMatchesGenuineBupstashFixture(t *testing.T) {
+	bin := testtools.Bupstash(t, "0.12.1")
+	ctx := context.Background()
+	dir := t.TempDir()
+	repo := filepath.Join(dir, "repo")
+	if out, err := exec.Command("cp", "-a", "../../../testdata/bupstash-0.12.1/repo", repo).CombinedOutput(); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	keyFile, err := filepath.Abs("../../../testdata/bupstash-0.12.1/keys/primary.key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := bupstash.LoadKey(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := bupstash.Open(ctx, repo, key, bupstash.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := r.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := genuine{t: t, bin: bin, repo: repo, key: keyFile, cache: filepath.Join(dir, "qcache")}
+	for _, args := range [][]string{
+		{"size=16.06MiB"}, {"size=343B"}, {"size=*KiB", "or", "size=*MiB"}, {"size=1??B"}, {"name=tree.tar"},
+		{"fixture=snapshot-*"}, {"name=*.tar", "and", "~fixture=multi-path"}, {"id=fdd75e29*"}, {"~name=*"},
+		{"timestamp=2026/11/23*"}, {"newer-than", "100y", "and", "fixture=*stdin"}, {"older-than", "1s"},
+	} {
+		want, wantErr := g.list("UTC", false, false, args)
+		if wantErr != "" {
+			t.Fatalf("query %q: %s", args, wantErr)
+		}
+		q, err := query.Parse(args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, it := range l.Items {
+			qi := &query.Item{ID: it.ID, Timestamp: it.Timestamp, Size: it.DataSize + it.IndexSize, Tags: it.Tags}
+			if q.Match(qi, query.Env{Now: time.Now(), Location: time.UTC}) {
+				got = append(got, it.ID.String())
+			}
+		}
+		slices.Sort(got)
+		if !slices.Equal(got, want) || len(want) == 0 {
+			t.Errorf("query %q: got %v, bupstash %v", args, got, want)
+		}
+	}
+}
