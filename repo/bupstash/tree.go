@@ -89,7 +89,7 @@ type NodeAttr struct {
 	Mode                 uint32
 	Size                 uint64
 	UID, GID             uint32
-	Nlink                uint32 // the saved link count, or more if the snapshot itself has more links
+	Nlink                uint32 // links in the snapshot (see Tree.Attr); for a directory at least the saved count
 	Mtime, Ctime         int64
 	MtimeNsec, CtimeNsec uint32
 	// InodeRecord is the record whose number the inode number derives
@@ -407,11 +407,14 @@ func (b *treeBuilder) finish() *Tree {
 		nodes.at(d).chunk = uint64(off)<<32 | uint64(w)
 	}
 
-	// Link counts are the saved ones (what the source had), raised where
-	// the snapshot itself has more: a directory has at least 2 plus one
-	// per subdirectory here, a hard-linked file at least as many links as
-	// its group has names here. A snapshot may omit a directory's
-	// subdirectories or a file's other links, never add any.
+	// A hard-linked file has as many links as its group has names in the
+	// snapshot, which is what extracting it gives (Bupstash's get and
+	// restore link the names of a group, and only those): a file saved
+	// with a second name outside the snapshot has one link, whatever the
+	// source's count was. A directory keeps its saved count, raised to 2
+	// plus its subdirectories here: find(1) and others take nlink-2 as a
+	// promise of how many subdirectories to look for, and the saved count
+	// is what a stat of an item's root shows before its index is decoded.
 	reachable := make([]bool, n)
 	reachable[0] = true
 	for d := range n { // parents precede their children in record order
@@ -442,7 +445,7 @@ func (b *treeBuilder) finish() *Tree {
 	}
 	for i := range n {
 		if r := nodes.at(i); r.flags&flagHardlink != 0 {
-			r.nlink = max(r.nlink, names[t.extras[r.extra].inode])
+			r.nlink = max(names[t.extras[r.extra].inode], 1)
 		}
 	}
 	return t
