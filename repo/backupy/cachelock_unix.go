@@ -8,8 +8,6 @@ import (
 	"syscall"
 )
 
-var errLockBusy = errors.New("cache directory locked by another process")
-
 // lockDir takes an exclusive advisory lock on the file name, held until
 // the returned function is called or the process exits.
 func lockDir(name string) (func(), error) {

@@ -265,7 +265,7 @@ func (dc *diskCache) update(b *Blob, fn func(*indexEntry)) {
 func (dc *diskCache) entryLocked(b *Blob) *indexEntry {
 	e, ok := dc.entries[b.id]
 	if !ok {
-		e = &indexEntry{Store: b.store.root, Object: b.Path, Size: b.Size, MTime: b.ModTime.UnixNano()}
+		e = &indexEntry{Store: b.store.objects.Name(), Object: b.Path, Size: b.Size, MTime: b.ModTime.UnixNano()}
 		dc.entries[b.id] = e
 	}
 	e.Used = time.Now().UnixNano()

@@ -16,9 +16,6 @@ import (
 	"time"
 )
 
-// ErrKeyring is wrapped by every keyring syntax error.
-var ErrKeyring = errors.New("invalid keyring")
-
 // EnvKeyring names the environment variable holding a keyring file path,
 // used when no keyring file is given explicitly.
 const EnvKeyring = "BACKUPFS_BACKUPY_KEYRING"

@@ -11,10 +11,6 @@ import (
 	"time"
 )
 
-// ErrToken is wrapped by every error about a malformed or unusable
-// decryption token.
-var ErrToken = errors.New("invalid decryption token")
-
 // Token is a parsed Backupy decryption token: the JWT the server issues
 // from POST /runs/:id/decryption-token. Its payload carries the run's DEK
 // in the clear; the HS256 signature cannot be checked without the server's
