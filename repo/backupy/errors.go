@@ -39,6 +39,10 @@ var (
 	errHashMismatch = errors.New("ciphertext SHA-256 mismatch (the object is not the one the server recorded)")
 )
 
+// errCacheFull means a decode found the cache's disk full with nothing
+// left to evict.
+var errCacheFull = errors.New("the cache directory's disk is full and holds nothing more to evict; give --backupy-cache-dir a disk with room for the decoded dump")
+
 // errLockBusy means another process owns the cache directory.
 var errLockBusy = errors.New("cache directory locked by another process")
 

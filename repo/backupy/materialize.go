@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"syscall"
 )
 
 // matJob decodes one object into its data file in the cache directory and
@@ -189,7 +190,7 @@ func (j *matJob) run(ctx context.Context) {
 	if errors.Is(err, ErrCorrupt) {
 		j.b.dmg.noteGoodDecoded(size)
 	}
-	if err != nil && !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrReplaced) && !errors.Is(err, context.Canceled) {
+	if err != nil && !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrReplaced) && !errors.Is(err, errCacheFull) && !errors.Is(err, context.Canceled) {
 		j.dc.log.Warn("backupy: decoding into the cache failed", "object", j.b.Path, "err", err)
 	}
 	if done {
@@ -205,6 +206,9 @@ func (j *matJob) run(ctx context.Context) {
 const copyChunk = 1 << 20
 
 func (j *matJob) decode(ctx context.Context) error {
+	if err := j.dc.private(); err != nil {
+		return err
+	}
 	j.lock()
 	if j.file == nil {
 		f, err := os.OpenFile(j.dc.dataPath(j.id), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
@@ -237,8 +241,8 @@ func (j *matJob) decode(ctx context.Context) error {
 				pos += drop
 			}
 			if len(chunk) > 0 {
-				if _, err := f.WriteAt(chunk, pos); err != nil {
-					return fmt.Errorf("backupy: writing cache file for %s: %w", j.b.Path, err)
+				if err := j.write(f, chunk, pos); err != nil {
+					return err
 				}
 				pos += int64(len(chunk))
 				j.lock()
@@ -299,6 +303,26 @@ func (j *matJob) await(ctx context.Context, ready func(jobState) bool) (jobState
 		case <-changed:
 		case <-ctx.Done():
 			return jobState{}, context.Cause(ctx)
+		}
+	}
+}
+
+// write writes decoded bytes to the data file. On a full disk it evicts
+// the decoded files of other objects no handle uses, least recently used
+// first, and tries again; when nothing is left to evict the decode fails
+// with errCacheFull, which readers see as EIO.
+func (j *matJob) write(f *os.File, p []byte, off int64) error {
+	for {
+		_, err := f.WriteAt(p, off)
+		switch {
+		case err == nil:
+			return nil
+		case !errors.Is(err, syscall.ENOSPC) && !errors.Is(err, syscall.EDQUOT):
+			return fmt.Errorf("backupy: writing cache file for %s: %w", j.b.Path, err)
+		case !j.dc.evictOne(j.id):
+			// The errno is not wrapped: a full cache is not the reader's
+			// disk being full.
+			return fmt.Errorf("backupy: %s: %w (%v)", j.b.Path, errCacheFull, err)
 		}
 	}
 }
