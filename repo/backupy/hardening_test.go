@@ -269,3 +269,32 @@ func TestDefaultCacheDir(t *testing.T) {
 		}
 	}
 }
+
+// A FIFO or a device among the objects is never opened: listing skips
+// it, and one that replaces a listed object is refused, not waited on.
+func TestStoreNeverBlocksOnSpecialFiles(t *testing.T) {
+	ctx := context.Background()
+	dump := textish(4, 1000)
+	ts := newTestStore(t, nil, map[string][]byte{"a/run_1.enc": agentZstd(t, dump, false), "a/run_2.enc": agentZstd(t, dump, false)})
+	mkfifo(t, filepath.Join(ts.dir, "a", "fifo.enc"))
+	symlink(t, "/dev/zero", filepath.Join(ts.dir, "a", "zero.enc"))
+	withDeadline(t, func() {
+		if err := ts.Refresh(ctx); err != nil {
+			t.Fatal(err)
+		}
+		var paths []string
+		for _, b := range ts.Blobs() {
+			paths = append(paths, b.Path)
+		}
+		if strings.Join(paths, " ") != "a/run_1.enc a/run_2.enc" {
+			t.Fatalf("listed %v", paths)
+		}
+		// Replaced by a FIFO after it was listed.
+		f := ts.file("a/run_2.enc", FileMain)
+		os.Remove(filepath.Join(ts.dir, "a", "run_2.enc"))
+		mkfifo(t, filepath.Join(ts.dir, "a", "run_2.enc"))
+		if _, err := readAll(ctx, f, 100); !errors.Is(err, untrusted.ErrNotRegular) {
+			t.Fatalf("read of an object replaced by a FIFO: %v", err)
+		}
+	})
+}
