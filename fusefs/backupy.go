@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -16,35 +14,18 @@ import (
 // backupySource is a Backupy store's directory in the mount: the object
 // keys' directories mirrored, and in each, every object's views (the
 // decoded dump as <base>.<ext>, optionally .zst and .meta.json, or the raw
-// <base>.enc while no key opens it).
+// <base>.enc while no key opens it). Each directory is listed when it is
+// looked at, and again once the store's listing of it has expired.
 type backupySource struct {
 	fs    *FS
 	name  string
 	store *backupy.Store
-
-	mu      sync.Mutex
-	checked time.Time
 }
 
 // AddBackupy adds a Backupy store as a top-level directory called name.
 func (f *FS) AddBackupy(name string, store *backupy.Store) error {
-	s := &backupySource{fs: f, name: name, store: store, checked: time.Now()}
+	s := &backupySource{fs: f, name: name, store: store}
 	return f.addSource(name, s.dir(""))
-}
-
-// refresh re-lists the store when its listing is older than the refresh
-// interval (a stat per object).
-func (s *backupySource) refresh(ctx context.Context) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if time.Since(s.checked) < s.fs.opts.Refresh {
-		return
-	}
-	if err := s.store.Refresh(ctx); err != nil {
-		s.fs.errs.report("refresh "+s.name, "cannot re-read the store", err, "source", s.name)
-		return
-	}
-	s.checked = time.Now()
 }
 
 // dir returns the node of a directory of the store ("" is its root).
@@ -60,25 +41,19 @@ func (s *backupySource) dirID(p string) uint64 {
 
 // list returns the subdirectories and object views in directory p.
 func (s *backupySource) list(ctx context.Context, p string) ([]dirent, error) {
-	s.refresh(ctx)
+	subdirs, blobs, err := s.store.Dir(ctx, p)
+	if err != nil {
+		return nil, err
+	}
 	prefix := ""
 	if p != "" {
 		prefix = p + "/"
 	}
-	subdirs := map[string]bool{}
 	var ents []dirent
-	for _, b := range s.store.Blobs() {
-		rest, ok := strings.CutPrefix(b.Path, prefix)
-		if !ok {
-			continue
-		}
-		if sub, _, nested := strings.Cut(rest, "/"); nested {
-			if !subdirs[sub] {
-				subdirs[sub] = true
-				ents = append(ents, dirent{name: sub, id: s.dirID(prefix + sub), mode: fuse.S_IFDIR})
-			}
-			continue
-		}
+	for _, sub := range subdirs {
+		ents = append(ents, dirent{name: sub, id: s.dirID(prefix + sub), mode: fuse.S_IFDIR})
+	}
+	for _, b := range blobs {
 		files, err := s.store.Files(ctx, b)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -93,7 +68,8 @@ func (s *backupySource) list(ctx context.Context, p string) ([]dirent, error) {
 	}
 	sortDirents(ents)
 	// Two objects may claim the same view name (a.enc next to a foreign
-	// a.pgdump); the first keeps it, the other is reported.
+	// a.pgdump), or an object a subdirectory's; the first keeps it, the
+	// other is reported.
 	out := ents[:0]
 	for i, e := range ents {
 		if i > 0 && e.name == ents[i-1].name {

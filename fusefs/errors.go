@@ -27,7 +27,7 @@ func status(err error) fuse.Status {
 		return fuse.EINTR
 	case errors.Is(err, bupstash.ErrCannotReadData), errors.Is(err, bupstash.ErrCannotListContents):
 		return fuse.EACCES
-	case errors.Is(err, fs.ErrNotExist):
+	case errors.Is(err, fs.ErrNotExist), errors.Is(err, backupy.ErrNotFound):
 		return fuse.ENOENT
 	case errors.Is(err, bupstash.ErrNotRegular):
 		return fuse.EINVAL

@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/backupfs/backupfs/internal/untrusted"
 	"github.com/backupfs/backupfs/repo/backupy"
 	"github.com/backupfs/backupfs/repo/location"
 	"github.com/spf13/cobra"
@@ -303,13 +304,13 @@ func backupyTokenText(arg string, stdinUsed *bool) (text, source string, err err
 			return "", "", usageError("standard input given twice")
 		}
 		*stdinUsed = true
-		b, err := io.ReadAll(io.LimitReader(os.Stdin, 1<<20))
+		b, err := untrusted.ReadAll(os.Stdin, "standard input", untrusted.Token)
 		if err != nil {
 			return "", "", fmt.Errorf("reading standard input: %w", err)
 		}
 		return string(b), "standard input", nil
 	}
-	b, err := os.ReadFile(arg)
+	b, err := untrusted.ReadFile(arg, untrusted.Token)
 	if err == nil {
 		return string(b), arg, nil
 	}

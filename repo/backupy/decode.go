@@ -2,13 +2,13 @@ package backupy
 
 import (
 	"bufio"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash"
 	"io"
-	"os"
 	"sync"
 	"sync/atomic"
 
@@ -41,12 +41,6 @@ func putDecoder(d *zstd.Decoder) {
 	decoders.Put(d)
 }
 
-// Integrity failures found by a full pass that are not frame errors.
-var (
-	errZstd         = errors.New("zstd stream does not decode")
-	errHashMismatch = errors.New("ciphertext SHA-256 mismatch (the object is not the one the server recorded)")
-)
-
 // decodePass decodes an object from its first byte to its last, checking
 // everything a sequential reader can: every frame tag, the end-of-stream
 // marker, no trailing bytes, the zstd content checksum, and the ciphertext
@@ -55,7 +49,8 @@ var (
 type decodePass struct {
 	b    *Blob
 	key  *blobKey
-	file *os.File
+	obj  Object
+	seq  *seqReader
 	in   *ioErrReader // the object, counting I/O errors apart from damage
 	sum  hash.Hash    // SHA-256 of every object byte read
 	body io.Reader    // the compressed layer
@@ -64,8 +59,9 @@ type decodePass struct {
 	err  error
 }
 
-// ioErrReader remembers read errors of the file, so that a decode failure
-// caused by a failing disk is not reported as a corrupt object.
+// ioErrReader remembers read errors of the object, so that a decode
+// failure caused by a failing disk or network is not reported as a
+// corrupt object.
 type ioErrReader struct {
 	r   io.Reader
 	err error
@@ -83,22 +79,23 @@ func (r *ioErrReader) Read(p []byte) (int, error) {
 // that cached data is reused.
 var passesStarted atomic.Int64
 
-// newPass starts a full pass over the main view's decoded bytes.
-func (b *Blob) newPass() (*decodePass, error) {
+// newPass starts a full pass over the main view's decoded bytes. Its reads
+// run under ctx, which must last as long as the pass.
+func (b *Blob) newPass(ctx context.Context) (*decodePass, error) {
 	if err := b.usable(); err != nil {
 		return nil, err
 	}
-	if err := b.wholeDamage(); err != nil {
+	if err := b.dmg.whole(); err != nil {
 		return nil, err
 	}
 	passesStarted.Add(1)
 	b.store.log.Debug("backupy: full decode pass", "object", b.Path)
-	f, err := b.openObject()
+	seq, obj, err := b.sequential(ctx)
 	if err != nil {
 		return nil, err
 	}
-	p := &decodePass{b: b, key: b.currentKey(), file: f, sum: sha256.New()}
-	p.in = &ioErrReader{r: io.TeeReader(io.LimitReader(f, b.Size), p.sum)}
+	p := &decodePass{b: b, key: b.currentKey(), obj: obj, seq: seq, sum: sha256.New()}
+	p.in = &ioErrReader{r: io.TeeReader(seq, p.sum)}
 	if b.index != nil {
 		p.body = newReadAhead(gcmframe.NewReaderCipher(p.in, p.key.cipher))
 	} else {
@@ -138,6 +135,12 @@ func (p *decodePass) Read(buf []byte) (int, error) {
 // else is damage and marks the object corrupt.
 func (p *decodePass) fail(err error) error {
 	if p.in.err != nil {
+		if errors.Is(p.in.err, ErrChanged) || errors.Is(p.in.err, ErrNotFound) {
+			// Mid-pass: the bytes so far are of the old version. The
+			// read fails (the caller reports it) rather than mixing them
+			// with the new version's.
+			return fmt.Errorf("backupy: %s: %w (%w)", p.b.Path, ErrReplaced, p.in.err)
+		}
 		return fmt.Errorf("backupy: reading %s: %w", p.b.Path, p.in.err)
 	}
 	var fe *gcmframe.FrameError
@@ -174,24 +177,8 @@ func (p *decodePass) Close() {
 	if ra, ok := p.body.(*readAhead); ok {
 		ra.stop()
 	}
-	p.file.Close()
-}
-
-// recordPass stores the results of a clean full pass: the decoded size
-// and a verified zstd checksum.
-func (b *Blob) recordPass(size int64) {
-	b.mu.Lock()
-	if b.dec.corrupt != nil {
-		b.mu.Unlock()
-		return
-	}
-	b.dec.size = size
-	b.dec.zstdOK = true
-	b.mu.Unlock()
-	b.store.disk.update(b, func(e *indexEntry) {
-		e.Decoded = &size
-		e.ZstdOK = true
-	})
+	p.seq.Close()
+	p.obj.Close()
 }
 
 // readAhead decrypts the next frame on a second goroutine while the zstd

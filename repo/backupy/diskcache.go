@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/user"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -42,6 +43,9 @@ type diskCache struct {
 	closed   bool
 
 	saveMu sync.Mutex
+
+	privateOnce sync.Once
+	privateErr  error
 }
 
 // caches holds the open cache directories of this process. Taking a lock
@@ -94,23 +98,48 @@ const (
 	maxIndexEntries = 50000
 )
 
-// defaultCacheDir returns $XDG_CACHE_HOME/backupfs/backupy or
-// ~/.cache/backupfs/backupy.
+// defaultCacheDir returns $XDG_CACHE_HOME/backupfs/backupy, or
+// ~/.cache/backupfs/backupy. Without $HOME (a systemd service has none
+// unless it sets one), the home directory comes from the user database,
+// and root's cache is /var/cache/backupfs/backupy.
 func defaultCacheDir() (string, error) {
-	if x := os.Getenv("XDG_CACHE_HOME"); x != "" && filepath.IsAbs(x) {
+	return cacheDirFrom(os.Getenv, os.Getuid(), func() (string, error) {
+		u, err := user.Current()
+		if err != nil {
+			return "", err
+		}
+		return u.HomeDir, nil
+	})
+}
+
+func cacheDirFrom(getenv func(string) string, uid int, home func() (string, error)) (string, error) {
+	if x := getenv("XDG_CACHE_HOME"); x != "" && filepath.IsAbs(x) {
 		return filepath.Join(x, "backupfs", "backupy"), nil
 	}
-	home, err := os.UserHomeDir()
-	if err != nil {
-		return "", fmt.Errorf("backupy: no cache directory: %w", err)
+	if h := getenv("HOME"); h != "" && filepath.IsAbs(h) {
+		return filepath.Join(h, ".cache", "backupfs", "backupy"), nil
 	}
-	return filepath.Join(home, ".cache", "backupfs", "backupy"), nil
+	if uid == 0 {
+		return "/var/cache/backupfs/backupy", nil
+	}
+	if h, err := home(); err == nil && filepath.IsAbs(h) && h != "/" {
+		return filepath.Join(h, ".cache", "backupfs", "backupy"), nil
+	}
+	return "", errNoCacheDir
 }
+
+// errNoCacheDir says which setting gives a cache directory.
+var errNoCacheDir = errors.New("backupy: no cache directory: $HOME is not set and the user has no home directory; set the cache directory (--backupy-cache-dir, or $XDG_CACHE_HOME)")
 
 // openDiskCache returns the cache directory dir (default: see
 // defaultCacheDir), opening it if this process has not yet. Each call must
 // be paired with a release. The size budget is the largest any user asked
 // for.
+//
+// Opening changes nothing in an existing directory but its lock file: a
+// mount refused after its stores were opened leaves the directory as it
+// was. Making it private (mode 0700) waits for the first write of
+// decoded data (see private).
 func openDiskCache(dir string, maxBytes int64, log *slog.Logger) (*diskCache, error) {
 	if dir == "" {
 		d, err := defaultCacheDir()
@@ -127,11 +156,16 @@ func openDiskCache(dir string, maxBytes int64, log *slog.Logger) (*diskCache, er
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("backupy: cache directory: %w", err)
 	}
-	if fi, err := os.Stat(dir); err == nil && fi.Mode().Perm() != 0o700 {
-		if err := os.Chmod(dir, 0o700); err != nil {
-			return nil, fmt.Errorf("backupy: cache directory %s is mode %v and cannot be made 0700: %w", dir, fi.Mode().Perm(), err)
-		}
-		log.Warn("backupy: cache directory was not private; set it to 0700", "dir", dir, "was", fi.Mode().Perm().String())
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return nil, fmt.Errorf("backupy: cache directory: %w", err)
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("backupy: cache directory %s: not a directory", dir)
+	}
+	if fi.Mode().Perm() != 0o700 && ownedByOther(fi) {
+		// It could never be made private.
+		return nil, fmt.Errorf("backupy: cache directory %s is mode %v and owned by another user; choose another", dir, fi.Mode().Perm())
 	}
 	// One diskCache per directory, however it is spelt.
 	if real, err := filepath.EvalSymlinks(dir); err == nil {
@@ -235,6 +269,27 @@ func (dc *diskCache) sweep() {
 	dc.save()
 }
 
+// private makes the cache directory mode 0700 before the first decoded
+// data is written to it, and says whether it is.
+func (dc *diskCache) private() error {
+	dc.privateOnce.Do(func() {
+		fi, err := os.Stat(dc.shared)
+		if err != nil {
+			dc.privateErr = fmt.Errorf("backupy: cache directory: %w", err)
+			return
+		}
+		if fi.Mode().Perm() == 0o700 {
+			return
+		}
+		if err := os.Chmod(dc.shared, 0o700); err != nil {
+			dc.privateErr = fmt.Errorf("backupy: cache directory %s is mode %v and cannot be made 0700: %w", dc.shared, fi.Mode().Perm(), err)
+			return
+		}
+		dc.log.Warn("backupy: cache directory was not private; set it to 0700", "dir", dc.shared, "was", fi.Mode().Perm().String())
+	})
+	return dc.privateErr
+}
+
 func (dc *diskCache) dataPath(id string) string { return filepath.Join(dc.dir, id+".dat") }
 
 // lookup returns a copy of an object's entry.
@@ -265,7 +320,7 @@ func (dc *diskCache) update(b *Blob, fn func(*indexEntry)) {
 func (dc *diskCache) entryLocked(b *Blob) *indexEntry {
 	e, ok := dc.entries[b.id]
 	if !ok {
-		e = &indexEntry{Store: b.store.root, Object: b.Path, Size: b.Size, MTime: b.ModTime.UnixNano()}
+		e = &indexEntry{Store: b.store.objects.Name(), Object: b.Path, Size: b.Size, MTime: b.ModTime.UnixNano()}
 		dc.entries[b.id] = e
 	}
 	e.Used = time.Now().UnixNano()
@@ -352,6 +407,35 @@ func (dc *diskCache) evictLocked() bool {
 		changed = true
 	}
 	return changed
+}
+
+// evictOne removes the least recently used complete data file that no
+// handle or job uses, other than the one of id, to make room on a full
+// disk. It reports whether it removed one.
+func (dc *diskCache) evictOne(except string) bool {
+	dc.mu.Lock()
+	var victim string
+	for id, e := range dc.entries {
+		if id != except && e.Cached > 0 && dc.jobs[id] == nil && (victim == "" || e.Used < dc.entries[victim].Used) {
+			victim = id
+		}
+	}
+	if victim == "" {
+		dc.mu.Unlock()
+		return false
+	}
+	e := dc.entries[victim]
+	err := os.Remove(dc.dataPath(victim))
+	if err == nil || errors.Is(err, os.ErrNotExist) {
+		e.Cached = 0
+	}
+	dc.mu.Unlock()
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		dc.log.Warn("backupy: evicting decoded file", "object", e.Object, "err", err)
+		return false
+	}
+	dc.save()
+	return true
 }
 
 func (dc *diskCache) evict() {

@@ -1,7 +1,12 @@
-// Package backupy presents a directory of downloaded Backupy backup objects
-// as read-only files: each run's database dump, decrypted and decompressed,
-// plus views for the compressed stream, the raw ciphertext and what is known
-// about the object.
+// Package backupy presents Backupy backup objects as read-only files: each
+// run's database dump, decrypted and decompressed, plus views for the
+// compressed stream, the raw ciphertext and what is known about the object.
+//
+// Objects come from an ObjectStore: a directory of downloaded objects
+// (LocalDir) or a bucket prefix of an S3 service. A Store lists it one
+// directory level at a time, when asked (Store.Dir), and lists a level
+// again once its listing is older than a short TTL; reads are ranged reads
+// of one object version, never mixing the bytes of two.
 //
 // A Backupy object is a zstd stream, usually cut into AES-256-GCM frames
 // (package gcmframe). The two layers behave very differently:
@@ -46,4 +51,17 @@
 // chosen for an object that does not open frame 0 means damage, not a
 // locked object. Keys never appear in logs, errors or views; only a
 // fingerprint does.
+//
+// Views live here, not in the FUSE layer. A Backupy object has no name,
+// mode or metadata of its own worth showing: what it is called depends on
+// what decrypting and sniffing it finds (".pgdump", ".sql", or ".enc" while
+// no key opens it), and which views exist depends on its key and its
+// integrity verdicts. So this package says which files an object shows as
+// (File: name, mode, size, content, xattrs, the .meta.json document), and
+// "backupfs backupy ls" and "cat" show the same names as the mount. The
+// rule is the same for both formats: a repository package gives a backup's
+// own files (a Bupstash snapshot's tree, a Backupy object's views); the
+// FUSE layer only arranges sources and backups into directories (Bupstash's
+// ids/, by-time/, by-tag/ and latest, Backupy's mirrored key directories)
+// and speaks FUSE.
 package backupy

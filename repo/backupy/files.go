@@ -136,7 +136,7 @@ func (b *Blob) rebuildFiles() []*File {
 		if views&ViewZst != 0 && b.pl.zstd {
 			add(main+".zst", FileZst)
 		}
-		if b.dec.corrupt != nil {
+		if b.dmg.found() != nil {
 			raw := base + ".enc"
 			if b.index == nil {
 				raw = b.basename()
@@ -178,17 +178,17 @@ func (f *File) SizeKnown() (int64, bool) {
 		doc, err := f.render()
 		return int64(len(doc)), err == nil
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
+	size, _ := b.decodedSize()
+	corrupt, at, good := b.dmg.state()
 	switch {
-	case b.dec.corrupt != nil && b.dec.corruptAt == 0:
-		return max(b.dec.size, 0), true
-	case b.dec.corrupt != nil && b.dec.goodDecoded >= 0:
-		return b.dec.goodDecoded, true
-	case b.dec.corrupt != nil:
+	case corrupt != nil && at == 0:
+		return max(size, 0), true
+	case corrupt != nil && good >= 0:
+		return good, true
+	case corrupt != nil:
 		return 0, false // a pass finds how much reads
-	case b.dec.size >= 0:
-		return b.dec.size, true
+	case size >= 0:
+		return size, true
 	}
 	return 0, false
 }
@@ -219,7 +219,7 @@ func (f *File) Size(ctx context.Context) (int64, error) {
 			return 0, err
 		}
 		// Damage the pass ran into: the part before it still reads.
-		b.noteGoodDecoded(n)
+		b.dmg.noteGoodDecoded(n)
 		if n, ok := f.SizeKnown(); ok {
 			return n, nil
 		}
@@ -227,8 +227,8 @@ func (f *File) Size(ctx context.Context) (int64, error) {
 	}
 	// A streaming handle may have finished first; both give the same size.
 	b.mu.Lock()
-	if b.dec.size < 0 {
-		b.dec.size = n
+	if b.size < 0 {
+		b.size = n
 	}
 	b.mu.Unlock()
 	return n, nil
@@ -247,7 +247,7 @@ func (f *File) Xattrs() []Xattr {
 	b := f.blob
 	b.mu.Lock()
 	state := b.stateLocked()
-	sha := b.dec.computedSHA
+	sha := b.computedSHA
 	if sha == "" && b.key != nil {
 		sha = b.key.sha
 	}
@@ -327,8 +327,8 @@ func (f *File) render() ([]byte, error) {
 			doc.ZstdChecksum = "not zstd"
 		}
 	}
-	if b.dec.size >= 0 {
-		n := b.dec.size
+	if b.size >= 0 {
+		n := b.size
 		doc.DecodedSize = &n
 	}
 	if b.key != nil {
@@ -338,12 +338,12 @@ func (f *File) render() ([]byte, error) {
 		}
 		doc.SHA256.Expected = b.key.sha
 	}
-	doc.SHA256.Computed = b.dec.computedSHA
-	if b.dec.zstdOK {
+	doc.SHA256.Computed = b.computedSHA
+	if b.zstdOK {
 		doc.ZstdChecksum = "ok"
 	}
-	if b.dec.corrupt != nil {
-		doc.Corruption = b.dec.corrupt.Error()
+	if corrupt := b.dmg.found(); corrupt != nil {
+		doc.Corruption = corrupt.Error()
 	}
 	b.mu.Unlock()
 	out, err := json.MarshalIndent(doc, "", "  ")

@@ -29,11 +29,11 @@ func (f *File) Open(ctx context.Context) (Handle, error) {
 	b := f.blob
 	switch f.kind {
 	case FileRaw:
-		file, err := b.openObject()
+		obj, err := b.open(ctx)
 		if err != nil {
 			return nil, err
 		}
-		return &rawHandle{f: file}, nil
+		return &rawHandle{obj: obj}, nil
 	case FileMeta:
 		doc, err := f.render()
 		if err != nil {
@@ -46,17 +46,17 @@ func (f *File) Open(ctx context.Context) (Handle, error) {
 	}
 	b.mu.Lock()
 	zstd := b.pl.zstd
-	check := b.Kind != KindEmpty && b.key != nil && b.key.sha != "" && b.dec.computedSHA == "" && b.dec.corrupt == nil
+	check := b.Kind != KindEmpty && b.key != nil && b.key.sha != "" && b.computedSHA == "" && b.dmg.found() == nil
 	b.mu.Unlock()
 	if f.kind == FileZst || !zstd || b.Kind == KindEmpty {
 		h := &compressedHandle{b: b}
 		if b.index == nil {
 			// Unencrypted: the compressed layer is the object itself.
-			file, err := b.openObject()
+			obj, err := b.open(ctx)
 			if err != nil {
 				return nil, err
 			}
-			h.f = file
+			h.obj = obj
 		}
 		if check {
 			h.seq = &seqCheck{b: b, sum: sha256.New()}
@@ -70,14 +70,14 @@ func (f *File) Open(ctx context.Context) (Handle, error) {
 	return &decodedHandle{b: b, job: j}, nil
 }
 
-// rawHandle reads the object file.
-type rawHandle struct{ f *os.File }
+// rawHandle reads the object.
+type rawHandle struct{ obj Object }
 
-func (h *rawHandle) ReadAt(_ context.Context, p []byte, off int64) (int, error) {
-	return h.f.ReadAt(p, off)
+func (h *rawHandle) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	return h.obj.ReadAt(ctx, p, off)
 }
 
-func (h *rawHandle) Close() error { return h.f.Close() }
+func (h *rawHandle) Close() error { return h.obj.Close() }
 
 // bytesHandle serves a snapshot taken at open.
 type bytesHandle struct{ r *bytes.Reader }
@@ -89,10 +89,10 @@ func (h *bytesHandle) ReadAt(_ context.Context, p []byte, off int64) (int, error
 func (h *bytesHandle) Close() error { return nil }
 
 // compressedHandle reads the compressed layer: decrypted frames through
-// the chunk cache, or the file of an unencrypted object.
+// the chunk cache, or the object itself if it is unencrypted.
 type compressedHandle struct {
 	b   *Blob
-	f   *os.File  // unencrypted objects only
+	obj Object    // unencrypted objects only
 	seq *seqCheck // when the object's hash is known but not yet checked
 }
 
@@ -101,19 +101,15 @@ func (h *compressedHandle) ReadAt(ctx context.Context, p []byte, off int64) (int
 		return 0, err
 	}
 	end := off + int64(len(p))
-	if err := h.b.damageBefore(end); err != nil {
+	if err := h.b.dmg.before(end); err != nil {
 		return 0, err
 	}
-	var raw io.ReaderAt
-	if h.f != nil {
-		raw = h.f
-	}
-	n, err := h.b.readCompressed(ctx, raw, p, off)
+	n, err := h.b.readCompressed(ctx, h.obj, p, off)
 	if err != nil && err != io.EOF {
 		return n, err
 	}
 	// A corruption found by another reader meanwhile wins.
-	if cerr := h.b.damageBefore(end); cerr != nil {
+	if cerr := h.b.dmg.before(end); cerr != nil {
 		return 0, cerr
 	}
 	if h.seq != nil && n > 0 {
@@ -128,8 +124,8 @@ func (h *compressedHandle) Close() error {
 	if h.seq != nil {
 		h.seq.close()
 	}
-	if h.f != nil {
-		return h.f.Close()
+	if h.obj != nil {
+		return h.obj.Close()
 	}
 	return nil
 }
@@ -152,8 +148,9 @@ type seqCheck struct {
 	spans  []span // plaintext ranges read, sorted, disjoint, not adjacent
 	hashed int64  // ciphertext bytes hashed
 	sum    hash.Hash
-	file   *os.File // the object, for hashing
-	off    bool     // finished or given up
+	seq    *seqReader // the object from where hashing got to
+	obj    Object
+	off    bool // finished or given up
 }
 
 type span struct{ start, end int64 }
@@ -202,14 +199,16 @@ func (s *seqCheck) hashTo(ctx context.Context, end int64) error {
 	if end <= s.hashed {
 		return nil
 	}
-	if s.file == nil {
-		f, err := s.b.openObject()
+	if s.seq == nil {
+		// Hashing runs on the store's context: it reads ahead beyond
+		// what this request needs, for the next requests.
+		seq, obj, err := s.b.sequential(s.b.store.ctx)
 		if err != nil {
 			return err
 		}
-		s.file = f
+		s.seq, s.obj = seq, obj
 	}
-	n, err := io.Copy(s.sum, readerWithContext{ctx, io.NewSectionReader(s.file, s.hashed, end-s.hashed)})
+	n, err := io.Copy(s.sum, readerWithContext{ctx, io.LimitReader(s.seq, end-s.hashed)})
 	s.hashed += n
 	if err == nil && s.hashed < end {
 		err = io.ErrUnexpectedEOF
@@ -224,9 +223,10 @@ func (s *seqCheck) hashTo(ctx context.Context, end int64) error {
 func (s *seqCheck) stop() {
 	s.off = true
 	s.spans = nil
-	if s.file != nil {
-		s.file.Close()
-		s.file = nil
+	if s.seq != nil {
+		s.seq.Close()
+		s.obj.Close()
+		s.seq, s.obj = nil, nil
 	}
 }
 
@@ -279,7 +279,7 @@ func (h *decodedHandle) ReadAt(ctx context.Context, p []byte, off int64) (int, e
 	// that taints every byte meanwhile, do not hand out bytes that may be
 	// wrong. Bytes a pass decoded before localised damage are fine, but a
 	// damaged object never reads to a clean end.
-	if cerr := h.b.wholeDamage(); cerr != nil {
+	if cerr := h.b.dmg.whole(); cerr != nil {
 		return 0, cerr
 	}
 	if err == io.EOF {
@@ -294,10 +294,10 @@ func (h *decodedHandle) read(ctx context.Context, p []byte, off int64) (int, err
 	if err := h.b.usable(); err != nil {
 		return 0, err
 	}
-	if err := h.b.wholeDamage(); err != nil {
+	if err := h.b.dmg.whole(); err != nil {
 		return 0, err
 	}
-	if err := h.b.pastGoodDecoded(off + int64(len(p))); err != nil {
+	if err := h.b.dmg.pastGoodDecoded(off + int64(len(p))); err != nil {
 		return 0, err // known to need bytes past the damage: no pass
 	}
 	if n, ok := h.b.decodedSize(); ok && off >= n {
@@ -314,7 +314,7 @@ func (h *decodedHandle) read(ctx context.Context, p []byte, off int64) (int, err
 	if h.stream == nil && !h.noStream {
 		window := h.b.store.opts.StreamWindow
 		if off <= int64(window) && !h.job.active() {
-			pass, err := h.b.newPass()
+			pass, err := h.b.newPass(h.b.store.ctx)
 			if err != nil {
 				h.mu.Unlock()
 				return 0, err
@@ -357,12 +357,6 @@ func (h *decodedHandle) Close() error {
 	h.mu.Unlock()
 	h.b.store.disk.releaseJob(h.job)
 	return nil
-}
-
-func (b *Blob) decodedSize() (int64, bool) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.dec.size, b.dec.size >= 0
 }
 
 // covers reports whether [off, off+n) is decoded already (or past the end

@@ -2,6 +2,7 @@ package backupy
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -14,10 +15,9 @@ import (
 	"sort"
 	"strings"
 	"time"
-)
 
-// ErrKeyring is wrapped by every keyring syntax error.
-var ErrKeyring = errors.New("invalid keyring")
+	"github.com/backupfs/backupfs/internal/untrusted"
+)
 
 // EnvKeyring names the environment variable holding a keyring file path,
 // used when no keyring file is given explicitly.
@@ -266,7 +266,10 @@ func LoadKeys(src KeySources, log *slog.Logger) (*Keyring, error) {
 			p := filepath.Join(dir, e.Name())
 			t, err := readTokenFile(p, nil)
 			if err != nil {
-				return nil, err
+				// One bad file among many must not cost the others:
+				// it is skipped, as a bad object in a store is.
+				log.Warn("backupy: skipping unreadable token file", "file", p, "err", err)
+				continue
 			}
 			if err := addToken(t, "token "+p); err != nil {
 				return nil, err
@@ -290,19 +293,30 @@ func LoadKeys(src KeySources, log *slog.Logger) (*Keyring, error) {
 }
 
 func readKeyringFile(name string, log *slog.Logger) (*Keyring, error) {
-	f, err := os.Open(name)
+	f, fi, err := untrusted.Open(name)
 	if err != nil {
 		return nil, fmt.Errorf("keyring: %w", err)
 	}
 	defer f.Close()
-	if fi, err := f.Stat(); err == nil && fi.Mode().Perm()&0o077 != 0 {
+	if fi.Mode().Perm()&0o077 != 0 {
 		log.Warn("backupy: keyring file is readable by others; it should be mode 0600", "file", name, "mode", fi.Mode().Perm().String())
 	}
-	return ParseKeyring(f, name)
+	if fi.Size() > untrusted.Keyring {
+		return nil, fmt.Errorf("keyring: %w", &fs.PathError{Op: "read", Path: name, Err: fmt.Errorf("%w: %s, over the limit of %s",
+			untrusted.ErrTooLarge, untrusted.FormatSize(fi.Size()), untrusted.FormatSize(untrusted.Keyring))})
+	}
+	text, err := untrusted.ReadAll(f, name, untrusted.Keyring)
+	if err != nil {
+		return nil, fmt.Errorf("keyring: %w", err)
+	}
+	defer clear(text)
+	return ParseKeyring(bytes.NewReader(text), name)
 }
 
 // readTokenFile reads one token from a file ("-" = stdin), trimming
-// surrounding white space as the upstream tool does.
+// surrounding white space as the upstream tool does. The file must be a
+// regular file of at most untrusted.Token bytes: a FIFO or a device is
+// refused at once, never waited on or read without end.
 func readTokenFile(name string, stdin io.Reader) (*Token, error) {
 	var b []byte
 	var err error
@@ -310,14 +324,10 @@ func readTokenFile(name string, stdin io.Reader) (*Token, error) {
 		if stdin == nil {
 			return nil, errors.New("token from standard input: not available")
 		}
-		b, err = io.ReadAll(io.LimitReader(stdin, 1<<20))
+		b, err = untrusted.ReadAll(stdin, "standard input", untrusted.Token)
 		name = "standard input"
 	} else {
-		var fi fs.FileInfo
-		if fi, err = os.Stat(name); err == nil && fi.Size() > 1<<20 {
-			return nil, fmt.Errorf("token file %s: larger than 1 MiB", name)
-		}
-		b, err = os.ReadFile(name)
+		b, err = untrusted.ReadFile(name, untrusted.Token)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("token file: %w", err)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"syscall"
 )
 
 // matJob decodes one object into its data file in the cache directory and
@@ -187,9 +188,9 @@ func (j *matJob) run(ctx context.Context) {
 	}
 	j.dc.mu.Unlock()
 	if errors.Is(err, ErrCorrupt) {
-		j.b.noteGoodDecoded(size)
+		j.b.dmg.noteGoodDecoded(size)
 	}
-	if err != nil && !errors.Is(err, ErrCorrupt) && !errors.Is(err, context.Canceled) {
+	if err != nil && !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrReplaced) && !errors.Is(err, errCacheFull) && !errors.Is(err, context.Canceled) {
 		j.dc.log.Warn("backupy: decoding into the cache failed", "object", j.b.Path, "err", err)
 	}
 	if done {
@@ -205,6 +206,9 @@ func (j *matJob) run(ctx context.Context) {
 const copyChunk = 1 << 20
 
 func (j *matJob) decode(ctx context.Context) error {
+	if err := j.dc.private(); err != nil {
+		return err
+	}
 	j.lock()
 	if j.file == nil {
 		f, err := os.OpenFile(j.dc.dataPath(j.id), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
@@ -217,7 +221,7 @@ func (j *matJob) decode(ctx context.Context) error {
 	f, skip := j.file, j.hwm
 	j.unlock()
 
-	pass, err := j.b.newPass()
+	pass, err := j.b.newPass(ctx)
 	if err != nil {
 		return err
 	}
@@ -237,8 +241,8 @@ func (j *matJob) decode(ctx context.Context) error {
 				pos += drop
 			}
 			if len(chunk) > 0 {
-				if _, err := f.WriteAt(chunk, pos); err != nil {
-					return fmt.Errorf("backupy: writing cache file for %s: %w", j.b.Path, err)
+				if err := j.write(f, chunk, pos); err != nil {
+					return err
 				}
 				pos += int64(len(chunk))
 				j.lock()
@@ -259,6 +263,70 @@ func (j *matJob) decode(ctx context.Context) error {
 	}
 }
 
+// jobState is what a job has published.
+type jobState struct {
+	hwm  int64
+	done bool
+	file *os.File
+}
+
+// await returns the job's state once ready says it will do, starting
+// the job as needed. When a run fails, one new demand restarts it (an
+// I/O error may pass), unless the object is corrupt; a second failure,
+// or corruption, is returned with the state it left.
+func (j *matJob) await(ctx context.Context, ready func(jobState) bool) (jobState, error) {
+	restarted := false
+	for {
+		select {
+		case j.mu <- struct{}{}:
+		case <-ctx.Done():
+			return jobState{}, context.Cause(ctx)
+		}
+		st, jerr, changed := jobState{j.hwm, j.done, j.file}, j.err, j.changed
+		j.unlock()
+		if ready(st) {
+			return st, nil
+		}
+		if jerr != nil {
+			if restarted || errors.Is(jerr, ErrCorrupt) {
+				return st, jerr
+			}
+			restarted = true
+		}
+		if !j.start() {
+			if err := j.stalled(); err != nil {
+				return st, err
+			}
+			continue
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return jobState{}, context.Cause(ctx)
+		}
+	}
+}
+
+// write writes decoded bytes to the data file. On a full disk it evicts
+// the decoded files of other objects no handle uses, least recently used
+// first, and tries again; when nothing is left to evict the decode fails
+// with errCacheFull, which readers see as EIO.
+func (j *matJob) write(f *os.File, p []byte, off int64) error {
+	for {
+		_, err := f.WriteAt(p, off)
+		switch {
+		case err == nil:
+			return nil
+		case !errors.Is(err, syscall.ENOSPC) && !errors.Is(err, syscall.EDQUOT):
+			return fmt.Errorf("backupy: writing cache file for %s: %w", j.b.Path, err)
+		case !j.dc.evictOne(j.id):
+			// The errno is not wrapped: a full cache is not the reader's
+			// disk being full.
+			return fmt.Errorf("backupy: %s: %w (%v)", j.b.Path, errCacheFull, err)
+		}
+	}
+}
+
 // readAt reads decoded bytes at off, waiting for the job when they are not
 // decoded yet. It starts the job if needed. Like io.ReaderAt it returns
 // io.EOF when fewer than len(p) bytes remain.
@@ -266,83 +334,36 @@ func (j *matJob) readAt(ctx context.Context, p []byte, off int64) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	restarted := false
-	for {
-		select {
-		case j.mu <- struct{}{}:
-		case <-ctx.Done():
-			return 0, context.Cause(ctx)
-		}
-		hwm, done, jerr, f, changed := j.hwm, j.done, j.err, j.file, j.changed
-		j.unlock()
-		// The file stays open while the caller holds the job.
-		if off+int64(len(p)) <= hwm || done {
-			if off >= hwm {
-				return 0, io.EOF
-			}
-			want := min(int64(len(p)), hwm-off)
-			n, err := f.ReadAt(p[:want], off)
-			if err == nil && n < len(p) {
-				err = io.EOF
-			}
-			if err != nil && err != io.EOF {
-				err = fmt.Errorf("backupy: reading cache file for %s: %w", j.b.Path, err)
-			}
-			return n, err
-		}
-		if jerr != nil {
-			// The last run failed. A new demand restarts it once, unless
-			// the object is corrupt.
-			if restarted || errors.Is(jerr, ErrCorrupt) {
-				return 0, jerr
-			}
-			restarted = true
-		}
-		if !j.start() {
-			if err := j.stalled(); err != nil {
-				return 0, err
-			}
-			continue
-		}
-		select {
-		case <-changed:
-		case <-ctx.Done():
-			return 0, context.Cause(ctx)
-		}
+	end := off + int64(len(p))
+	st, err := j.await(ctx, func(st jobState) bool { return end <= st.hwm || st.done })
+	if err != nil {
+		return 0, err
 	}
+	// The file stays open while the caller holds the job.
+	if off >= st.hwm {
+		return 0, io.EOF
+	}
+	want := min(int64(len(p)), st.hwm-off)
+	n, err := st.file.ReadAt(p[:want], off)
+	if err == nil && n < len(p) {
+		err = io.EOF
+	}
+	if err != nil && err != io.EOF {
+		err = fmt.Errorf("backupy: reading cache file for %s: %w", j.b.Path, err)
+	}
+	return n, err
 }
 
 // wait blocks until the job is done and returns the decoded size. If the
 // object is corrupt, it returns the error with how much was decoded before
 // the damage.
 func (j *matJob) wait(ctx context.Context) (int64, error) {
-	restarted := false
-	for {
-		j.lock()
-		done, size, jerr, changed := j.done, j.hwm, j.err, j.changed
-		j.unlock()
-		if done {
-			return size, nil
-		}
-		if jerr != nil {
-			if errors.Is(jerr, ErrCorrupt) {
-				return size, jerr
-			}
-			if restarted {
-				return 0, jerr
-			}
-			restarted = true
-		}
-		if !j.start() {
-			if err := j.stalled(); err != nil {
-				return 0, err
-			}
-			continue
-		}
-		select {
-		case <-changed:
-		case <-ctx.Done():
-			return 0, context.Cause(ctx)
-		}
+	st, err := j.await(ctx, func(st jobState) bool { return st.done })
+	switch {
+	case err == nil:
+		return st.hwm, nil
+	case errors.Is(err, ErrCorrupt):
+		return st.hwm, err
 	}
+	return 0, err
 }

@@ -11,10 +11,6 @@ import (
 	"time"
 )
 
-// ErrToken is wrapped by every error about a malformed or unusable
-// decryption token.
-var ErrToken = errors.New("invalid decryption token")
-
 // Token is a parsed Backupy decryption token: the JWT the server issues
 // from POST /runs/:id/decryption-token. Its payload carries the run's DEK
 // in the clear; the HS256 signature cannot be checked without the server's
@@ -55,114 +51,141 @@ func ParseToken(s string) (*Token, error) {
 		return nil, fmt.Errorf("%w: decode payload: not base64url", ErrToken)
 	}
 	defer clear(payload)
-	var claims map[string]json.RawMessage
+	var p claimParser
 	dec := json.NewDecoder(bytes.NewReader(payload))
 	dec.UseNumber()
-	if err := dec.Decode(&claims); err != nil || claims == nil {
+	if err := dec.Decode(&p.claims); err != nil || p.claims == nil {
 		return nil, fmt.Errorf("%w: payload is not a JSON object", ErrToken)
 	}
+
 	t := &Token{}
-	str := func(name string, required bool) (string, error) {
-		raw, ok := claims[name]
-		if !ok {
-			if required {
-				return "", fmt.Errorf("%w: missing claim: %s", ErrToken, name)
-			}
-			return "", nil
-		}
-		var v string
-		if err := json.Unmarshal(raw, &v); err != nil || (required && v == "") {
-			return "", fmt.Errorf("%w: malformed token: %s (not a non-empty string)", ErrToken, name)
-		}
-		return v, nil
-	}
-	num := func(name string, required bool) (json.Number, bool, error) {
-		raw, ok := claims[name]
-		if !ok {
-			if required {
-				return "", false, fmt.Errorf("%w: missing claim: %s", ErrToken, name)
-			}
-			return "", false, nil
-		}
-		var v json.Number
-		d := json.NewDecoder(bytes.NewReader(raw))
-		d.UseNumber()
-		if err := d.Decode(&v); err != nil {
-			return "", false, fmt.Errorf("%w: malformed token: %s (not a number)", ErrToken, name)
-		}
-		return v, true, nil
-	}
 	// iss and aud only produce warnings, so any JSON value is kept as text
 	// for the warning (an array aud, say) rather than rejected.
-	lenient := func(name string) string {
-		raw := claims[name]
-		var v string
-		if json.Unmarshal(raw, &v) == nil {
-			return v
-		}
-		return string(raw)
+	t.Issuer, t.Audience = p.text("iss"), p.text("aud")
+	t.Subject = p.str("sub", true)
+	t.RunID = p.str("run_id", true)
+	t.CompanyID = p.str("company_id", true)
+	t.Expiry = p.time("exp", true)
+	t.IssuedAt = p.time("iat", false)
+	if alg := p.str("alg", true); p.err == nil && !strings.EqualFold(alg, tokenAlg) {
+		p.fail("unsupported algorithm: %q", alg)
 	}
-	t.Issuer, t.Audience = lenient("iss"), lenient("aud")
-	for _, c := range []struct {
-		name string
-		dst  *string
-	}{{"sub", &t.Subject}, {"run_id", &t.RunID}, {"company_id", &t.CompanyID}} {
-		if *c.dst, err = str(c.name, true); err != nil {
-			return nil, err
+	if fv, _ := p.number("format_version", true); p.err == nil {
+		if v, err := fv.Float64(); err != nil || v != 1 {
+			p.fail("unsupported format version: %s", fv)
 		}
 	}
-	exp, _, err := num("exp", true)
-	if err != nil {
-		return nil, err
-	}
-	if t.Expiry, err = unixTime(exp); err != nil {
-		return nil, fmt.Errorf("%w: malformed token: exp (%v)", ErrToken, err)
-	}
-	if iat, ok, err := num("iat", false); err != nil {
-		return nil, err
-	} else if ok {
-		if t.IssuedAt, err = unixTime(iat); err != nil {
-			return nil, fmt.Errorf("%w: malformed token: iat (%v)", ErrToken, err)
-		}
-	}
-	alg, err := str("alg", true)
-	if err != nil {
-		return nil, err
-	}
-	if !strings.EqualFold(alg, tokenAlg) {
-		return nil, fmt.Errorf("%w: unsupported algorithm: %q", ErrToken, alg)
-	}
-	fv, _, err := num("format_version", true)
-	if err != nil {
-		return nil, err
-	}
-	if v, err := fv.Float64(); err != nil || v != 1 {
-		return nil, fmt.Errorf("%w: unsupported format version: %s", ErrToken, fv)
-	}
-	sum, err := str("sha256", false)
-	if err != nil {
-		return nil, err
-	}
-	if sum != "" {
+	if sum := p.str("sha256", false); p.err == nil && sum != "" {
 		if b, err := hex.DecodeString(sum); err != nil || len(b) != 32 {
-			return nil, fmt.Errorf("%w: sha256 claim is not 64 hex digits", ErrToken)
+			p.fail("sha256 claim is not 64 hex digits")
 		}
 		t.SHA256 = strings.ToLower(sum)
 	}
-	dekText, err := str("dek", true)
-	if err != nil {
-		return nil, err
+	t.DEK = p.dek("dek")
+	if p.err != nil {
+		return nil, p.err
 	}
-	raw, err := base64.StdEncoding.DecodeString(dekText)
-	if err != nil {
-		return nil, fmt.Errorf("%w: dek not valid base64", ErrToken)
-	}
-	defer clear(raw)
-	if len(raw) != 32 {
-		return nil, fmt.Errorf("%w: dek length = %d, want 32", ErrToken, len(raw))
-	}
-	t.DEK, _ = newDEK(raw)
 	return t, nil
+}
+
+// claimParser reads a token's claims in order. The first error sticks:
+// every later read is a no-op, and ParseToken returns that error once at
+// the end (as archive/tar's parser does).
+type claimParser struct {
+	claims map[string]json.RawMessage
+	err    error
+}
+
+// fail records an error unless one is recorded already.
+func (p *claimParser) fail(format string, args ...any) {
+	if p.err == nil {
+		p.err = fmt.Errorf("%w: "+format, append([]any{ErrToken}, args...)...)
+	}
+}
+
+// raw returns a claim's JSON, failing if a required one is absent.
+func (p *claimParser) raw(name string, required bool) (json.RawMessage, bool) {
+	if p.err != nil {
+		return nil, false
+	}
+	raw, ok := p.claims[name]
+	if !ok && required {
+		p.fail("missing claim: %s", name)
+	}
+	return raw, ok
+}
+
+// str reads a string claim; a required one must not be empty.
+func (p *claimParser) str(name string, required bool) string {
+	raw, ok := p.raw(name, required)
+	if !ok {
+		return ""
+	}
+	var v string
+	if err := json.Unmarshal(raw, &v); err != nil || (required && v == "") {
+		p.fail("malformed token: %s (not a non-empty string)", name)
+	}
+	return v
+}
+
+// text reads a claim of any type as text, never failing.
+func (p *claimParser) text(name string) string {
+	raw := p.claims[name]
+	var v string
+	if json.Unmarshal(raw, &v) == nil {
+		return v
+	}
+	return string(raw)
+}
+
+// number reads a numeric claim, keeping its text.
+func (p *claimParser) number(name string, required bool) (json.Number, bool) {
+	raw, ok := p.raw(name, required)
+	if !ok {
+		return "", false
+	}
+	var v json.Number
+	d := json.NewDecoder(bytes.NewReader(raw))
+	d.UseNumber()
+	if err := d.Decode(&v); err != nil {
+		p.fail("malformed token: %s (not a number)", name)
+		return "", false
+	}
+	return v, true
+}
+
+// time reads a claim of Unix seconds; the zero time if it is absent.
+func (p *claimParser) time(name string, required bool) time.Time {
+	n, ok := p.number(name, required)
+	if !ok {
+		return time.Time{}
+	}
+	t, err := unixTime(n)
+	if err != nil {
+		p.fail("malformed token: %s (%v)", name, err)
+	}
+	return t
+}
+
+// dek reads the key: standard base64 of exactly 32 bytes. Errors say
+// what is wrong with it, never what it is.
+func (p *claimParser) dek(name string) *DEK {
+	text := p.str(name, true)
+	if p.err != nil {
+		return nil
+	}
+	raw, err := base64.StdEncoding.DecodeString(text)
+	defer clear(raw)
+	if err != nil {
+		p.fail("dek not valid base64")
+		return nil
+	}
+	if len(raw) != 32 {
+		p.fail("dek length = %d, want 32", len(raw))
+		return nil
+	}
+	k, _ := newDEK(raw)
+	return k
 }
 
 func unixTime(n json.Number) (time.Time, error) {

@@ -4,11 +4,10 @@ package backupy
 
 import (
 	"errors"
+	"io/fs"
 	"os"
 	"syscall"
 )
-
-var errLockBusy = errors.New("cache directory locked by another process")
 
 // lockDir takes an exclusive advisory lock on the file name, held until
 // the returned function is called or the process exits.
@@ -28,4 +27,11 @@ func lockDir(name string) (func(), error) {
 		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
 		f.Close()
 	}, nil
+}
+
+// ownedByOther reports whether a file belongs to another user, so that
+// this process (not root) cannot change its mode.
+func ownedByOther(fi fs.FileInfo) bool {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return ok && os.Geteuid() != 0 && int(st.Uid) != os.Geteuid()
 }
