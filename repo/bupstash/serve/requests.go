@@ -45,28 +45,9 @@ func (c *Conn) open(ctx context.Context) error {
 func (c *Conn) SyncOpLog(ctx context.Context, after *uint64, gen *bupstash.Xid) (bupstash.Xid, []rawOp, error) {
 	var g bupstash.Xid
 	var ops []rawOp
-	ex := newExchange(func(pr *packetReader) error {
-		p, err := pr.expectPayload(msgOpLogSyncReply, xidSize)
-		if err != nil {
-			return err
-		}
-		if g, err = decodeOpLogSyncReply(p); err != nil {
-			return err
-		}
-		for {
-			p, err := pr.expectPayload(msgSyncLogOps, int(pr.max))
-			if err != nil {
-				return err
-			}
-			batch, err := decodeSyncLogOps(p)
-			if err != nil {
-				return err
-			}
-			if len(batch) == 0 {
-				return nil
-			}
-			ops = append(ops, batch...)
-		}
+	ex := newExchange(func(pr *packetReader) (err error) {
+		g, ops, err = recvOpLog(pr)
+		return err
 	}, nil)
 	if err := c.do(ctx, ex, opLogSyncRequest(after, gen)); err != nil {
 		return g, nil, err
@@ -74,22 +55,52 @@ func (c *Conn) SyncOpLog(ctx context.Context, after *uint64, gen *bupstash.Xid) 
 	return g, ops, nil
 }
 
+// recvOpLog reads the answer to TRequestOpLogSync: the generation, then
+// batches of operations up to an empty one.
+func recvOpLog(pr *packetReader) (gen bupstash.Xid, ops []rawOp, err error) {
+	p, err := pr.expectPayload(msgOpLogSyncReply, xidSize)
+	if err != nil {
+		return gen, nil, err
+	}
+	if gen, err = decodeOpLogSyncReply(p); err != nil {
+		return gen, nil, err
+	}
+	for {
+		p, err := pr.expectPayload(msgSyncLogOps, int(pr.max))
+		if err != nil {
+			return gen, nil, err
+		}
+		batch, err := decodeSyncLogOps(p)
+		if err != nil {
+			return gen, nil, err
+		}
+		if len(batch) == 0 {
+			return gen, ops, nil
+		}
+		ops = append(ops, batch...)
+	}
+}
+
 // Metadata returns an item's metadata as stored, or nil if the server
 // has no such item. Servers from 0.11 on return removed items too.
 func (c *Conn) Metadata(ctx context.Context, id bupstash.Xid) ([]byte, error) {
 	var meta []byte
-	ex := newExchange(func(pr *packetReader) error {
-		p, err := pr.expectPayload(msgMetadataReply, maxMetadataReply)
-		if err != nil {
-			return err
-		}
-		meta, err = decodeMetadataReply(p)
+	ex := newExchange(func(pr *packetReader) (err error) {
+		meta, err = recvMetadata(pr)
 		return err
 	}, nil)
 	if err := c.do(ctx, ex, metadataRequest(id)); err != nil {
 		return nil, err
 	}
 	return meta, nil
+}
+
+func recvMetadata(pr *packetReader) ([]byte, error) {
+	p, err := pr.expectPayload(msgMetadataReply, maxMetadataReply)
+	if err != nil {
+		return nil, err
+	}
+	return decodeMetadataReply(p)
 }
 
 // ChunkCall is a request for chunks on its way.
