@@ -319,7 +319,11 @@ func TestPartialWalk(t *testing.T) {
 		// Leaf 1: root, bottom 0, leaf 1. Leaf 4: bottom 1, leaf 4.
 		// Leaf 5: just the leaf.
 		steps := []func() error{
-			func() error { s.chunk(tr.meta.Address, tr.root); s.chunk(tr.bAddr[0], tr.bottom[0]); return s.chunk(tr.lAddr[1], tr.leaves[1]) },
+			func() error {
+				s.chunk(tr.meta.Address, tr.root)
+				s.chunk(tr.bAddr[0], tr.bottom[0])
+				return s.chunk(tr.lAddr[1], tr.leaves[1])
+			},
 			func() error { s.chunk(tr.bAddr[1], tr.bottom[1]); return s.chunk(tr.lAddr[4], tr.leaves[4]) },
 			func() error { return s.chunk(tr.lAddr[5], tr.leaves[5]) },
 		}
