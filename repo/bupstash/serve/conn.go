@@ -215,12 +215,12 @@ func (c *Conn) enqueueLocked(ex *exchange) {
 func (c *Conn) writeLocked(reqs ...request) error {
 	for _, r := range reqs {
 		if err := c.pw.write(r); err != nil {
-			c.fail(fmt.Errorf("%w: writing %s: %w", ErrDisconnected, r.msg, err))
+			c.fail(c.explain(err))
 			return c.Err()
 		}
 	}
 	if err := c.pw.w.Flush(); err != nil {
-		c.fail(fmt.Errorf("%w: %w", ErrDisconnected, err))
+		c.fail(c.explain(err))
 		return c.Err()
 	}
 	return nil
