@@ -130,6 +130,11 @@ func (p *process) kill() {
 // awaitExit waits up to d for the process to exit and returns its exit
 // status, or nil if it is still running.
 func (p *process) awaitExit(d time.Duration) (exited bool, status error) {
+	select {
+	case <-p.exited:
+		return true, p.status
+	default:
+	}
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -148,9 +153,6 @@ type stderrRing struct {
 	mu    sync.Mutex
 	lines []string // the last maxLines lines
 	done  chan struct{}
-	// progress counts bytes received, which shows a server is alive
-	// while it works (a schema upgrade prints as it goes).
-	progress func()
 }
 
 const (
@@ -226,13 +228,6 @@ func (s *stderrRing) line(wait time.Duration) string {
 		return ""
 	}
 	return quoteLine(s.lines[len(s.lines)-1])
-}
-
-// all returns every line kept.
-func (s *stderrRing) all() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]string(nil), s.lines...)
 }
 
 // quoteLine makes a line from a server safe to show on one line of a
