@@ -128,7 +128,7 @@ func removedItems(t testing.TB, dir string) map[bupstash.Xid][]byte {
 }
 
 // treesOf decodes the tree shapes from item metadata.
-func treesOf(t testing.TB, meta []byte) (data bupstash.TreeMeta, index *bupstash.TreeMeta) {
+func treesOf(t testing.TB, meta []byte) (data bupstash.HTreeMeta, index *bupstash.HTreeMeta) {
 	t.Helper()
 	d := bare.NewDecoder(meta)
 	v := d.Uint()
@@ -136,8 +136,8 @@ func treesOf(t testing.TB, meta []byte) (data bupstash.TreeMeta, index *bupstash
 	if v >= 1 {
 		d.U64()
 	}
-	tree := func() bupstash.TreeMeta {
-		return bupstash.TreeMeta{Height: d.Uint(), DataChunkCount: d.Uint(), Address: d.Array32()}
+	tree := func() bupstash.HTreeMeta {
+		return bupstash.HTreeMeta{Height: d.Uint(), DataChunkCount: d.Uint(), Address: d.Array32()}
 	}
 	data = tree()
 	if d.Option() {

@@ -17,7 +17,7 @@ import (
 // testTree is a hash tree of height 2 made up in the test: six leaves
 // under two bottom nodes under a root.
 type testTree struct {
-	meta   bupstash.TreeMeta
+	meta   bupstash.HTreeMeta
 	root   []byte // stored: entries ‖ footer
 	bottom [2][]byte
 	bAddr  [2]bupstash.Address
@@ -46,7 +46,7 @@ func newTestTree() *testTree {
 	}
 	var rootAddr bupstash.Address
 	t.root, rootAddr = nodeOf([]uint64{3, 3}, t.bAddr[:])
-	t.meta = bupstash.TreeMeta{Height: 2, DataChunkCount: 6, Address: rootAddr}
+	t.meta = bupstash.HTreeMeta{Height: 2, DataChunkCount: 6, Address: rootAddr}
 	return t
 }
 
@@ -255,14 +255,14 @@ func TestHostileChunks(t *testing.T) {
 	compressed := append(tr.root[:len(tr.root)-1:len(tr.root)-1], 1)
 	partial := []struct {
 		name  string
-		meta  bupstash.TreeMeta
+		meta  bupstash.HTreeMeta
 		serve func(s *fakeServer) error
 		want  error
 	}{
 		{"node not matching its address", tr.meta, func(s *fakeServer) error {
 			return s.chunk(tr.meta.Address, badNode)
 		}, bupstash.ErrCorrupt},
-		{"node with wrong counts", bupstash.TreeMeta{Height: 2, DataChunkCount: 6, Address: badCountsAddr}, func(s *fakeServer) error {
+		{"node with wrong counts", bupstash.HTreeMeta{Height: 2, DataChunkCount: 6, Address: badCountsAddr}, func(s *fakeServer) error {
 			s.chunk(badCountsAddr, badCounts)
 			return s.chunk(tr.bAddr[0], tr.bottom[0]) // 3 leaves, where the root says 2
 		}, bupstash.ErrCorrupt},

@@ -19,7 +19,7 @@ import (
 
 // tallRepo writes a repository with a raw item whose data tree is high:
 // 16-byte leaves, nodes of at most three entries.
-func tallRepo(t *testing.T) (dir string, meta bupstash.TreeMeta, id bupstash.Xid) {
+func tallRepo(t *testing.T) (dir string, meta bupstash.HTreeMeta, id bupstash.Xid) {
 	t.Helper()
 	dir = filepath.Join(t.TempDir(), "repo")
 	r, err := testrepo.Create(dir, &testrepo.Options{MinChunkSize: 16, MaxChunkSize: 16, NodeMinSize: 80, NodeMaxSize: 120})
@@ -37,10 +37,10 @@ func tallRepo(t *testing.T) (dir string, meta bupstash.TreeMeta, id bupstash.Xid
 	if err := r.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if info.DataTree.Height < 3 {
-		t.Fatalf("tree of height %d", info.DataTree.Height)
+	if info.DataHTree.Height < 3 {
+		t.Fatalf("tree of height %d", info.DataHTree.Height)
 	}
-	return dir, info.DataTree, info.ID
+	return dir, info.DataHTree, info.ID
 }
 
 // TestTallTrees reads a tree of height 5 by leaves picked out of order

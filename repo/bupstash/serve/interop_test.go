@@ -101,7 +101,7 @@ func TestInterop(t *testing.T) {
 	}
 }
 
-func checkIndex(t *testing.T, c *Conn, dir string, id bupstash.Xid, meta bupstash.TreeMeta) {
+func checkIndex(t *testing.T, c *Conn, dir string, id bupstash.Xid, meta bupstash.HTreeMeta) {
 	t.Helper()
 	ctx := testContext(t, time.Minute)
 	var leaves uint64
@@ -128,7 +128,7 @@ func checkIndex(t *testing.T, c *Conn, dir string, id bupstash.Xid, meta bupstas
 
 // checkCursor reads every leaf of a data tree through one cursor, all
 // requests written before the first answer is read.
-func checkCursor(t *testing.T, c *Conn, dir string, id bupstash.Xid, meta bupstash.TreeMeta) {
+func checkCursor(t *testing.T, c *Conn, dir string, id bupstash.Xid, meta bupstash.HTreeMeta) {
 	t.Helper()
 	ctx := testContext(t, time.Minute)
 	cu, err := c.NewCursor(id, meta)

@@ -19,7 +19,7 @@ import (
 type Cursor struct {
 	c    *Conn
 	id   bupstash.Xid
-	meta bupstash.TreeMeta
+	meta bupstash.HTreeMeta
 
 	// Writer side, under c.wmu.
 	next    uint64 // the lowest leaf that may be asked for next
@@ -35,7 +35,7 @@ type Cursor struct {
 // NewCursor prepares a partial-data session on item id, whose data tree
 // is meta; nothing is sent until the first leaf is asked for. The
 // connection must not be in another session.
-func (c *Conn) NewCursor(id bupstash.Xid, meta bupstash.TreeMeta) (*Cursor, error) {
+func (c *Conn) NewCursor(id bupstash.Xid, meta bupstash.HTreeMeta) (*Cursor, error) {
 	walk, err := newTreeWalk(meta)
 	if err != nil {
 		return nil, err

@@ -139,7 +139,7 @@ func releaseChunks(pool *cache.BufferPool, chunks *[]Chunk) func() {
 // while fn runs, the server waits (the pipes fill), which lets a slow
 // consumer read an index as a stream. An error from fn ends the
 // connection. Leaves' buffers come from pool and belong to fn.
-func (c *Conn) Index(id bupstash.Xid, meta bupstash.TreeMeta, pool *cache.BufferPool, fn func(Chunk) error) (*Call, error) {
+func (c *Conn) Index(id bupstash.Xid, meta bupstash.HTreeMeta, pool *cache.BufferPool, fn func(Chunk) error) (*Call, error) {
 	walk, err := newTreeWalk(meta)
 	if err != nil {
 		return nil, err

@@ -29,7 +29,7 @@ type walkBlock struct {
 	off     int
 }
 
-func newTreeWalk(m bupstash.TreeMeta) (*treeWalk, error) {
+func newTreeWalk(m bupstash.HTreeMeta) (*treeWalk, error) {
 	if m.Height > maxTreeHeight || m.DataChunkCount == 0 || (m.Height == 0 && m.DataChunkCount != 1) {
 		return nil, fmt.Errorf("%w: impossible tree shape (height %d, %d leaves)", bupstash.ErrCorrupt, m.Height, m.DataChunkCount)
 	}
