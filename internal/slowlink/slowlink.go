@@ -144,13 +144,15 @@ func (l *Link) pipe(dst, src net.Conn, p *pacer, carried *atomic.Int64) {
 			if d := time.Until(s.arrive); d > 0 {
 				time.Sleep(d)
 			}
+			// Counted as handed over, so that whoever has received the
+			// bytes sees them counted.
+			carried.Add(int64(len(s.b)))
 			if _, err := dst.Write(s.b); err != nil {
 				src.Close()
 				for range queue {
 				}
 				return
 			}
-			carried.Add(int64(len(s.b)))
 		}
 		if tc, ok := dst.(*net.TCPConn); ok {
 			tc.CloseWrite()
