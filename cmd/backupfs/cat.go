@@ -7,36 +7,43 @@ import (
 
 	"github.com/backupfs/backupfs/internal/dump"
 	"github.com/backupfs/backupfs/repo/bupstash"
+	"github.com/backupfs/backupfs/repo/bupstash/query"
 	"github.com/spf13/cobra"
 )
 
 func newCatCommand(e *env) *cobra.Command {
-	var rf repoFlags
+	var (
+		rf repoFlags
+		qf queryFlags
+	)
 	c := &cobra.Command{
 		Use:   "cat [flags] ITEM [PATH]",
 		Short: "Write an item's data, or a file inside it, to standard output",
 		Long: `Write to standard output a raw item's data, one file of a snapshot (PATH), or a
-whole snapshot as the tar stream bupstash get writes. ITEM is an item id or a
-unique prefix of one.`,
-		Args: wantArgs(1, 2, "want ITEM [PATH]"),
+whole snapshot as the tar stream bupstash get writes.
+
+` + itemHelp,
+		Args: wantArgs(1, -1, "want ITEM [PATH]"),
 		RunE: func(c *cobra.Command, args []string) error {
-			return runCat(c.Context(), e, &rf, args)
+			return runCat(c.Context(), e, &rf, qf.env(e), args)
 		},
 	}
 	rf.register(c.Flags())
+	qf.register(c.Flags())
 	return c
 }
 
-func runCat(ctx context.Context, e *env, rf *repoFlags, pos []string) error {
-	r, it, err := rf.item(ctx, e, pos[0])
+func runCat(ctx context.Context, e *env, rf *repoFlags, qenv query.Env, args []string) error {
+	spec, target, err := splitItemPath(args)
+	if err != nil {
+		return err
+	}
+	r, it, err := rf.findItem(ctx, e, spec, qenv)
 	if err != nil {
 		return err
 	}
 	o := r.OpenItem(it)
-	target := ""
-	if len(pos) == 2 {
-		target = cleanPath(pos[1])
-	}
+	target = cleanPath(target)
 
 	switch {
 	case !it.HasIndex():

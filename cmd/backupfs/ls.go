@@ -3,22 +3,22 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/hex"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"path"
 	"strings"
 	"time"
 
+	"github.com/backupfs/backupfs/internal/treediff"
 	"github.com/backupfs/backupfs/repo/bupstash"
+	"github.com/backupfs/backupfs/repo/bupstash/query"
 	"github.com/spf13/cobra"
 )
 
 func newLsCommand(e *env) *cobra.Command {
 	var (
 		rf repoFlags
+		qf queryFlags
 		o  lsOptions
 	)
 	c := &cobra.Command{
@@ -26,32 +26,52 @@ func newLsCommand(e *env) *cobra.Command {
 		Short: "List the files of an item, like ls -l",
 		Long: `List the files of an item, like ls -l: mode, links, owner and group ids, size,
 modification time (UTC) and name. PATH is a directory or file inside the
-item (default: its top directory). ITEM is an item id or a unique prefix of one.`,
-		Args: wantArgs(1, 2, "want ITEM [PATH]"),
+item (default: its top directory); links count the names inside the snapshot,
+as the mount shows them.
+
+` + itemHelp + `
+
+--json prints one JSON object per entry, exactly as bupstash list-contents
+--format=jsonl1 prints it: mode, size, path (the whole path inside the item),
+mtime, mtime_nsec, ctime, ctime_nsec, uid, gid, norm_dev (the device, numbered
+per snapshot), nlink (the count saved from the source), ino, dev_major and
+dev_minor (null unless a device), xattrs (null when none were saved), sparse,
+link_target and data_hash ("blake3:" and the content's hash). Names, link
+targets and xattrs that are not UTF-8 are arrays of byte values.`,
+		Args: wantArgs(1, -1, "want ITEM [PATH]"),
 		RunE: func(c *cobra.Command, args []string) error {
+			o.env = qf.env(e)
 			return runLs(c.Context(), e, &rf, o, args)
 		},
 	}
 	rf.register(c.Flags())
+	qf.register(c.Flags())
 	c.Flags().BoolVarP(&o.recursive, "recursive", "R", false, "list subdirectories recursively")
-	c.Flags().BoolVar(&o.json, "json", false, "print one JSON object per entry")
+	c.Flags().BoolVar(&o.json, "json", false, "print one JSON object per entry, as bupstash list-contents --format=jsonl1")
 	c.Flags().BoolVarP(&o.long, "long", "l", false, "accepted for ls habits: the listing is always long")
 	return c
 }
 
+// itemHelp says how ls, cat and diff name an item.
+const itemHelp = `ITEM is an item id, any unique prefix of one, or a query that matches exactly
+one item, as bupstash get takes it: id=ID, name=home.tar, or several words
+(name=home.tar and newer-than 1d); a PATH then follows the query's last word.`
+
 type lsOptions struct {
 	recursive, json, long bool
+	env                   query.Env
 }
 
-func runLs(ctx context.Context, e *env, rf *repoFlags, opts lsOptions, pos []string) error {
-	r, it, err := rf.item(ctx, e, pos[0])
+func runLs(ctx context.Context, e *env, rf *repoFlags, opts lsOptions, args []string) error {
+	spec, target, err := splitItemPath(args)
 	if err != nil {
 		return err
 	}
-	target := ""
-	if len(pos) == 2 {
-		target = cleanPath(pos[1])
+	r, it, err := rf.findItem(ctx, e, spec, opts.env)
+	if err != nil {
+		return err
 	}
+	target = cleanPath(target)
 	out := &entryPrinter{w: e.stdout, json: opts.json}
 	o := r.OpenItem(it)
 	if !it.HasIndex() {
@@ -61,7 +81,15 @@ func runLs(ctx context.Context, e *env, rf *repoFlags, opts lsOptions, pos []str
 		return out.print(&bupstash.IndexEntry{
 			Path: []byte(it.FileName()), Mode: bupstash.ModeRegular | 0o444, Size: it.DataSize, Nlink: 1,
 			Mtime: it.Timestamp.Unix(), MtimeNsec: uint32(it.Timestamp.Nanosecond()),
+			Ctime: it.Timestamp.Unix(), CtimeNsec: uint32(it.Timestamp.Nanosecond()),
 		}, it.FileName())
+	}
+	if !opts.json {
+		// Links as the snapshot has them: that takes a first pass over
+		// the index, whose chunks the second then finds in the cache.
+		if out.links, err = o.LinkCounts(ctx); err != nil {
+			return fmt.Errorf("item %s: %w", it.ID, err)
+		}
 	}
 	idx, err := o.Index()
 	if err != nil {
@@ -132,60 +160,22 @@ func lastComponent(p string) string {
 }
 
 type entryPrinter struct {
-	w    io.Writer
-	json bool
-	enc  *json.Encoder
+	w     io.Writer
+	json  bool
+	links *bupstash.LinkCounts // nil: the saved counts
 }
 
-type entryRecord struct {
-	Path      string            `json:"path"`
-	Mode      uint32            `json:"mode"`
-	Size      uint64            `json:"size"`
-	UID       uint64            `json:"uid"`
-	GID       uint64            `json:"gid"`
-	Mtime     int64             `json:"mtime"`
-	MtimeNsec uint32            `json:"mtime_nsec"`
-	Ctime     int64             `json:"ctime"`
-	CtimeNsec uint32            `json:"ctime_nsec"`
-	Nlink     uint64            `json:"nlink"`
-	Ino       uint64            `json:"ino"`
-	Link      *string           `json:"link_target,omitempty"`
-	DevMajor  uint64            `json:"dev_major,omitempty"`
-	DevMinor  uint64            `json:"dev_minor,omitempty"`
-	Sparse    bool              `json:"sparse,omitempty"`
-	Xattrs    map[string]string `json:"xattrs,omitempty"`
-	DataHash  string            `json:"data_hash,omitempty"`
-}
-
-// print writes one entry under the given name. JSON strings are UTF-8, so
-// names and values that are not are written with invalid bytes replaced;
-// the text form writes raw bytes, as ls does.
+// print writes one entry: in the text form under the given name, with
+// raw bytes as ls writes them; in JSON as Bupstash's jsonl1 line of the
+// entry, which names it by its whole path, losslessly.
 func (p *entryPrinter) print(ent *bupstash.IndexEntry, name string) error {
-	if p.json {
-		if p.enc == nil {
-			p.enc = json.NewEncoder(p.w)
-		}
-		rec := entryRecord{
-			Path: name, Mode: ent.Mode, Size: ent.Size, UID: ent.UID, GID: ent.GID,
-			Mtime: ent.Mtime, MtimeNsec: ent.MtimeNsec, Ctime: ent.Ctime, CtimeNsec: ent.CtimeNsec,
-			Nlink: ent.Nlink, Ino: ent.Ino, DevMajor: ent.DevMajor, DevMinor: ent.DevMinor, Sparse: ent.Sparse,
-		}
-		if ent.Link != nil {
-			l := string(ent.Link)
-			rec.Link = &l
-		}
-		if len(ent.Xattrs) > 0 {
-			rec.Xattrs = map[string]string{}
-			for _, x := range ent.Xattrs {
-				rec.Xattrs[x.Name] = string(x.Value)
-			}
-		}
-		if ent.DataHash != nil {
-			rec.DataHash = "blake3:" + hex.EncodeToString(ent.DataHash[:])
-		}
-		return p.enc.Encode(rec)
-	}
 	var b bytes.Buffer
+	if p.json {
+		b.WriteString(treediff.JSONLine(ent))
+		b.WriteByte('\n')
+		_, err := p.w.Write(b.Bytes())
+		return err
+	}
 	size := fmt.Sprint(ent.Size)
 	switch ent.Type() {
 	case bupstash.ModeCharDev, bupstash.ModeBlockDev:
@@ -193,7 +183,11 @@ func (p *entryPrinter) print(ent *bupstash.IndexEntry, name string) error {
 	case bupstash.ModeSymlink:
 		size = fmt.Sprint(len(ent.Link)) // as ls -l: the target's length
 	}
-	fmt.Fprintf(&b, "%s %3d %5d %5d %10s %s %s", modeString(ent.Mode), ent.Nlink, ent.UID, ent.GID, size,
+	nlink := ent.Nlink
+	if p.links != nil {
+		nlink = p.links.Nlink(ent)
+	}
+	fmt.Fprintf(&b, "%s %3d %5d %5d %10s %s %s", modeString(ent.Mode), nlink, ent.UID, ent.GID, size,
 		time.Unix(ent.Mtime, int64(ent.MtimeNsec)).UTC().Format("2006-01-02 15:04"), name)
 	if ent.Type() == bupstash.ModeSymlink {
 		b.WriteString(" -> ")
@@ -243,8 +237,3 @@ func modeString(m uint32) string {
 	special(0o1000, 9, 't', 'T')
 	return string(b)
 }
-
-var (
-	errNotRegular = errors.New("not a regular file")
-	errNoSuchPath = errors.New("no such file or directory")
-)

@@ -65,69 +65,6 @@ func bupstashKey(ctx context.Context, e *env, file, command string) (*bupstash.K
 	return bupstash.KeyFromEnv(ctx, e.getenv)
 }
 
-// item opens the repository and finds the item an id or id prefix names.
-// An item made under another primary key is reported as such, naming both
-// keys, rather than as missing.
-func (f *repoFlags) item(ctx context.Context, e *env, id string) (*bupstash.Repository, *bupstash.Item, error) {
-	r, err := f.open(ctx, e)
-	if err != nil {
-		return nil, nil, err
-	}
-	l, err := r.List(ctx)
-	if err != nil {
-		// Damaged items are reported only if the one asked for is among
-		// them; the rest of the repository is still usable.
-		for _, ie := range itemErrors(err) {
-			if len(id) <= 32 && hasPrefixFold(ie.ID.String(), id) {
-				return nil, nil, ie
-			}
-		}
-		if len(itemErrors(err)) == 0 {
-			return nil, nil, err
-		}
-	}
-	it, err := l.Find(id)
-	if err != nil {
-		return nil, nil, err
-	}
-	return r, it, nil
-}
-
-func itemErrors(err error) []*bupstash.ItemError {
-	var out []*bupstash.ItemError
-	var walk func(error)
-	walk = func(err error) {
-		var ie *bupstash.ItemError
-		if errors.As(err, &ie) {
-			if j, ok := err.(interface{ Unwrap() []error }); ok {
-				for _, e := range j.Unwrap() {
-					walk(e)
-				}
-				return
-			}
-			out = append(out, ie)
-		}
-	}
-	walk(err)
-	return out
-}
-
-func hasPrefixFold(s, prefix string) bool {
-	if len(prefix) > len(s) {
-		return false
-	}
-	for i := 0; i < len(prefix); i++ {
-		a, b := s[i], prefix[i]
-		if 'A' <= b && b <= 'Z' {
-			b += 'a' - 'A'
-		}
-		if a != b {
-			return false
-		}
-	}
-	return true
-}
-
 func firstNonEmpty(s ...string) string {
 	for _, v := range s {
 		if v != "" {

@@ -100,7 +100,7 @@ func JSONLine(e *bupstash.IndexEntry) string {
 	b.WriteString(strconv.FormatUint(uint64(e.Mode), 10))
 	u("size", e.Size)
 	b.WriteString(`,"path":`)
-	writeJSONBytes(&b, e.Path)
+	WriteJSONBytes(&b, e.Path)
 	u("mtime", uint64(e.Mtime))
 	u("mtime_nsec", uint64(e.MtimeNsec))
 	u("ctime", uint64(e.Ctime))
@@ -122,9 +122,9 @@ func JSONLine(e *bupstash.IndexEntry) string {
 			if i > 0 {
 				b.WriteByte(',')
 			}
-			writeJSONBytes(&b, []byte(x.Name))
+			WriteJSONBytes(&b, []byte(x.Name))
 			b.WriteByte(':')
-			writeJSONBytes(&b, x.Value)
+			WriteJSONBytes(&b, x.Value)
 		}
 		b.WriteByte('}')
 	} else {
@@ -133,7 +133,7 @@ func JSONLine(e *bupstash.IndexEntry) string {
 	b.WriteString(`,"sparse": ` + strconv.FormatBool(e.Sparse))
 	if e.Link != nil {
 		b.WriteString(`,"link_target":`)
-		writeJSONBytes(&b, e.Link)
+		WriteJSONBytes(&b, e.Link)
 	} else {
 		b.WriteString(`,"link_target":null`)
 	}
@@ -146,9 +146,10 @@ func JSONLine(e *bupstash.IndexEntry) string {
 	return b.String()
 }
 
-// writeJSONBytes writes UTF-8 as a JSON string and anything else as an
-// array of byte values, as Bupstash (serde_json) does.
-func writeJSONBytes(b *strings.Builder, v []byte) {
+// WriteJSONBytes writes UTF-8 as a JSON string and anything else as an
+// array of byte values, as Bupstash (serde_json) writes names, link
+// targets and xattrs: losslessly, so that the bytes can be fed back.
+func WriteJSONBytes(b *strings.Builder, v []byte) {
 	if utf8.Valid(v) {
 		WriteJSONString(b, string(v))
 		return
