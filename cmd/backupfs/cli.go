@@ -18,7 +18,7 @@ import (
 
 const rootLong = `backupfs shows backups as ordinary files, without restoring them: it mounts
 Bupstash repositories (0.10 to 0.12) and Backupy blob stores as a read-only
-FUSE filesystem, and answers list, ls and cat where FUSE is not available.
+FUSE filesystem, and answers list, ls, cat and diff where FUSE is not available.
 Only the chunks a read needs are fetched, verified and decrypted.
 
 The repository and key default to $BUPSTASH_REPOSITORY and $BUPSTASH_KEY
@@ -77,6 +77,7 @@ func newRootCommand(e *env, out *logOutput) *cobra.Command {
 		newListCommand(e),
 		newLsCommand(e),
 		newCatCommand(e),
+		newDiffCommand(e),
 		newBackupyCommand(e),
 		newVersionCommand(),
 		newManCommand(),

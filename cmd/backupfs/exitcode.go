@@ -51,7 +51,10 @@ const exitStatusHelp = `Exit status:
     10   no repository or store at the location given
     11   the repository stayed locked by a writer (bupstash gc) for --lock-wait
     12   wrong key: another repository's, or a sub-key without the rights needed
-    130  interrupted (SIGINT, SIGTERM)`
+    130  interrupted (SIGINT, SIGTERM)
+
+diff answers as diff(1) does: 0 when the trees are the same, 1 when they
+differ, 2 on trouble of any kind not listed above.`
 
 // errUsage marks errors in how the command was called (exit status 2).
 var errUsage = errors.New("usage")
@@ -65,7 +68,18 @@ func usageError(format string, args ...any) error {
 // already been printed.
 var errUsageShown = fmt.Errorf("%w: shown", errUsage)
 
-func isQuietUsage(err error) bool { return errors.Is(err, errUsageShown) }
+// answer is an exit status that answers the command rather than reports
+// a failure (diff's 1: the trees differ): nothing is printed for it.
+type answer int
+
+func (a answer) Error() string { return fmt.Sprintf("exit status %d", int(a)) }
+
+// isSilent reports an error that needs no line of its own: its
+// explanation is printed already, or it is an answer.
+func isSilent(err error) bool {
+	var a answer
+	return errors.Is(err, errUsageShown) || errors.As(err, &a)
+}
 
 // codedError gives an error the exit status its origin implies, where the
 // error alone cannot say (a missing directory is a missing repository only
@@ -98,9 +112,12 @@ func repositoryError(err error) error {
 // exitCode is the exit status of a command that failed with err.
 func exitCode(err error) int {
 	var coded *codedError
+	var a answer
 	switch {
 	case err == nil:
 		return exitOK
+	case errors.As(err, &a):
+		return int(a)
 	case errors.Is(err, errUsage):
 		return exitUsage
 	case errors.Is(err, context.Canceled):
@@ -133,6 +150,9 @@ func errorLine(cmd *cobra.Command, err error, code int) string {
 	case exitInterrupted:
 		return "backupfs: interrupted"
 	case exitUsage:
+		if !errors.Is(err, errUsage) {
+			break // diff's trouble, which is not the command line's fault
+		}
 		msg := err.Error()
 		if u := errUsage.Error() + ": "; len(msg) > len(u) && msg[:len(u)] == u {
 			msg = msg[len(u):]

@@ -77,7 +77,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return exitOK
 	}
 	code = exitCode(err)
-	if !isQuietUsage(err) {
+	if !isSilent(err) {
 		out.line(slog.LevelError, errorLine(cmd, err, code))
 	}
 	return code

@@ -193,7 +193,7 @@ func newWalker(paths []string) (*walker, string, error) {
 	if len(abs) == 1 {
 		fi, err := os.Lstat(abs[0])
 		if err != nil {
-			return nil, "", fmt.Errorf("unable to stat %q: %w", abs[0], err)
+			return nil, "", err // names the path
 		}
 		if !fi.IsDir() {
 			return &walker{buffered: []string{abs[0]}}, abs[0], nil
@@ -230,7 +230,7 @@ func newWalker(paths []string) (*walker, string, error) {
 	add := func(p string) error {
 		fi, err := os.Lstat(p)
 		if err != nil {
-			return fmt.Errorf("unable to stat %q: %w", p, err)
+			return err // names the path
 		}
 		parent := filepath.Dir(p)
 		if p == "/" {
@@ -253,7 +253,7 @@ func newWalker(paths []string) (*walker, string, error) {
 		slices.SortFunc(cs, func(a, b child) int { return pathCmp([]byte(a.path), []byte(b.path)) })
 	}
 	if _, err := os.Lstat(base); err != nil {
-		return nil, "", fmt.Errorf("unable to stat %q: %w", base, err)
+		return nil, "", err // names the path
 	}
 	start := filepath.Dir(base)
 	if base == "/" {
