@@ -77,26 +77,29 @@ func (k *backupyKeyFlags) options(e *env) (backupy.Options, error) {
 
 func newBackupyLsCommand(e *env) *cobra.Command {
 	var (
-		kf    backupyKeyFlags
-		sizes bool
+		kf           backupyKeyFlags
+		sizes, jsonl bool
 	)
 	c := &cobra.Command{
 		Use:   "ls [flags] DIR",
 		Short: "List a directory of Backupy objects",
 		Long: `List a directory of downloaded Backupy objects, one line per object: path,
 kind, ciphertext size, decoded size, state, how its key was found, and the name
-it has in a mount.`,
+it has in a mount.
+
+` + backupyLsJSONHelp,
 		Args: wantArgs(1, 1, "ls wants one directory"),
 		RunE: func(c *cobra.Command, args []string) error {
-			return backupyLs(c.Context(), e, &kf, sizes, args[0])
+			return backupyLs(c.Context(), e, &kf, sizes, jsonl, args[0])
 		},
 	}
 	kf.register(c.Flags())
 	c.Flags().BoolVar(&sizes, "sizes", false, "decode objects whose size is not known yet (slow)")
+	c.Flags().BoolVar(&jsonl, "json", false, "print one JSON object per object")
 	return c
 }
 
-func backupyLs(ctx context.Context, e *env, kf *backupyKeyFlags, sizes bool, dir string) error {
+func backupyLs(ctx context.Context, e *env, kf *backupyKeyFlags, sizes, jsonl bool, dir string) error {
 	opts, err := kf.options(e)
 	if err != nil {
 		return err
@@ -113,10 +116,14 @@ func backupyLs(ctx context.Context, e *env, kf *backupyKeyFlags, sizes bool, dir
 	defer s.Close()
 	stdout := e.stdout
 	tw := tabwriter.NewWriter(stdout, 0, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "PATH\tKIND\tSIZE\tDECODED\tSTATE\tKEY\tFILE")
+	if !jsonl {
+		fmt.Fprintln(tw, "PATH\tKIND\tSIZE\tDECODED\tSTATE\tKEY\tFILE")
+	}
+	enc := newJSONLines(stdout)
 	var firstErr error
 	for _, b := range s.Blobs() {
 		decoded, key, name := "?", "-", "?"
+		var decodedSize *int64
 		if files, err := s.Files(ctx, b); err != nil {
 			firstErr = backupyFirst(firstErr, err)
 		} else {
@@ -132,9 +139,16 @@ func backupyLs(ctx context.Context, e *env, kf *backupyKeyFlags, sizes bool, dir
 				}
 				if ok {
 					decoded = strconv.FormatInt(n, 10)
+					decodedSize = &n
 				}
 			}
 			key = backupyKeyState(b)
+		}
+		if jsonl {
+			if err := enc.Encode(backupyRecord(b, decodedSize, name)); err != nil {
+				return fmt.Errorf("writing output: %w", err)
+			}
+			continue
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", b.Path, b.Kind, b.Size, decoded, b.State(), key, name)
 	}
