@@ -33,7 +33,13 @@ type bupstashSource struct {
 	items []*itemNode // oldest first
 	byID  map[string]*itemNode
 
-	refreshMu sync.Mutex // serialises refreshes
+	refreshMu sync.Mutex // serialises refreshes; guards all and known
+	// all is the last item list read, which Options.Select picks from
+	// again as time passes; known are the nodes shown since they were
+	// last in the repository, so that one hidden by the selection is
+	// still marked removed when it leaves the repository.
+	all   []*bupstash.Item
+	known map[string]*itemNode
 }
 
 // AddBupstash adds a repository as a top-level directory called name.
@@ -73,6 +79,7 @@ func (s *bupstashSource) watch(ctx context.Context) {
 		}
 		changed, err := s.repo.Changed(ctx)
 		if err == nil && !changed && time.Since(forced) < forcedRelist {
+			s.reselect() // ages change as time passes
 			continue
 		}
 		forced = time.Now()
@@ -111,10 +118,26 @@ func (s *bupstashSource) refresh(ctx context.Context) error {
 		// Damaged items are left out; the rest stay browsable.
 		s.fs.errs.report("items "+s.name, "some items cannot be read", err, "source", s.name)
 	}
+	s.all = items
+	s.show(items)
+	return nil
+}
+
+// show swaps in the items to list: all of them, or those Options.Select
+// picks now. An item that leaves the repository is marked removed (its
+// files fail with ESTALE); one that only leaves the selection leaves the
+// listings, and its open files keep reading. The caller holds refreshMu.
+func (s *bupstashSource) show(items []*bupstash.Item) {
+	now := time.Now()
+	present := make(map[string]bool, len(items))
 	byID := make(map[string]*itemNode, len(items))
 	nodes := make([]*itemNode, 0, len(items))
 	for _, it := range items {
 		id := it.ID.String()
+		present[id] = true
+		if s.fs.opts.Select != nil && !s.fs.opts.Select(it, now) {
+			continue
+		}
 		n := s.fs.items.intern(s.name+"/"+id, func(slot uint32) *itemNode {
 			return &itemNode{fs: s.fs, slot: slot, src: s, item: it, open: s.repo.OpenItem(it)}
 		})
@@ -124,15 +147,20 @@ func (s *bupstashSource) refresh(ctx context.Context) error {
 		nodes = append(nodes, n)
 	}
 	s.mu.Lock()
-	old := s.byID
 	s.items, s.byID = nodes, byID
 	s.mu.Unlock()
-	for id, n := range old {
-		if byID[id] == nil {
+	if s.known == nil {
+		s.known = map[string]*itemNode{}
+	}
+	for id, n := range s.known {
+		if !present[id] {
 			n.markRemoved()
+			delete(s.known, id)
 		}
 	}
-	return nil
+	for id, n := range byID {
+		s.known[id] = n
+	}
 }
 
 func (s *bupstashSource) key(parts ...string) string {

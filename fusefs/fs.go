@@ -53,6 +53,9 @@ type Options struct {
 	Refresh time.Duration
 	Xattrs  XattrMode
 	Logger  *slog.Logger
+	// Select, when set, chooses the Bupstash items shown (see
+	// ItemSelector); nil shows every item.
+	Select ItemSelector
 }
 
 // DefaultIndexMemory is the default bound on decoded indexes.

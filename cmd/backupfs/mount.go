@@ -31,6 +31,7 @@ type mountFlags struct {
 	repo, key, name, config string
 	allowOther, debug       bool
 	uid, gid, xattrs, pprof string
+	query                   string // see mount_query.go
 	cacheSize, indexMemory  byteSize
 	backupy                 backupyMountFlags
 	// changed reports a flag given on the command line, which wins over
@@ -75,6 +76,7 @@ func (mf *mountFlags) register(fs *pflag.FlagSet) {
 	fs.Var(&mf.indexMemory, "index-memory", "memory for decoded file trees; least recently used ones are dropped")
 	fs.BoolVar(&mf.debug, "debug", false, "log every FUSE request")
 	fs.StringVar(&mf.pprof, "pprof", "", "serve net/http/pprof on `ADDR`, e.g. 127.0.0.1:6060 (default: off)")
+	registerMountQuery(fs, &mf.query)
 	mf.backupy.register(fs)
 }
 
@@ -159,6 +161,9 @@ func resolveMount(e *env, mf *mountFlags, mnt string) (*mountPlan, error) {
 		return nil, err
 	}
 	plan.fs.Logger = e.log
+	if plan.fs.Select, err = mountSelector(e, mf.query); err != nil {
+		return nil, err
+	}
 	plan.mount = fusefs.MountOptions{AllowOther: mf.allowOther || cfg.AllowOther, Debug: mf.debug}
 
 	// Sources: the config file's, and the one the flags or the Bupstash
