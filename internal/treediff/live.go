@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -13,9 +12,9 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/backupfs/backupfs/crypto/blake3"
 	"github.com/backupfs/backupfs/repo/bupstash"
 	"golang.org/x/sys/unix"
-	"lukechampine.com/blake3"
 )
 
 // LiveOptions control how a local directory is indexed.
@@ -101,13 +100,14 @@ func Live(ctx context.Context, paths []string, opts LiveOptions) (*Index, error)
 	}()
 	for range workers {
 		go func() {
+			fh := newFileHasher()
 			for b := range jobs {
 				for _, p := range b.paths {
 					if ctx.Err() != nil {
 						b.err = ctx.Err()
 						break
 					}
-					e, err := c.entry(p)
+					e, err := c.entry(p, fh)
 					switch {
 					case err == nil:
 						b.entries = append(b.entries, e)
@@ -340,7 +340,7 @@ type collector struct {
 	xattrs bool
 }
 
-func (c *collector) entry(p string) (*bupstash.IndexEntry, error) {
+func (c *collector) entry(p string, fh *fileHasher) (*bupstash.IndexEntry, error) {
 	var st unix.Stat_t
 	if err := unix.Lstat(p, &st); err != nil {
 		return nil, &os.PathError{Op: "lstat", Path: p, Err: err}
@@ -368,7 +368,7 @@ func (c *collector) entry(p string) (*bupstash.IndexEntry, error) {
 	switch typ {
 	case unix.S_IFREG:
 		e.Size = uint64(st.Size)
-		h, err := hashFile(p, &st)
+		h, err := fh.hash(p, &st)
 		if err != nil {
 			return nil, err
 		}
@@ -400,11 +400,23 @@ func (c *collector) indexPath(p string, dir bool) []byte {
 	return []byte(p[len(c.base)+1:])
 }
 
-// hashFile hashes a regular file's content with plain BLAKE3, as the
-// content hash of an index entry. The file is opened without following
-// links and without blocking, so that a file replaced by a fifo or a
-// link since it was listed is not waited on but skipped as changed.
-func hashFile(p string, st *unix.Stat_t) (*[32]byte, error) {
+// fileHasher hashes files for one worker, with its own buffer and
+// hasher: allocating them per file cost more than the hashing of the
+// small files that trees are mostly made of.
+type fileHasher struct {
+	buf []byte
+	h   *blake3.Hasher
+}
+
+func newFileHasher() *fileHasher {
+	return &fileHasher{buf: make([]byte, 256<<10), h: blake3.New()}
+}
+
+// hash hashes a regular file's content with plain BLAKE3, as the content
+// hash of an index entry. The file is opened without following links and
+// without blocking, so that a file replaced by a fifo or a link since it
+// was listed is not waited on but skipped as changed.
+func (fh *fileHasher) hash(p string, st *unix.Stat_t) (*[32]byte, error) {
 	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
 	if err != nil {
 		if errors.Is(err, unix.ELOOP) {
@@ -412,8 +424,7 @@ func hashFile(p string, st *unix.Stat_t) (*[32]byte, error) {
 		}
 		return nil, &os.PathError{Op: "open", Path: p, Err: err}
 	}
-	f := os.NewFile(uintptr(fd), p)
-	defer f.Close()
+	defer unix.Close(fd)
 	var now unix.Stat_t
 	if err := unix.Fstat(fd, &now); err != nil {
 		return nil, &os.PathError{Op: "fstat", Path: p, Err: err}
@@ -421,13 +432,21 @@ func hashFile(p string, st *unix.Stat_t) (*[32]byte, error) {
 	if now.Mode&unix.S_IFMT != unix.S_IFREG || now.Ino != st.Ino || now.Dev != st.Dev {
 		return nil, &os.PathError{Op: "open", Path: p, Err: errChanged}
 	}
-	h := blake3.New(32, nil)
-	buf := make([]byte, 256<<10)
-	if _, err := io.CopyBuffer(h, f, buf); err != nil {
-		return nil, &os.PathError{Op: "read", Path: p, Err: err}
+	fh.h.Reset()
+	for {
+		n, err := unix.Read(fd, fh.buf)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, &os.PathError{Op: "read", Path: p, Err: err}
+		}
+		if n == 0 {
+			break
+		}
+		fh.h.Write(fh.buf[:n])
 	}
-	var sum [32]byte
-	h.Sum(sum[:0])
+	sum := fh.h.Sum256()
 	return &sum, nil
 }
 
