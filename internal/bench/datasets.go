@@ -53,6 +53,14 @@ var (
 		Shape: testrepo.Shape{Seed: 13, Files: 200_000},
 		Items: 1,
 	}
+	// Diff is a home directory's worth of small files again, half as
+	// many: backupfs diff and bupstash diff compare it with a live copy.
+	Diff = Dataset{
+		Name:  "diff",
+		About: "1 snapshot of 100,000 small files (lognormal, median 2 KiB), 4,166 directories",
+		Shape: testrepo.Shape{Seed: 15, Files: 100_000},
+		Items: 1,
+	}
 	// Items is a repository of many backups, for mount start.
 	Items = Dataset{
 		Name:  "items",
@@ -63,7 +71,7 @@ var (
 )
 
 // Datasets lists every dataset.
-var Datasets = []*Dataset{&Large, &Million, &Small, &Items}
+var Datasets = []*Dataset{&Large, &Million, &Small, &Diff, &Items}
 
 // DatasetByName returns the named dataset.
 func DatasetByName(name string) (*Dataset, error) {

@@ -24,6 +24,8 @@ import (
 type Config struct {
 	// Backupfs and Ceilingfs are the binaries to time.
 	Backupfs, Ceilingfs string
+	// Bupstash is genuine bupstash 0.12.1, the diff group's reference.
+	Bupstash string
 	// Work holds the generated datasets and the mountpoints.
 	Work string
 	// Runs is how many times each figure is measured (median reported).
@@ -38,7 +40,7 @@ type Config struct {
 }
 
 // Groups are the parts of the suite, in the order they run.
-var Groups = []string{"limits", "cat", "large", "million", "items", "ceiling"}
+var Groups = []string{"limits", "cat", "large", "million", "items", "ceiling", "diff"}
 
 // Suite runs the benchmarks and collects their results.
 type Suite struct {
@@ -113,6 +115,7 @@ func (s *Suite) Run(ctx context.Context) error {
 		{"million", s.runMillion},
 		{"items", s.runItems},
 		{"ceiling", s.runCeiling},
+		{"diff", s.runDiff},
 	}
 	for _, st := range steps {
 		if !s.selected(st.group) {

@@ -35,6 +35,7 @@ func run() error {
 	var (
 		backupfs  = flag.String("backupfs", "bin/backupfs", "backupfs binary to time")
 		ceilingfs = flag.String("ceilingfs", "bin/ceilingfs", "ceiling filesystem binary")
+		genuine   = flag.String("bupstash", defaultBupstash(), "genuine bupstash 0.12.1, the reference of the diff group")
 		work      = flag.String("work", defaultWork(), "directory for generated datasets and mountpoints")
 		out       = flag.String("out", "bench/results.md", "Markdown file for the results (- for none)")
 		runs      = flag.Int("runs", 3, "runs of each measurement (the median is reported)")
@@ -71,7 +72,7 @@ func run() error {
 		}
 	}
 	cfg := bench.Config{
-		Backupfs: *backupfs, Ceilingfs: *ceilingfs, Work: *work, Runs: *runs, CacheSize: cacheSize,
+		Backupfs: *backupfs, Ceilingfs: *ceilingfs, Bupstash: *genuine, Work: *work, Runs: *runs, CacheSize: cacheSize,
 		Logf: logf,
 	}
 	if *only != "" {
@@ -114,4 +115,16 @@ func defaultWork() string {
 		return d
 	}
 	return "/var/tmp/backupfs-bench"
+}
+
+// defaultBupstash is bupstash-0.12.1 in $BACKUPFS_BUPSTASH_TOOLS, where
+// the tests find genuine binaries too, if it is there.
+func defaultBupstash() string {
+	if d := os.Getenv("BACKUPFS_BUPSTASH_TOOLS"); d != "" {
+		p := filepath.Join(d, "bupstash-0.12.1")
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return ""
 }
