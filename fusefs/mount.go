@@ -20,6 +20,24 @@ type MountOptions struct {
 	AllowOther bool
 	// Debug logs every FUSE request and reply.
 	Debug bool
+	// Source says what is mounted (a repository's location, say): the
+	// mount's source in /proc/mounts, findmnt and df is
+	// "backupfs:"+Source, or "backupfs" without one.
+	Source string
+	// Root, when set, is the directory of the filesystem shown at the
+	// mount's root, as a slash-separated path from the filesystem's own
+	// root ("repo/ids/<item-id>/etc"); the rest stays unreachable.
+	Root string
+	// NoExec forbids running programs from the mount (mount -o noexec).
+	NoExec bool
+}
+
+// fsName is the mount's source field.
+func (mo MountOptions) fsName() string {
+	if mo.Source == "" {
+		return "backupfs"
+	}
+	return "backupfs:" + mo.Source
 }
 
 // Mount is a mounted filesystem.
@@ -36,11 +54,19 @@ func (f *FS) Init(server *fuse.Server) { f.server = server }
 
 // Mount mounts the filesystem on dir and serves it until it is unmounted.
 func (f *FS) Mount(dir string, mo MountOptions) (*Mount, error) {
+	var served fuse.RawFileSystem = f
+	if mo.Root != "" {
+		root, err := f.resolve(mo.Root)
+		if err != nil {
+			return nil, fmt.Errorf("root %s: %w", mo.Root, err)
+		}
+		served = &subtree{FS: f, root: root}
+	}
 	opts := &fuse.MountOptions{
 		AllowOther: mo.AllowOther,
 		// The kernel checks permissions against the saved modes and owners.
 		Options: []string{"default_permissions"},
-		FsName:  "backupfs",
+		FsName:  mo.fsName(),
 		Name:    "backupfs",
 		// Reads of up to 1 MiB, and up to 1 MiB of kernel readahead.
 		MaxWrite:     1 << 20,
@@ -67,9 +93,15 @@ func (f *FS) Mount(dir string, mo MountOptions) (*Mount, error) {
 			return fuse.EIO
 		},
 	}
+	if mo.NoExec {
+		opts.DirectMountFlags |= syscall.MS_NOEXEC
+	}
 	if !opts.DirectMount {
 		// fusermount3 mounts; it takes the read-only flag as an option.
 		opts.Options = append(opts.Options, "ro", "nosuid", "nodev")
+		if mo.NoExec {
+			opts.Options = append(opts.Options, "noexec")
+		}
 		if _, err := mountpoint.Fusermount(); err != nil {
 			return nil, fmt.Errorf("mounting as a non-root user: %w", err)
 		}
@@ -80,7 +112,7 @@ func (f *FS) Mount(dir string, mo MountOptions) (*Mount, error) {
 	var server *fuse.Server
 	helperSaid, err := mountpoint.CaptureStderr(!opts.DirectMount, func() error {
 		var err error
-		server, err = fuse.NewServer(f, dir, opts)
+		server, err = fuse.NewServer(served, dir, opts)
 		return err
 	})
 	if err != nil {

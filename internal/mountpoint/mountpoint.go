@@ -137,12 +137,14 @@ func Detach(dir string) error {
 }
 
 // Prepare checks that dir can be mounted on: an existing
-// directory, not already mounted, and neither inside nor above a source
-// (a mount above a repository would hide the repository from the very
-// process reading it). A stale mount left by a crashed run (its directory
-// answers "transport endpoint is not connected") is detached first.
-// It returns the cleaned absolute path.
-func Prepare(dir string, sources []string) (string, error) {
+// directory, not already mounted, empty unless allowNonEmpty (the mount
+// would hide its files until unmounted, and a directory with files is
+// more often a mistyped path than a mountpoint), and neither inside nor
+// above a source (a mount above a repository would hide the repository
+// from the very process reading it). A stale mount left by a crashed run
+// (its directory answers "transport endpoint is not connected") is
+// detached first. It returns the cleaned absolute path.
+func Prepare(dir string, sources []string, allowNonEmpty bool) (string, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return "", err
@@ -186,7 +188,28 @@ func Prepare(dir string, sources []string) (string, error) {
 			return "", fmt.Errorf("mountpoint %s contains the source %s: mounting there would hide it", abs, src)
 		}
 	}
+	if !allowNonEmpty {
+		if name, ok := firstEntry(abs); ok {
+			return "", fmt.Errorf("%w: %s holds %s, which the mount would hide: use an empty directory, or --allow-non-empty (-o nonempty)", ErrNotEmpty, abs, name)
+		}
+	}
 	return abs, nil
+}
+
+// firstEntry returns the name of one entry of dir, if it has any. A
+// directory that cannot be read is taken as empty: the mount itself will
+// say what is wrong with it.
+func firstEntry(dir string) (string, bool) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return "", false
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(1)
+	if err != nil || len(names) == 0 {
+		return "", false
+	}
+	return names[0], true
 }
 
 // within reports whether path is dir or below it.

@@ -126,6 +126,32 @@ func OpenBackupyObject(ctx context.Context, loc Location, opts backupy.Options) 
 	return backupy.OpenFile(ctx, loc.Path, opts)
 }
 
+// Abs returns the location with a local path made absolute, so that it
+// names the same directory whatever the working directory becomes (a
+// mount serving in the background leaves it). Other schemes are returned
+// as they are.
+func (l Location) Abs() (Location, error) {
+	if l.Scheme != Local {
+		return l, nil
+	}
+	p, err := filepath.Abs(l.Path)
+	if err != nil {
+		return Location{}, fmt.Errorf("%s: %w", l, err)
+	}
+	l.Path = p
+	return l, nil
+}
+
+// Display names the location where a mount shows its source
+// (/proc/mounts, df): a local directory by its path as resolved (Abs),
+// anything else as written.
+func (l Location) Display() string {
+	if l.Scheme == Local {
+		return l.Path
+	}
+	return l.raw
+}
+
 // Name is the directory name a location gets in a mount when none is
 // given: the last element of its path.
 func (l Location) Name() string {

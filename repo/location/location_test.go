@@ -94,3 +94,19 @@ func TestOpen(t *testing.T) {
 	}
 	s.Close()
 }
+
+// A local location made absolute names the same directory from anywhere;
+// it is shown by that path, a URL as written.
+func TestAbsAndDisplay(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	l, _ := Parse("repo")
+	a, err := l.Abs()
+	if err != nil || a.Path != filepath.Join(dir, "repo") || a.Display() != filepath.Join(dir, "repo") || a.String() != "repo" || a.Name() != "repo" {
+		t.Fatalf("%+v %v", a, err)
+	}
+	u, _ := Parse("ssh://ann@backup.example/srv/repo")
+	if a, err := u.Abs(); err != nil || a.Display() != "ssh://ann@backup.example/srv/repo" || a.Path != "/srv/repo" {
+		t.Fatalf("%+v %v", a, err)
+	}
+}
