@@ -56,12 +56,20 @@ func (k *backupyKeyFlags) register(fs *pflag.FlagSet) {
 	stringArray(fs, (*[]string)(&k.tokenDirs), "token-dir", "`DIR` of *.jwt and *.token files, repeatable")
 	stringArray(fs, (*[]string)(&k.keyrings), "keyring", "keyring `FILE`, repeatable (default $"+backupy.EnvKeyring+")")
 	fs.BoolVar(&k.strict, "strict-token", false, "refuse expired tokens")
-	fs.StringVar(&k.cacheDir, "cache-dir", "", "`DIR` for decoded dumps and the size index (default $XDG_CACHE_HOME/backupfs/backupy)")
+	fs.StringVar(&k.cacheDir, "cache-dir", "", "`DIR` for decoded dumps and the size index (default $XDG_CACHE_HOME/backupfs/backupy, ~/.cache/backupfs/backupy, or for root /var/cache/backupfs/backupy)")
 }
 
 // options loads the keys and builds store options. Warnings (expired
 // tokens, a keyring readable by others) go to the log.
 func (k *backupyKeyFlags) options(e *env) (backupy.Options, error) {
+	cacheDir := k.cacheDir
+	if cacheDir == "" {
+		d, err := defaultBackupyCacheDir(e.getenv)
+		if err != nil {
+			return backupy.Options{}, err
+		}
+		cacheDir = d
+	}
 	keys, err := backupy.LoadKeys(backupy.KeySources{
 		TokenFiles:   k.tokens,
 		TokenDirs:    k.tokenDirs,
@@ -72,7 +80,7 @@ func (k *backupyKeyFlags) options(e *env) (backupy.Options, error) {
 	if err != nil {
 		return backupy.Options{}, err
 	}
-	return backupy.Options{Logger: e.log, Keys: keys, CacheDir: k.cacheDir}, nil
+	return backupy.Options{Logger: e.log, Keys: keys, CacheDir: cacheDir}, nil
 }
 
 func newBackupyLsCommand(e *env) *cobra.Command {

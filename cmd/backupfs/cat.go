@@ -45,6 +45,11 @@ func runCat(ctx context.Context, e *env, rf *repoFlags, qenv query.Env, args []s
 	o := r.OpenItem(it)
 	target = cleanPath(target)
 
+	// Progress, for a large item written to a file or a pipe.
+	what := "cat " + it.ID.String()[:8]
+	if target != "" {
+		what += " " + target
+	}
 	switch {
 	case !it.HasIndex():
 		if target != "" && target != it.FileName() {
@@ -54,11 +59,16 @@ func runCat(ctx context.Context, e *env, rf *repoFlags, qenv query.Env, args []s
 		if err != nil {
 			return err // names the item
 		}
-		_, err = f.NewReader().WriteToContext(ctx, e.stdout)
+		p := e.startProgress(what, true, int64(it.DataSize), e.stdout)
+		defer p.finish()
+		_, err = f.NewReader().WriteToContext(ctx, p.writer(e.stdout))
 		return err
 	case target == "":
-		// A whole snapshot: the same tar stream `bupstash get` writes.
-		return dump.Tar(ctx, o, e.stdout)
+		// A whole snapshot: the same tar stream `bupstash get` writes,
+		// whose size is known only once written.
+		p := e.startProgress(what, true, -1, e.stdout)
+		defer p.finish()
+		return dump.Tar(ctx, o, p.writer(e.stdout))
 	}
 
 	ent, err := findEntry(ctx, o, target)
@@ -79,7 +89,9 @@ func runCat(ctx context.Context, e *env, rf *repoFlags, qenv query.Env, args []s
 	if err != nil {
 		return err
 	}
-	_, err = f.NewReader().WriteToContext(ctx, e.stdout)
+	p := e.startProgress(what, true, f.Size(), e.stdout)
+	defer p.finish()
+	_, err = f.NewReader().WriteToContext(ctx, p.writer(e.stdout))
 	return err
 }
 

@@ -23,19 +23,29 @@ Only the chunks a read needs are fetched, verified and decrypted.
 
 The repository and key default to $BUPSTASH_REPOSITORY and $BUPSTASH_KEY
 (or $BUPSTASH_KEY_COMMAND), as with bupstash; mount also reads
-$XDG_CONFIG_HOME/backupfs/config.toml, which can name several sources.
+$XDG_CONFIG_HOME/backupfs/config.toml (or /etc/backupfs/config.toml), which
+can name several sources.
+
+As mount(8) runs it (mount -t fuse.backupfs, or /etc/fstab),
+
+    backupfs SOURCE MOUNTPOINT [-o OPTIONS] [-f]
+
+is backupfs mount --repo SOURCE -o OPTIONS MOUNTPOINT that returns once
+mounted and serves in the background (-f: in the foreground). SOURCE "none"
+takes the sources from -o config=FILE or -o backupy=DIR alone.
 
 ` + exitStatusHelp
 
 // globalFlags are the flags every command takes.
 type globalFlags struct {
 	quiet, verbose bool
+	progress       *progressMode
 }
 
 // newRootCommand builds the whole command tree around e. Log lines and
 // the final error go to out.
 func newRootCommand(e *env, out *logOutput) *cobra.Command {
-	var g globalFlags
+	g := globalFlags{progress: &e.progressMode}
 	root := &cobra.Command{
 		Use:     "backupfs",
 		Short:   "Look inside backups without restoring them",
@@ -71,6 +81,7 @@ func newRootCommand(e *env, out *logOutput) *cobra.Command {
 	root.SetFlagErrorFunc(flagError)
 	root.PersistentFlags().BoolVarP(&g.quiet, "quiet", "q", false, "print only errors")
 	root.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "print what is being done, and debugging detail")
+	root.PersistentFlags().Var(g.progress, "progress", "show the progress of long work on stderr: auto (on a terminal), always or never")
 	root.SetHelpCommand(newHelpCommand())
 	root.AddCommand(
 		newMountCommand(e),
@@ -105,6 +116,10 @@ func (g *globalFlags) apply(c *cobra.Command, out *logOutput) error {
 		level = slog.LevelDebug
 	}
 	out.level.Set(level)
+	if level > slog.LevelDebug {
+		// Until the command succeeds (or a mount is mounted): see log.go.
+		out.hold()
+	}
 	return nil
 }
 

@@ -30,7 +30,7 @@ func TestHelp(t *testing.T) {
 	}
 	for _, args := range [][]string{{"help", "mount"}, {"mount", "--help"}, {"mount", "-h"}} {
 		r := runCmd(t, nil, args...)
-		if r.code != 0 || r.stderr != "" || !strings.Contains(r.stdout, "backupfs mount [flags] MOUNTPOINT") ||
+		if r.code != 0 || r.stderr != "" || !strings.Contains(r.stdout, "backupfs mount [flags] [ITEM[:PATH]] MOUNTPOINT") ||
 			!strings.Contains(r.stdout, "      --allow-other ") || strings.Contains(r.stdout, "Available Commands:") {
 			t.Errorf("%v: exit %d, stdout %q, stderr %q", args, r.code, r.stdout, r.stderr)
 		}

@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/BurntSushi/toml"
 
@@ -60,18 +62,59 @@ type bupstashConfig struct {
 	KeyCommand string `toml:"key_command"`
 }
 
-// defaultConfigPath is $XDG_CONFIG_HOME/backupfs/config.toml, or
-// ~/.config/backupfs/config.toml.
-func defaultConfigPath(getenv func(string) string) string {
+// systemConfigPath is the configuration file of a system's mounts (an
+// fstab line, a systemd service), read when the user has none.
+const systemConfigPath = "/etc/backupfs/config.toml"
+
+// defaultConfigPaths are where the configuration file is looked for,
+// first found first: the user's, $XDG_CONFIG_HOME/backupfs/config.toml or
+// ~/.config/backupfs/config.toml, then the system's. Without
+// $XDG_CONFIG_HOME and $HOME (a systemd system service) only the
+// system's.
+func defaultConfigPaths(getenv func(string) string) []string {
 	dir := getenv("XDG_CONFIG_HOME")
-	if dir == "" {
-		home := getenv("HOME")
-		if home == "" {
-			return ""
+	if dir == "" || !filepath.IsAbs(dir) {
+		dir = ""
+		if home := getenv("HOME"); home != "" {
+			dir = filepath.Join(home, ".config")
 		}
-		dir = filepath.Join(home, ".config")
 	}
-	return filepath.Join(dir, "backupfs", "config.toml")
+	if dir == "" {
+		return []string{systemConfigPath}
+	}
+	return []string{filepath.Join(dir, "backupfs", "config.toml"), systemConfigPath}
+}
+
+// findConfig returns the first of paths that exists, or "" for none.
+func findConfig(paths []string) string {
+	for _, p := range paths {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return ""
+}
+
+// defaultBackupyCacheDir is where Backupy's decoded dumps are kept
+// without --backupy-cache-dir: $XDG_CACHE_HOME/backupfs/backupy; in a
+// systemd service with CacheDirectory=, $CACHE_DIRECTORY/backupy; else
+// ~/.cache/backupfs/backupy; for root without a home (a system service),
+// /var/cache/backupfs/backupy. Otherwise there is none, and the error says
+// what to set.
+func defaultBackupyCacheDir(getenv func(string) string) (string, error) {
+	if x := getenv("XDG_CACHE_HOME"); filepath.IsAbs(x) {
+		return filepath.Join(x, "backupfs", "backupy"), nil
+	}
+	if x, _, _ := strings.Cut(getenv("CACHE_DIRECTORY"), ":"); filepath.IsAbs(x) {
+		return filepath.Join(x, "backupy"), nil
+	}
+	if home := getenv("HOME"); filepath.IsAbs(home) {
+		return filepath.Join(home, ".cache", "backupfs", "backupy"), nil
+	}
+	if os.Geteuid() == 0 {
+		return "/var/cache/backupfs/backupy", nil
+	}
+	return "", usageError("no directory for Backupy's decoded dumps: $XDG_CACHE_HOME and $HOME are not set; give --backupy-cache-dir (cache_dir in the configuration file)")
 }
 
 // loadConfig reads path. A missing default file is no error; a missing

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 
 	"github.com/backupfs/backupfs/crypto/box"
+	"github.com/backupfs/backupfs/internal/untrusted"
 	"github.com/backupfs/backupfs/repo/backupy"
 	"github.com/backupfs/backupfs/repo/bupstash"
 	"github.com/backupfs/backupfs/repo/location"
@@ -23,7 +24,10 @@ const (
 	// item's metadata, a Backupy frame): what could be read was written,
 	// the rest failed its checks. With the right primary key, a failed
 	// authentication is damage: keys of other repositories are told apart
-	// by their ids before anything is decrypted.
+	// by their ids before anything is decrypted. So is a file of the
+	// repository that is refused unread (a FIFO, a device or a directory
+	// where an item's metadata or the schema should be, or a file far
+	// larger than its kind can be): it is not what Bupstash wrote.
 	exitDamaged = 3
 	// exitNoRepository: no repository or store where the command was
 	// pointed (no such directory, or not a Bupstash repository).
@@ -56,17 +60,10 @@ const exitStatusHelp = `Exit status:
 diff answers as diff(1) does: 0 when the trees are the same, 1 when they
 differ, 2 on trouble of any kind not listed above.`
 
-// errUsage marks errors in how the command was called (exit status 2).
-var errUsage = errors.New("usage")
-
 // usageError is a command-line mistake, said in one line.
 func usageError(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", errUsage, fmt.Sprintf(format, args...))
 }
-
-// errUsageShown is a usage error whose explanation (the usage text) has
-// already been printed.
-var errUsageShown = fmt.Errorf("%w: shown", errUsage)
 
 // answer is an exit status that answers the command rather than reports
 // a failure (diff's 1: the trees differ): nothing is printed for it.
@@ -75,10 +72,11 @@ type answer int
 func (a answer) Error() string { return fmt.Sprintf("exit status %d", int(a)) }
 
 // isSilent reports an error that needs no line of its own: its
-// explanation is printed already, or it is an answer.
+// explanation is printed already (the usage text, a background mount's
+// line), or it is an answer.
 func isSilent(err error) bool {
 	var a answer
-	return errors.Is(err, errUsageShown) || errors.As(err, &a)
+	return errors.Is(err, errUsageShown) || errors.Is(err, errReported) || errors.As(err, &a)
 }
 
 // codedError gives an error the exit status its origin implies, where the
@@ -109,6 +107,21 @@ func repositoryError(err error) error {
 	return err
 }
 
+// bupstashOpenError is repositoryError for a Bupstash repository, whose
+// files refused unread (meta/, tx.wal) are damage.
+func bupstashOpenError(err error) error {
+	if refusedUnread(err) {
+		return withCode(exitDamaged, err)
+	}
+	return repositoryError(err)
+}
+
+// refusedUnread reports a file refused before it was read (internal/
+// untrusted): not a regular file, or too large for its kind.
+func refusedUnread(err error) bool {
+	return errors.Is(err, untrusted.ErrNotRegular) || errors.Is(err, untrusted.ErrTooLarge) || errors.Is(err, untrusted.ErrNotDir)
+}
+
 // exitCode is the exit status of a command that failed with err.
 func exitCode(err error) int {
 	var coded *codedError
@@ -134,6 +147,10 @@ func exitCode(err error) int {
 	case errors.Is(err, bupstash.ErrCorrupt), errors.Is(err, bupstash.ErrChunkMissing),
 		errors.Is(err, bupstash.ErrCompression), errors.Is(err, bupstash.ErrBadJournal),
 		errors.Is(err, backupy.ErrCorrupt), errors.Is(err, box.ErrAuth):
+		return exitDamaged
+	case refusedUnread(err) && errors.As(err, new(*bupstash.ItemError)):
+		// An item file that is no item file (a key or configuration file
+		// refused the same way is the user's, not damage).
 		return exitDamaged
 	}
 	return exitFatal

@@ -76,7 +76,7 @@ func TestListRefusesHostileItemFiles(t *testing.T) {
 	dir := copyRepo(t, repo012)
 	plantHostileItems(t, dir)
 	code, stdout, stderr, rss := runBinary(t, 30*time.Second, "list", "--repo", dir, "--key", primary012)
-	if code != 1 || strings.Count(stdout, "\n") != 7 {
+	if code != exitDamaged || strings.Count(stdout, "\n") != 7 {
 		t.Fatalf("exit %d, %d items listed; stderr %q", code, strings.Count(stdout, "\n"), stderr)
 	}
 	if strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, "4 of 11 items could not be read") {

@@ -20,8 +20,19 @@ import (
 // (mount) put a timestamp first, except when standard error is the
 // systemd journal, which has its own: there each line starts with the
 // journal's priority prefix (<3> error, <4> warning, <6> info, <7> debug)
-// instead, so that journalctl -p works. The final error of a failed
-// command is a line of the same output.
+// instead, so that journalctl -p works. A mount serving in the background
+// with no journal and no --log-file logs to syslog (/dev/log), each line a
+// datagram with the daemon facility's priority. The final error of a
+// failed command is a line of the same output.
+//
+// A command prints one line when it fails, and only its warnings when it
+// succeeds: what was logged while a command runs (or while a mount
+// starts) is held back, printed when it succeeds (is mounted), dropped
+// when it fails, the error line saying what went wrong. --verbose holds
+// nothing back.
+//
+// On a terminal, the last line may be a status line (progress.go): drawn
+// over with carriage returns, and erased before any log line is written.
 
 // logOutput is standard error as the log sees it.
 type logOutput struct {
@@ -31,9 +42,22 @@ type logOutput struct {
 	journal bool
 	// stamp puts a timestamp first (never with journal).
 	stamp bool
+	// syslog writes each line as a syslog datagram (never with journal or
+	// stamp).
+	syslog bool
 	// level is the least level logged; --quiet and --verbose move it.
 	level slog.LevelVar
+
+	// holding keeps lines in held instead of writing them.
+	holding bool
+	held    []string
+	dropped int // lines beyond maxHeld
+	// status is the status line shown, "" for none.
+	status string
 }
+
+// maxHeld bounds the lines held back; what is beyond is counted.
+const maxHeld = 64
 
 func newLogOutput(w io.Writer, getenv func(string) string) *logOutput {
 	o := &logOutput{w: w, journal: isJournal(w, getenv("JOURNAL_STREAM"))}
@@ -60,19 +84,101 @@ func isJournal(w io.Writer, journalStream string) bool {
 // line writes one line of text at level, with the prefix the output
 // wants. Line breaks inside text are escaped.
 func (o *logOutput) line(level slog.Level, text string) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
 	var b strings.Builder
 	switch {
 	case o.journal:
 		fmt.Fprintf(&b, "<%d>", journalPriority(level))
+	case o.syslog:
+		fmt.Fprintf(&b, "<%d>", syslogDaemon+journalPriority(level))
 	case o.stamp:
 		b.WriteString(time.Now().Format("2006-01-02T15:04:05.000Z07:00 "))
 	}
 	b.WriteString(oneLine(text))
 	b.WriteByte('\n')
+	if o.holding {
+		if len(o.held) < maxHeld {
+			o.held = append(o.held, b.String())
+		} else {
+			o.dropped++
+		}
+		return nil
+	}
+	return o.writeLocked(b.String())
+}
+
+// syslogDaemon is the daemon facility (3) as a syslog priority's high
+// bits.
+const syslogDaemon = 3 << 3
+
+// writeLocked writes whole lines, erasing the status line first.
+func (o *logOutput) writeLocked(lines string) error {
+	if o.status != "" {
+		lines = clearLine + lines
+		o.status = ""
+	}
+	_, err := io.WriteString(o.w, lines)
+	return err
+}
+
+// raw writes lines formatted elsewhere (a background mount's, relayed).
+func (o *logOutput) raw(lines string) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	_, err := io.WriteString(o.w, b.String())
-	return err
+	return o.writeLocked(lines)
+}
+
+// hold starts holding lines back.
+func (o *logOutput) hold() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.holding = true
+}
+
+// release writes the lines held back, and stops holding.
+func (o *logOutput) release() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	lines := strings.Join(o.held, "")
+	if o.dropped > 0 {
+		lines += fmt.Sprintf("backupfs: warning: %d more warnings were not shown\n", o.dropped)
+	}
+	o.holding, o.held, o.dropped = false, nil, 0
+	if lines != "" {
+		_ = o.writeLocked(lines)
+	}
+}
+
+// discard drops the lines held back, and stops holding.
+func (o *logOutput) discard() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.holding, o.held, o.dropped = false, nil, 0
+}
+
+// clearLine returns to the start of the line and erases it.
+const clearLine = "\r\x1b[K"
+
+// showStatus draws text as the status line, over the last one.
+func (o *logOutput) showStatus(text string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if text == o.status {
+		return
+	}
+	_, _ = io.WriteString(o.w, clearLine+text)
+	o.status = text
+}
+
+// clearStatus erases the status line, if one is shown.
+func (o *logOutput) clearStatus() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.status != "" {
+		_, _ = io.WriteString(o.w, clearLine)
+		o.status = ""
+	}
 }
 
 // journalPriority maps a level to syslog's priorities, as sd-daemon(3)'s

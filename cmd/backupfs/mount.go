@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/backupfs/backupfs/cache"
@@ -34,6 +37,18 @@ type mountFlags struct {
 	query                   string // see mount_query.go
 	cacheSize, indexMemory  byteSize
 	backupy                 backupyMountFlags
+	// item is ITEM[:PATH], one item's tree to show at the mount's root.
+	item string
+	// options are the -o lists (mountopts.go).
+	options []string
+	// foreground and background say how the command runs: background
+	// returns once mounted (daemon.go); foreground, the default of
+	// backupfs mount, wins.
+	foreground, background bool
+	logFile                string
+	allowNonEmpty          bool
+	// noexec is mount(8)'s -o noexec.
+	noexec bool
 	// changed reports a flag given on the command line, which wins over
 	// the configuration file.
 	changed func(name string) bool
@@ -42,21 +57,36 @@ type mountFlags struct {
 func newMountCommand(e *env) *cobra.Command {
 	mf := &mountFlags{cacheSize: bupstash.DefaultCacheSize, indexMemory: fusefs.DefaultIndexMemory}
 	c := &cobra.Command{
-		Use:   "mount [flags] MOUNTPOINT",
+		Use:   "mount [flags] [ITEM[:PATH]] MOUNTPOINT",
 		Short: "Mount repositories and blob stores as a read-only filesystem",
 		Long: `Mount Bupstash repositories and Backupy blob stores on MOUNTPOINT as a read-only
 filesystem, and serve it in the foreground until Ctrl-C, SIGTERM, umount or
-fusermount3 -u. Each source is a directory of the mount: ids/<item-id>/,
-latest, by-time/ and by-tag/ for a Bupstash repository; the objects' tree of
-decoded dumps for a Backupy store.
+fusermount3 -u (--background: return once mounted, and serve in the
+background). Each source is a directory of the mount: ids/<item-id>/, latest,
+by-time/ and by-tag/ for a Bupstash repository; the objects' tree of decoded
+dumps for a Backupy store. With ITEM (an item id or a unique prefix of one),
+the mount shows that item's tree at its root, or the directory PATH in it.
 
 Sources come from --repo (or $BUPSTASH_REPOSITORY), --backupy, and the
-configuration file ($XDG_CONFIG_HOME/backupfs/config.toml, or --config).`,
+configuration file (--config, or $XDG_CONFIG_HOME/backupfs/config.toml,
+~/.config/backupfs/config.toml or /etc/backupfs/config.toml, the first that
+exists). MOUNTPOINT must be an empty directory unless --allow-non-empty.
+
+` + optionsHelp,
 		Annotations: map[string]string{annotationService: "yes"},
-		Args:        wantArgs(1, 1, "want one MOUNTPOINT"),
+		Args:        wantArgs(1, 2, "want MOUNTPOINT, or ITEM[:PATH] MOUNTPOINT"),
 		RunE: func(c *cobra.Command, args []string) error {
+			if err := applyMountOptions(c.Flags(), mf); err != nil {
+				return err
+			}
 			mf.changed = c.Flags().Changed
-			return runMount(c.Context(), e, mf, args[0])
+			if len(args) == 2 {
+				if mf.item != "" {
+					return usageError("ITEM is given twice: as an argument and as --item")
+				}
+				mf.item = args[0]
+			}
+			return runMount(c.Context(), e, mf, args[len(args)-1])
 		},
 	}
 	mf.register(c.Flags())
@@ -77,18 +107,30 @@ func (mf *mountFlags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&mf.debug, "debug", false, "log every FUSE request")
 	fs.StringVar(&mf.pprof, "pprof", "", "serve net/http/pprof on `ADDR`, e.g. 127.0.0.1:6060 (default: off)")
 	registerMountQuery(fs, &mf.query)
+	fs.StringVar(&mf.item, "item", "", "show one item's tree at the mount's root: `ITEM[:PATH]`, an item id or unique prefix, and a directory in it (default: every source whole)")
+	fs.BoolVar(&mf.allowNonEmpty, "allow-non-empty", false, "mount on a directory that has files (hidden while mounted)")
+	fs.StringArrayVarP(&mf.options, "options", "o", nil, "mount `OPTIONS`, comma-separated: the flags' names with _ for -, and mount(8)'s (repeatable)")
+	fs.BoolVarP(&mf.foreground, "foreground", "f", false, "serve in the foreground (the default, except in the mount(8) form)")
+	fs.BoolVar(&mf.background, "background", false, "return once mounted, and serve in the background")
+	fs.StringVar(&mf.logFile, "log-file", "", "in the background, log to `FILE` (default: the journal under systemd, else syslog)")
 	mf.backupy.register(fs)
 }
 
 // mountPlan is what to mount, and how, once flags, configuration file and
-// environment are reconciled.
+// environment are reconciled. Every local path in it is absolute, so that
+// a mount serving in the background can leave its working directory.
 type mountPlan struct {
-	mountpoint string
-	bupstash   []bupstashSource
-	backupy    []backupyConfig
-	cacheSize  int64
-	fs         fusefs.Options
-	mount      fusefs.MountOptions
+	mountpoint    string
+	bupstash      []bupstashSource
+	backupy       []backupyConfig
+	cacheSize     int64
+	fs            fusefs.Options
+	mount         fusefs.MountOptions
+	allowNonEmpty bool
+	// item and itemPath: one item's tree (or a directory in it) at the
+	// mount's root; item is an id or a prefix of one, itemID the id it
+	// was found to be.
+	item, itemPath, itemID string
 }
 
 // bupstashSource is one Bupstash repository to mount.
@@ -104,6 +146,16 @@ func runMount(ctx context.Context, e *env, mf *mountFlags, mnt string) error {
 		// --debug traces every request go-fuse sees, at debug level.
 		e.level.Set(slog.LevelDebug)
 	}
+	plan, err := resolveMount(e, mf, mnt)
+	if err != nil {
+		return err
+	}
+	if mf.background && !mf.foreground && e.daemon == nil {
+		// The daemon profiles itself, if asked.
+		e.stopProfiling()
+		e.stopProfiling = func() {}
+		return startDaemon(ctx, e, mnt, mf.logFile)
+	}
 	if mf.pprof != "" {
 		stop, err := startProfiling(mf.pprof, "", e.log)
 		defer stop()
@@ -111,31 +163,41 @@ func runMount(ctx context.Context, e *env, mf *mountFlags, mnt string) error {
 			return err
 		}
 	}
-	plan, err := resolveMount(e, mf, mnt)
-	if err != nil {
-		return err
-	}
+	starting := e.startProgress("mounting on "+mnt, false, -1, nil)
+	defer starting.finish()
 	defer mf.backupy.wipeKeys() // after the stores are closed by openSources' closer
 	filesystem, dirs, closeSources, err := openSources(ctx, e, plan, &mf.backupy)
 	if err != nil {
 		return err
 	}
 	defer closeSources()
-	return serve(ctx, e, filesystem, plan, dirs)
+	return serve(ctx, e, filesystem, plan, dirs, func() error {
+		// Mounted: what was held back while starting is said, and a
+		// mount in the background lets the command that waits return.
+		starting.finish()
+		starting = nil
+		if e.out != nil {
+			e.out.release()
+		}
+		return e.daemon.ready(e.out)
+	})
 }
 
 // resolveMount reconciles the flags, the configuration file and the
 // Bupstash environment into a plan. Flags win over the file.
 func resolveMount(e *env, mf *mountFlags, mnt string) (*mountPlan, error) {
 	cfgFile, explicit := mf.config, mf.config != ""
+	searched := defaultConfigPaths(e.getenv)
 	if !explicit {
-		cfgFile = defaultConfigPath(e.getenv)
+		cfgFile = findConfig(searched)
+	} else if abs, err := filepath.Abs(cfgFile); err == nil {
+		cfgFile = abs // the paths it names are relative to it
 	}
 	cfg, err := loadConfig(cfgFile, explicit)
 	if err != nil {
 		return nil, err
 	}
-	plan := &mountPlan{mountpoint: mnt, cacheSize: int64(mf.cacheSize)}
+	plan := &mountPlan{mountpoint: mnt, cacheSize: int64(mf.cacheSize), allowNonEmpty: mf.allowNonEmpty}
 	if !mf.changed("cache-size") && cfg.CacheSize != "" {
 		if plan.cacheSize, err = parseConfigSize("cache_size", cfg.CacheSize); err != nil {
 			return nil, err
@@ -164,7 +226,7 @@ func resolveMount(e *env, mf *mountFlags, mnt string) (*mountPlan, error) {
 	if plan.fs.Select, err = mountSelector(e, mf.query); err != nil {
 		return nil, err
 	}
-	plan.mount = fusefs.MountOptions{AllowOther: mf.allowOther || cfg.AllowOther, Debug: mf.debug}
+	plan.mount = fusefs.MountOptions{AllowOther: mf.allowOther || cfg.AllowOther, Debug: mf.debug, NoExec: mf.noexec}
 
 	// Sources: the config file's, and the one the flags or the Bupstash
 	// environment name.
@@ -189,14 +251,86 @@ func resolveMount(e *env, mf *mountFlags, mnt string) (*mountPlan, error) {
 		plan.backupy = append(plan.backupy, backupyConfig{Dir: dir, Views: mf.backupy.views, CacheDir: mf.backupy.cacheDir})
 	}
 	if len(plan.bupstash)+len(plan.backupy) == 0 {
-		return nil, usageError("nothing to mount: use --repo (or set BUPSTASH_REPOSITORY) or --backupy, or list sources in %s", cfgFile)
+		where := strings.Join(searched, " or ")
+		if explicit {
+			where = cfgFile
+		}
+		return nil, usageError("nothing to mount: use --repo (or set BUPSTASH_REPOSITORY) or --backupy, or list sources in %s", where)
 	}
+	for i := range plan.backupy {
+		b := &plan.backupy[i]
+		if b.Dir, err = absPath(b.Dir); err != nil {
+			return nil, err
+		}
+		if b.CacheDir == "" {
+			b.CacheDir = mf.backupy.cacheDir
+		}
+		if b.CacheDir == "" {
+			if b.CacheDir, err = defaultBackupyCacheDir(e.getenv); err != nil {
+				return nil, err
+			}
+		}
+		if b.CacheDir, err = absPath(b.CacheDir); err != nil {
+			return nil, err
+		}
+	}
+	if mf.item != "" {
+		if len(plan.bupstash) != 1 || len(plan.backupy) != 0 {
+			return nil, usageError("ITEM is an item of one repository: mount it with --repo (or BUPSTASH_REPOSITORY, or a configuration file) naming one Bupstash repository alone")
+		}
+		plan.item, plan.itemPath, _ = strings.Cut(mf.item, ":")
+		plan.itemPath = cleanPath(plan.itemPath)
+		if plan.item == "" {
+			return nil, usageError("want ITEM[:PATH], an item id or a unique prefix of one, not %q", mf.item)
+		}
+	}
+	plan.mount.Source = mountSource(plan)
 	return plan, nil
+}
+
+// absPath makes a local path absolute; a URL stays as it is.
+func absPath(p string) (string, error) {
+	if p == "" || location.IsURL(p) {
+		return p, nil
+	}
+	return filepath.Abs(p)
+}
+
+// mountSource names what is mounted, for the source field of
+// /proc/mounts (backupfs:SOURCE): the repository's or store's location,
+// and with several sources their locations joined by ';', cut short. One
+// item's tree adds :ITEM-ID[:PATH] (planItemRoot), as the command line
+// names it.
+func mountSource(plan *mountPlan) string {
+	var locs []string
+	for _, s := range plan.bupstash {
+		locs = append(locs, s.loc.Display())
+	}
+	for _, b := range plan.backupy {
+		locs = append(locs, b.Dir)
+	}
+	const max = 240
+	var b strings.Builder
+	for i, l := range locs {
+		sep := ""
+		if i > 0 {
+			sep = ";"
+		}
+		if b.Len()+len(sep)+len(l) > max {
+			fmt.Fprintf(&b, "%s…+%d", sep, len(locs)-i)
+			break
+		}
+		b.WriteString(sep + l)
+	}
+	return b.String()
 }
 
 func newBupstashSource(name, where, key, keyCommand string) (bupstashSource, error) {
 	loc, err := location.Parse(where)
 	if err != nil {
+		return bupstashSource{}, err
+	}
+	if loc, err = loc.Abs(); err != nil {
 		return bupstashSource{}, err
 	}
 	if name == "" {
@@ -227,6 +361,11 @@ func openSources(ctx context.Context, e *env, plan *mountPlan, by *backupyMountF
 		if err != nil {
 			return nil, nil, nil, err
 		}
+		if plan.item != "" {
+			if err := planItemRoot(ctx, plan, s, repo); err != nil {
+				return nil, nil, nil, err
+			}
+		}
 		if err := filesystem.AddBupstash(s.name, repo); err != nil {
 			return nil, nil, nil, fmt.Errorf("%s: %w", s.loc, err)
 		}
@@ -252,6 +391,33 @@ func openSources(ctx context.Context, e *env, plan *mountPlan, by *backupyMountF
 	return filesystem, dirs, closeAll, nil
 }
 
+// planItemRoot finds the item the plan names (an id or a unique prefix)
+// and sets the mount's root to its tree, or to the directory in it. The
+// repository remembers the items it decoded: the filesystem's own listing
+// reads nothing twice.
+func planItemRoot(ctx context.Context, plan *mountPlan, s bupstashSource, repo *bupstash.Repository) error {
+	l, err := repo.List(ctx)
+	if l == nil {
+		return err
+	}
+	it, err := l.Find(plan.item)
+	if err != nil {
+		return err
+	}
+	id := it.ID.String()
+	plan.mount.Root = s.name + "/ids/" + id
+	plan.mount.Source += ":" + id
+	if plan.itemPath != "" {
+		if !it.HasIndex() {
+			return fmt.Errorf("item %s: %s: %w (a raw item is one file, shown in a directory of its own)", id, plan.itemPath, errNotDirectory)
+		}
+		plan.mount.Root += "/" + plan.itemPath
+		plan.mount.Source += ":" + plan.itemPath
+	}
+	plan.itemID = id
+	return nil
+}
+
 // openBupstashSource opens one Bupstash repository with its key.
 func openBupstashSource(ctx context.Context, e *env, s bupstashSource, chunks *cache.ChunkCache) (*bupstash.Repository, error) {
 	key, err := bupstashKey(ctx, e, s.key, s.keyCommand)
@@ -259,23 +425,32 @@ func openBupstashSource(ctx context.Context, e *env, s bupstashSource, chunks *c
 		return nil, fmt.Errorf("%s: %w", s.loc, err)
 	}
 	repo, err := location.OpenBupstash(ctx, s.loc, key, bupstash.Options{Cache: chunks, Logger: e.log})
-	return repo, repositoryError(err)
+	return repo, bupstashOpenError(err)
 }
 
-// serve mounts the filesystem and serves it until it is unmounted from
-// outside or ctx ends (SIGINT, SIGTERM), then unmounts it.
-func serve(ctx context.Context, e *env, filesystem *fusefs.FS, plan *mountPlan, sourceDirs []string) error {
-	mnt, err := mountpoint.Prepare(plan.mountpoint, sourceDirs)
+// serve mounts the filesystem, calls ready, and serves it until it is
+// unmounted from outside or ctx ends (SIGINT, SIGTERM), then unmounts it.
+func serve(ctx context.Context, e *env, filesystem *fusefs.FS, plan *mountPlan, sourceDirs []string, ready func() error) error {
+	mnt, err := mountpoint.Prepare(plan.mountpoint, sourceDirs, plan.allowNonEmpty)
 	if err != nil {
 		return err
 	}
 	m, err := filesystem.Mount(mnt, plan.mount)
+	if plan.itemID != "" && errors.Is(err, syscall.ENOENT) {
+		return fmt.Errorf("item %s: %s: %w", plan.itemID, plan.itemPath, errNoSuchPath)
+	}
+	if plan.itemID != "" && errors.Is(err, syscall.ENOTDIR) {
+		return fmt.Errorf("item %s: %s: %w", plan.itemID, plan.itemPath, errNotDirectory)
+	}
 	if err != nil {
 		return err
 	}
 	govern, stopGoverning := context.WithCancel(ctx)
 	defer stopGoverning()
 	go governHeap(govern, filesystem)
+	if err := ready(); err != nil {
+		e.log.Warn("mounted, but", "err", err)
+	}
 	e.log.Info("mounted; unmount with Ctrl-C, umount or fusermount3 -u", "mountpoint", mnt, "sources", len(plan.bupstash)+len(plan.backupy))
 	select {
 	case <-m.Done():

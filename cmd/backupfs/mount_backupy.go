@@ -38,7 +38,7 @@ func (b *backupyMountFlags) register(fs *pflag.FlagSet) {
 	stringArray(fs, (*[]string)(&b.tokenDirs), "backupy-token-dir", "`DIR` of *.jwt and *.token files (repeatable)")
 	stringArray(fs, (*[]string)(&b.keyrings), "backupy-keyring", "keyring `FILE` of data keys (repeatable; default $"+backupy.EnvKeyring+")")
 	fs.StringVar(&b.views, "backupy-views", "plain", "`VIEWS` of each object besides the decoded dump: zst, meta or all, comma-separated")
-	fs.StringVar(&b.cacheDir, "backupy-cache-dir", "", "`DIR` for decoded dumps (default $XDG_CACHE_HOME/backupfs/backupy)")
+	fs.StringVar(&b.cacheDir, "backupy-cache-dir", "", "`DIR` for decoded dumps (default $XDG_CACHE_HOME/backupfs/backupy, ~/.cache/backupfs/backupy, or for root /var/cache/backupfs/backupy)")
 	b.cacheSize = defaultBackupyCacheSize
 	fs.Var(&b.cacheSize, "backupy-cache-size", "disk space for decoded dumps (suffixes K, M, G, T)")
 	fs.BoolVar(&b.hideForeign, "backupy-hide-foreign", false, "hide files in Backupy stores that are not Backupy objects (default: shown byte for byte)")

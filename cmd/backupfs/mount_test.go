@@ -171,6 +171,11 @@ func TestMountFromEnvironmentAndSIGTERM(t *testing.T) {
 	if err != nil || string(b) != "sub file\n" {
 		t.Fatalf("read: %q %v", b, err)
 	}
+	// The mount names the repository it shows, as df and findmnt print it.
+	info, _ := os.ReadFile("/proc/self/mountinfo")
+	if src, fstype := sourceOf(t, info, dir); src != "backupfs:"+abs(t, repo012) || fstype != "fuse.backupfs" {
+		t.Errorf("source %q type %q", src, fstype)
+	}
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	if code := p.wait(t, 10*time.Second); code != 0 {
 		t.Fatalf("exit status %d after SIGTERM:\n%s", code, p.stderr)
@@ -299,6 +304,12 @@ func TestMountFailures(t *testing.T) {
 		{"bad xattrs mode", []string{"--repo", abs(t, repo012), "--key", abs(t, primary012), "--xattrs", "maybe", t.TempDir()}, 2, "auto, on or off"},
 		{"key without repository", []string{"--key", abs(t, primary012), t.TempDir()}, 2, "--key and --name describe --repo"},
 		{"user without fusermount3", append([]string{"--as-nobody"}, openToAll(t)...), 1, "install the fuse3 package"},
+		{"non-empty mountpoint", []string{"--repo", abs(t, repo012), "--key", abs(t, primary012), nonEmptyDir(t)}, 1, "holds notes.txt, which the mount would hide: use an empty directory, or --allow-non-empty (-o nonempty)"},
+		{"item not there", []string{"--repo", abs(t, repo012), "--key", abs(t, primary012), "fdd75e29:nope", t.TempDir()}, 1, "item fdd75e29487490b4ef3eb1792242fc00: nope: no such file or directory"},
+		{"item path not a directory", []string{"--repo", abs(t, repo012), "--key", abs(t, primary012), "fdd75e29:a.txt", t.TempDir()}, 1, "a.txt: not a directory"},
+		{"path in a raw item", []string{"--repo", abs(t, repo012), "--key", abs(t, primary012), "d5dbf244:data", t.TempDir()}, 1, "a raw item is one file"},
+		{"no such item", []string{"--repo", abs(t, repo012), "--key", abs(t, primary012), "0123", t.TempDir()}, 1, `no such item "0123"`},
+		{"item of two sources", []string{"--repo", abs(t, repo012), "--key", abs(t, primary012), "--backupy", t.TempDir(), "--item", "fdd75e29", t.TempDir()}, 2, "ITEM is an item of one repository"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			argv := append([]string{backupfsBinary(t), "mount"}, tt.args...)
@@ -407,6 +418,42 @@ func TestMountForAnotherUser(t *testing.T) {
 		return
 	}
 	t.Fatal("no private item in the fixture")
+}
+
+// nonEmptyDir is a directory with a file in it.
+func nonEmptyDir(t *testing.T) string {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "notes.txt"), []byte("mine"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// One item's tree at the mount's root (rustic's and kopia's
+// snapshot:path): the item's directory, or a directory in it; the source
+// field says which. --allow-non-empty mounts over a directory's files.
+func TestMountOneItem(t *testing.T) {
+	dir := t.TempDir()
+	p := startMount(t, nil, "--repo", abs(t, repo012), "--key", abs(t, primary012), "fdd75e29:sub", dir)
+	ents, err := os.ReadDir(dir)
+	if err != nil || len(ents) != 2 || ents[0].Name() != "nested" || ents[1].Name() != "s.txt" {
+		t.Fatalf("root: %v %v", ents, err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "nested", "deeper", "file.txt")); err != nil || string(b) != "deep file\n" {
+		t.Fatalf("read: %q %v", b, err)
+	}
+	info, _ := os.ReadFile("/proc/self/mountinfo")
+	if src, _ := sourceOf(t, info, dir); src != "backupfs:"+abs(t, repo012)+":fdd75e29487490b4ef3eb1792242fc00:sub" {
+		t.Errorf("source %q", src)
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	p.wait(t, 10*time.Second)
+
+	full := nonEmptyDir(t)
+	startMount(t, nil, "--repo", abs(t, repo012), "--key", abs(t, primary012), "--allow-non-empty", "-o", "item=d5dbf244", full)
+	if b, err := os.ReadFile(filepath.Join(full, "data")); err != nil || string(b) != "hello from stdin\n" {
+		t.Fatalf("raw item at the root: %q %v", b, err)
+	}
 }
 
 // openToAll copies the 0.12.1 repository and its key where any user may

@@ -50,7 +50,7 @@ func (f *repoFlags) open(ctx context.Context, e *env) (*bupstash.Repository, err
 	r, err := location.OpenBupstash(ctx, loc, key, bupstash.Options{
 		Cache: cache.New(int64(f.cacheSize)), Logger: e.log, LockWait: f.lockWait,
 	})
-	return r, repositoryError(err)
+	return r, bupstashOpenError(err)
 }
 
 // bupstashKey loads a key from a file, from a command, or as the Bupstash
