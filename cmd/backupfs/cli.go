@@ -84,7 +84,7 @@ func newRootCommand(e *env, out *logOutput) *cobra.Command {
 	root.PersistentFlags().Var(g.progress, "progress", "show the progress of long work on stderr: auto (on a terminal), always or never")
 	root.SetHelpCommand(newHelpCommand())
 	root.AddCommand(
-		newMountCommand(e),
+		newMountCommand(e, func(c *cobra.Command) error { return g.apply(c, out) }),
 		newListCommand(e),
 		newLsCommand(e),
 		newCatCommand(e),

@@ -54,7 +54,9 @@ type mountFlags struct {
 	changed func(name string) bool
 }
 
-func newMountCommand(e *env) *cobra.Command {
+// newMountCommand builds mount; global applies the global flags, once
+// the -o options (which may set them: -o verbose) are.
+func newMountCommand(e *env, global func(*cobra.Command) error) *cobra.Command {
 	mf := &mountFlags{cacheSize: bupstash.DefaultCacheSize, indexMemory: fusefs.DefaultIndexMemory}
 	c := &cobra.Command{
 		Use:   "mount [flags] [ITEM[:PATH]] MOUNTPOINT",
@@ -75,10 +77,22 @@ exists). MOUNTPOINT must be an empty directory unless --allow-non-empty.
 ` + optionsHelp,
 		Annotations: map[string]string{annotationService: "yes"},
 		Args:        wantArgs(1, 2, "want MOUNTPOINT, or ITEM[:PATH] MOUNTPOINT"),
-		RunE: func(c *cobra.Command, args []string) error {
+		PersistentPreRunE: func(c *cobra.Command, _ []string) error {
 			if err := applyMountOptions(c.Flags(), mf); err != nil {
 				return err
 			}
+			if err := global(c); err != nil {
+				return err
+			}
+			if mf.debug && e.level != nil {
+				// --debug traces every request go-fuse sees, at debug
+				// level, as they come.
+				e.level.Set(slog.LevelDebug)
+				e.out.release()
+			}
+			return nil
+		},
+		RunE: func(c *cobra.Command, args []string) error {
 			mf.changed = c.Flags().Changed
 			if len(args) == 2 {
 				if mf.item != "" {
@@ -142,10 +156,6 @@ type bupstashSource struct {
 }
 
 func runMount(ctx context.Context, e *env, mf *mountFlags, mnt string) error {
-	if mf.debug && e.level != nil {
-		// --debug traces every request go-fuse sees, at debug level.
-		e.level.Set(slog.LevelDebug)
-	}
 	plan, err := resolveMount(e, mf, mnt)
 	if err != nil {
 		return err
