@@ -2,13 +2,18 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
+
+	"github.com/backupfs/backupfs/internal/fusetest"
 )
 
 // readmeBlocks returns the ```sh blocks of README.md between the lines
@@ -94,5 +99,87 @@ func TestREADMECommandLineExamples(t *testing.T) {
 	}
 	if n < 20 {
 		t.Errorf("only %d example commands ran", n)
+	}
+}
+
+// readmeMarker precedes each block of README.md that runs as written.
+const readmeMarker = "<!-- runs as written (readme_test.go) -->"
+
+// runnableBlocks returns the code blocks of a markdown file that follow
+// the marker.
+func runnableBlocks(t *testing.T, path string) []string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var blocks []string
+	rest := string(b)
+	for {
+		i := strings.Index(rest, readmeMarker)
+		if i < 0 {
+			return blocks
+		}
+		rest = rest[i+len(readmeMarker):]
+		open := strings.Index(rest, "```")
+		if open < 0 || strings.TrimSpace(rest[:open]) != "" {
+			t.Fatalf("%s: the marker is not right before a code block", path)
+		}
+		body := rest[open:]
+		body = body[strings.IndexByte(body, '\n')+1:]
+		end := strings.Index(body, "```")
+		if end < 0 {
+			t.Fatalf("%s: a code block does not end", path)
+		}
+		blocks = append(blocks, body[:end])
+		rest = body[end+3:]
+	}
+}
+
+// The README's blocks marked as running as written (a mount of the
+// samples) do, from the root of the checkout, with the built binary first
+// on PATH. Mounts they leave behind are removed.
+func TestREADMEMountExample(t *testing.T) {
+	fusetest.RequireFUSE(t)
+	becomeSubreaper(t)
+	root := abs(t, "../..")
+	blocks := runnableBlocks(t, filepath.Join(root, "README.md"))
+	if len(blocks) < 2 {
+		t.Fatalf("only %d runnable blocks in README.md", len(blocks))
+	}
+	// The blocks put $PWD/bin first on PATH, where make build leaves the
+	// binary; the test's own binary stands in for it, from a directory of
+	// its own (the checkout's bin/ is left alone).
+	bin := filepath.Join(t.TempDir(), "bin")
+	os.Mkdir(bin, 0o755)
+	if err := os.Symlink(backupfsBinary(t), filepath.Join(bin, "backupfs")); err != nil {
+		t.Fatal(err)
+	}
+	tmp := t.TempDir()
+	t.Cleanup(func() {
+		b, _ := os.ReadFile("/proc/self/mountinfo")
+		for _, line := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], tmp) {
+				t.Errorf("a README block left %s mounted", f[4])
+				syscall.Unmount(f[4], syscall.MNT_DETACH)
+			}
+		}
+	})
+	for i, block := range blocks {
+		t.Run(fmt.Sprintf("block%d", i+1), func(t *testing.T) {
+			script := strings.ReplaceAll(block, "export PATH=$PWD/bin:$PATH", "export PATH="+bin+":$PATH")
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, "bash", "-euo", "pipefail", "-c", script)
+			cmd.Dir = root
+			cmd.Env = append(cleanEnv(), "TMPDIR="+tmp)
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("block %d failed: %v\n%s\n---\n%s", i+1, err, block, out)
+			}
+			if strings.Contains(string(out), "backupfs: ") {
+				t.Errorf("block %d printed a warning or error:\n%s", i+1, out)
+			}
+		})
 	}
 }
