@@ -144,8 +144,8 @@ func TestREADMEMountExample(t *testing.T) {
 	becomeSubreaper(t)
 	root := abs(t, "../..")
 	blocks := runnableBlocks(t, filepath.Join(root, "README.md"))
-	if len(blocks) < 2 {
-		t.Fatalf("only %d runnable blocks in README.md", len(blocks))
+	if len(blocks) < 1 {
+		t.Fatalf("no runnable block in README.md")
 	}
 	// The blocks put $PWD/bin first on PATH, where make build leaves the
 	// binary; the test's own binary stands in for it, from a directory of
