@@ -14,7 +14,9 @@ import (
 	"github.com/backupfs/backupfs/cache"
 	"github.com/backupfs/backupfs/fusefs"
 	"github.com/backupfs/backupfs/internal/mountpoint"
+	"github.com/backupfs/backupfs/internal/shellwords"
 	"github.com/backupfs/backupfs/repo/bupstash"
+	"github.com/backupfs/backupfs/repo/bupstash/query"
 	"github.com/backupfs/backupfs/repo/location"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -66,8 +68,9 @@ filesystem, and serve it in the foreground until Ctrl-C, SIGTERM, umount or
 fusermount3 -u (--background: return once mounted, and serve in the
 background). Each source is a directory of the mount: ids/<item-id>/, latest,
 by-time/ and by-tag/ for a Bupstash repository; the objects' tree of decoded
-dumps for a Backupy store. With ITEM (an item id or a unique prefix of one),
-the mount shows that item's tree at its root, or the directory PATH in it.
+dumps for a Backupy store. With ITEM (an item id or a unique prefix of one,
+or a query that names one item), the mount shows that item's tree at its
+root, or the directory PATH in it.
 
 Sources come from --repo (or $BUPSTASH_REPOSITORY), --backupy, and the
 configuration file (--config, or $XDG_CONFIG_HOME/backupfs/config.toml,
@@ -121,7 +124,7 @@ func (mf *mountFlags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&mf.debug, "debug", false, "log every FUSE request")
 	fs.StringVar(&mf.pprof, "pprof", "", "serve net/http/pprof on `ADDR`, e.g. 127.0.0.1:6060 (default: off)")
 	registerMountQuery(fs, &mf.query)
-	fs.StringVar(&mf.item, "item", "", "show one item's tree at the mount's root: `ITEM[:PATH]`, an item id or unique prefix, and a directory in it (default: every source whole)")
+	fs.StringVar(&mf.item, "item", "", "show one item's tree at the mount's root: `ITEM[:PATH]`, an item id or unique prefix and a directory in it, or a query naming one item (default: every source whole)")
 	fs.BoolVar(&mf.allowNonEmpty, "allow-non-empty", false, "mount on a directory that has files (hidden while mounted)")
 	fs.StringArrayVarP(&mf.options, "options", "o", nil, "mount `OPTIONS`, comma-separated: the flags' names with _ for -, and mount(8)'s (repeatable)")
 	fs.BoolVarP(&mf.foreground, "foreground", "f", false, "serve in the foreground (the default, except in the mount(8) form)")
@@ -142,9 +145,9 @@ type mountPlan struct {
 	mount         fusefs.MountOptions
 	allowNonEmpty bool
 	// item and itemPath: one item's tree (or a directory in it) at the
-	// mount's root; item is an id or a prefix of one, itemID the id it
-	// was found to be.
-	item, itemPath, itemID string
+	// mount's root; itemID is the id item was found to name.
+	item             *itemSpec
+	itemPath, itemID string
 }
 
 // bupstashSource is one Bupstash repository to mount.
@@ -288,10 +291,11 @@ func resolveMount(e *env, mf *mountFlags, mnt string) (*mountPlan, error) {
 		if len(plan.bupstash) != 1 || len(plan.backupy) != 0 {
 			return nil, usageError("ITEM is an item of one repository: mount it with --repo (or BUPSTASH_REPOSITORY, or a configuration file) naming one Bupstash repository alone")
 		}
-		plan.item, plan.itemPath, _ = strings.Cut(mf.item, ":")
-		plan.itemPath = cleanPath(plan.itemPath)
-		if plan.item == "" {
-			return nil, usageError("want ITEM[:PATH], an item id or a unique prefix of one, not %q", mf.item)
+		if mf.query != "" {
+			return nil, usageError("ITEM and --query both choose what to mount: give one")
+		}
+		if plan.item, plan.itemPath, err = parseMountItem(mf.item); err != nil {
+			return nil, err
 		}
 	}
 	plan.mount.Source = mountSource(plan)
@@ -371,8 +375,8 @@ func openSources(ctx context.Context, e *env, plan *mountPlan, by *backupyMountF
 		if err != nil {
 			return nil, nil, nil, err
 		}
-		if plan.item != "" {
-			if err := planItemRoot(ctx, plan, s, repo); err != nil {
+		if plan.item != nil {
+			if err := planItemRoot(ctx, e, plan, s, repo); err != nil {
 				return nil, nil, nil, err
 			}
 		}
@@ -401,16 +405,27 @@ func openSources(ctx context.Context, e *env, plan *mountPlan, by *backupyMountF
 	return filesystem, dirs, closeAll, nil
 }
 
-// planItemRoot finds the item the plan names (an id or a unique prefix)
-// and sets the mount's root to its tree, or to the directory in it. The
-// repository remembers the items it decoded: the filesystem's own listing
-// reads nothing twice.
-func planItemRoot(ctx context.Context, plan *mountPlan, s bupstashSource, repo *bupstash.Repository) error {
-	l, err := repo.List(ctx)
-	if l == nil {
-		return err
+// parseMountItem reads ITEM[:PATH]: an item id or a unique prefix of one,
+// and a directory in it; or a query that must match one item, split into
+// words as a shell would (a query may hold colons: timestamp=… 04:29:*),
+// for which the item's whole tree is mounted.
+func parseMountItem(s string) (*itemSpec, string, error) {
+	if id, p, _ := strings.Cut(s, ":"); isIDPrefix(id) {
+		return &itemSpec{prefix: strings.ToLower(id)}, cleanPath(p), nil
 	}
-	it, err := l.Find(plan.item)
+	words, err := shellwords.Split(s)
+	if err != nil || len(words) == 0 {
+		return nil, "", usageError("want ITEM[:PATH] (an item id or a unique prefix of one, then a directory in it) or a query naming one item, not %q", s)
+	}
+	spec, err := parseItemSpec(words)
+	return spec, "", err
+}
+
+// planItemRoot finds the item the plan names and sets the mount's root to
+// its tree, or to the directory in it. The repository remembers the items
+// it decoded: the filesystem's own listing reads nothing twice.
+func planItemRoot(ctx context.Context, e *env, plan *mountPlan, s bupstashSource, repo *bupstash.Repository) error {
+	it, err := selectItem(ctx, e, repo, plan.item, query.Env{Now: time.Now(), Location: localZone(e.getenv)})
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -309,6 +310,8 @@ func TestMountFailures(t *testing.T) {
 		{"item path not a directory", []string{"--repo", abs(t, repo012), "--key", abs(t, primary012), "fdd75e29:a.txt", t.TempDir()}, 1, "a.txt: not a directory"},
 		{"path in a raw item", []string{"--repo", abs(t, repo012), "--key", abs(t, primary012), "d5dbf244:data", t.TempDir()}, 1, "a raw item is one file"},
 		{"no such item", []string{"--repo", abs(t, repo012), "--key", abs(t, primary012), "0123", t.TempDir()}, 1, `no such item "0123"`},
+		{"item and query", []string{"--repo", abs(t, repo012), "--key", abs(t, primary012), "--query", "fixture=stdin", "fdd75e29", t.TempDir()}, 2, "ITEM and --query both choose"},
+		{"item query matching several", []string{"--repo", abs(t, repo012), "--key", abs(t, primary012), "--item", "name=*.tar", t.TempDir()}, 1, "matches several items"},
 		{"item of two sources", []string{"--repo", abs(t, repo012), "--key", abs(t, primary012), "--backupy", t.TempDir(), "--item", "fdd75e29", t.TempDir()}, 2, "ITEM is an item of one repository"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -449,10 +452,28 @@ func TestMountOneItem(t *testing.T) {
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	p.wait(t, 10*time.Second)
 
+	// ITEM as a query naming one item.
+	q := t.TempDir()
+	p = startMount(t, nil, "--repo", abs(t, repo012), "--key", abs(t, primary012), "--item", "fixture=snapshot-none and name=sub.tar", q)
+	if b, err := os.ReadFile(filepath.Join(q, "s.txt")); err != nil || string(b) != "sub file\n" {
+		t.Fatalf("item by query: %q %v", b, err)
+	}
+	info, _ = os.ReadFile("/proc/self/mountinfo")
+	if src, _ := sourceOf(t, info, q); src != "backupfs:"+abs(t, repo012)+":4d0adcd0cbd80b68cb20bcfa49edc161" {
+		t.Errorf("source %q", src)
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	p.wait(t, 10*time.Second)
+
 	full := nonEmptyDir(t)
-	startMount(t, nil, "--repo", abs(t, repo012), "--key", abs(t, primary012), "--allow-non-empty", "-o", "item=d5dbf244", full)
+	p = startMount(t, nil, "--progress=always", "--repo", abs(t, repo012), "--key", abs(t, primary012), "--allow-non-empty", "-o", "item=d5dbf244", full)
 	if b, err := os.ReadFile(filepath.Join(full, "data")); err != nil || string(b) != "hello from stdin\n" {
 		t.Fatalf("raw item at the root: %q %v", b, err)
+	}
+	// The status line said it was mounting, and was erased before the
+	// notice that it is mounted.
+	if !regexp.MustCompile(`^\r\x1b\[Kbackupfs: mounting on \S+… \ds(\r\x1b\[Kbackupfs: mounting on \S+… \ds)*\r\x1b\[K\S+ backupfs: mounted; `).MatchString(p.stderr.String()) {
+		t.Errorf("stderr %q", p.stderr)
 	}
 }
 

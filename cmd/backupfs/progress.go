@@ -90,6 +90,11 @@ func (e *env) startProgress(what string, countBytes bool, total int64, stdout io
 	if e.out == nil || !e.progressMode.enabled(e.stderr, stdout) {
 		return nil
 	}
+	if e.daemon != nil {
+		// A background mount's standard error is the pipe to the command
+		// that waits, which shows the progress itself.
+		return nil
+	}
 	p := &progress{
 		out: e.out, what: what, total: total, bytes: countBytes, start: time.Now(),
 		final: e.progressMode == progressAlways,
