@@ -151,7 +151,9 @@ func TestReplacedAndDeleted(t *testing.T) {
 	}
 }
 
-func listedOr(_ *testing.T, _ *s3store.Store, info backupy.ObjectInfo) backupy.ObjectInfo { return info }
+func listedOr(_ *testing.T, _ *s3store.Store, info backupy.ObjectInfo) backupy.ObjectInfo {
+	return info
+}
 
 // Throttling, resets before the answer and in the middle of a body are
 // retried: the reads succeed with the right bytes.

@@ -80,8 +80,8 @@ const (
 // Store is a bucket prefix as a backupy.ObjectStore.
 type Store struct {
 	bucket string
-	prefix string // "" or ending in "/"
-	name   string // s3://bucket/prefix
+	prefix string                    // "" or ending in "/"
+	name   string                    // s3://bucket/prefix
 	client atomic.Pointer[s3.Client] // replaced once if the bucket is in another region
 	opts   Options
 	log    *slog.Logger
