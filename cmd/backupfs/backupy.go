@@ -54,7 +54,7 @@ type backupyKeyFlags struct {
 func (k *backupyKeyFlags) register(fs *pflag.FlagSet) {
 	stringArray(fs, (*[]string)(&k.tokens), "token", "decryption token `FILE` (JWT), repeatable; - reads standard input")
 	stringArray(fs, (*[]string)(&k.tokenDirs), "token-dir", "`DIR` of *.jwt and *.token files, repeatable")
-	stringArray(fs, (*[]string)(&k.keyrings), "keyring", "keyring `FILE`, repeatable (default $"+backupy.EnvKeyring+")")
+	stringArray(fs, (*[]string)(&k.keyrings), "keyring", "keyring `FILE`, repeatable (default $"+envBackupyKeyring+")")
 	fs.BoolVar(&k.strict, "strict-token", false, "refuse expired tokens")
 	fs.StringVar(&k.cacheDir, "cache-dir", "", "`DIR` for decoded dumps and the size index (default $XDG_CACHE_HOME/backupfs/backupy, ~/.cache/backupfs/backupy, or for root /var/cache/backupfs/backupy)")
 }
@@ -62,6 +62,10 @@ func (k *backupyKeyFlags) register(fs *pflag.FlagSet) {
 // options loads the keys and builds store options. Warnings (expired
 // tokens, a keyring readable by others) go to the log.
 func (k *backupyKeyFlags) options(e *env) (backupy.Options, error) {
+	keyrings := k.keyrings
+	if len(keyrings) == 0 {
+		keyrings = envKeyrings(e)
+	}
 	cacheDir := k.cacheDir
 	if cacheDir == "" {
 		d, err := defaultBackupyCacheDir(e.getenv)
@@ -73,7 +77,7 @@ func (k *backupyKeyFlags) options(e *env) (backupy.Options, error) {
 	keys, err := backupy.LoadKeys(backupy.KeySources{
 		TokenFiles:   k.tokens,
 		TokenDirs:    k.tokenDirs,
-		KeyringFiles: k.keyrings,
+		KeyringFiles: keyrings,
 		Stdin:        os.Stdin,
 		StrictToken:  k.strict,
 	}, e.log)

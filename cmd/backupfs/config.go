@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/user"
 	"path/filepath"
 	"strings"
 
@@ -99,8 +100,9 @@ func findConfig(paths []string) string {
 // without --backupy-cache-dir: $XDG_CACHE_HOME/backupfs/backupy; in a
 // systemd service with CacheDirectory=, $CACHE_DIRECTORY/backupy; else
 // ~/.cache/backupfs/backupy; for root without a home (a system service),
-// /var/cache/backupfs/backupy. Otherwise there is none, and the error says
-// what to set.
+// /var/cache/backupfs/backupy; for another user without $HOME, the home
+// directory of the user database. Otherwise there is none, and the error
+// says what to set.
 func defaultBackupyCacheDir(getenv func(string) string) (string, error) {
 	if x := getenv("XDG_CACHE_HOME"); filepath.IsAbs(x) {
 		return filepath.Join(x, "backupfs", "backupy"), nil
@@ -113,6 +115,11 @@ func defaultBackupyCacheDir(getenv func(string) string) (string, error) {
 	}
 	if os.Geteuid() == 0 {
 		return "/var/cache/backupfs/backupy", nil
+	}
+	// A user's service without $HOME: the home directory the user
+	// database gives.
+	if u, err := user.Current(); err == nil && filepath.IsAbs(u.HomeDir) && u.HomeDir != "/" {
+		return filepath.Join(u.HomeDir, ".cache", "backupfs", "backupy"), nil
 	}
 	return "", usageError("no directory for Backupy's decoded dumps: $XDG_CACHE_HOME and $HOME are not set; give --backupy-cache-dir (cache_dir in the configuration file)")
 }

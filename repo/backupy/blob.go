@@ -123,7 +123,29 @@ func (b *Blob) open(ctx context.Context) (Object, error) {
 	if errors.Is(err, ErrNotFound) {
 		return nil, fmt.Errorf("backupy: %s: removed: %w", b.Path, ErrChanged)
 	}
-	return obj, err
+	if err != nil {
+		return nil, err
+	}
+	return versionObject{obj, b.Path}, nil
+}
+
+// versionObject is an open object version. On stores where each read is
+// a request (S3), the version can go between two reads: a read that finds
+// the object gone reports the version changed, as a replaced one does,
+// not a missing file.
+type versionObject struct {
+	Object
+	key string
+}
+
+func (o versionObject) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	n, err := o.Object.ReadAt(ctx, p, off)
+	if errors.Is(err, ErrNotFound) {
+		// Not wrapped: the read is of a version that went, not of a
+		// missing file.
+		err = fmt.Errorf("backupy: %s: removed: %w (%v)", o.key, ErrChanged, err)
+	}
+	return n, err
 }
 
 // sequential returns a reader of the whole object, reading ahead on
@@ -135,6 +157,10 @@ func (b *Blob) sequential(ctx context.Context) (*seqReader, Object, error) {
 		return nil, nil, err
 	}
 	block, inFlight := b.store.readTuning()
+	if inFlight > 1 && b.index != nil && b.index.Regular() {
+		// Whole frames per read: frame i starts at i × FullFrameSize.
+		block = max(1, block/gcmframe.FullFrameSize) * gcmframe.FullFrameSize
+	}
 	return newSeqReader(ctx, obj, b.Size, block, inFlight), obj, nil
 }
 

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/user"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -98,41 +97,12 @@ const (
 	maxIndexEntries = 50000
 )
 
-// defaultCacheDir returns $XDG_CACHE_HOME/backupfs/backupy, or
-// ~/.cache/backupfs/backupy. Without $HOME (a systemd service has none
-// unless it sets one), the home directory comes from the user database,
-// and root's cache is /var/cache/backupfs/backupy.
-func defaultCacheDir() (string, error) {
-	return cacheDirFrom(os.Getenv, os.Getuid(), func() (string, error) {
-		u, err := user.Current()
-		if err != nil {
-			return "", err
-		}
-		return u.HomeDir, nil
-	})
-}
+// errNoCacheDir is an empty Options.CacheDir: the library reads no
+// environment, so the default ($XDG_CACHE_HOME/…) is the caller's to
+// work out (cmd/backupfs does).
+var errNoCacheDir = errors.New("backupy: no cache directory given (Options.CacheDir)")
 
-func cacheDirFrom(getenv func(string) string, uid int, home func() (string, error)) (string, error) {
-	if x := getenv("XDG_CACHE_HOME"); x != "" && filepath.IsAbs(x) {
-		return filepath.Join(x, "backupfs", "backupy"), nil
-	}
-	if h := getenv("HOME"); h != "" && filepath.IsAbs(h) {
-		return filepath.Join(h, ".cache", "backupfs", "backupy"), nil
-	}
-	if uid == 0 {
-		return "/var/cache/backupfs/backupy", nil
-	}
-	if h, err := home(); err == nil && filepath.IsAbs(h) && h != "/" {
-		return filepath.Join(h, ".cache", "backupfs", "backupy"), nil
-	}
-	return "", errNoCacheDir
-}
-
-// errNoCacheDir says which setting gives a cache directory.
-var errNoCacheDir = errors.New("backupy: no cache directory: $HOME is not set and the user has no home directory; set the cache directory (--backupy-cache-dir, or $XDG_CACHE_HOME)")
-
-// openDiskCache returns the cache directory dir (default: see
-// defaultCacheDir), opening it if this process has not yet. Each call must
+// openDiskCache returns the cache directory dir, opening it if this process has not yet. Each call must
 // be paired with a release. The size budget is the largest any user asked
 // for.
 //
@@ -142,11 +112,7 @@ var errNoCacheDir = errors.New("backupy: no cache directory: $HOME is not set an
 // decoded data (see private).
 func openDiskCache(dir string, maxBytes int64, log *slog.Logger) (*diskCache, error) {
 	if dir == "" {
-		d, err := defaultCacheDir()
-		if err != nil {
-			return nil, err
-		}
-		dir = d
+		return nil, errNoCacheDir
 	}
 	dir, err := filepath.Abs(dir)
 	if err != nil {

@@ -30,7 +30,7 @@ const (
 	AllViews = ViewZst | ViewMeta
 )
 
-// Options configure a Store. The zero value works.
+// Options configure a Store. Only CacheDir is required.
 type Options struct {
 	// Logger receives warnings (token problems, corrupt objects). Nil
 	// discards them.
@@ -42,8 +42,9 @@ type Options struct {
 	// all repositories share one memory budget; nil gives the store a
 	// private 64 MiB cache.
 	Chunks *cache.ChunkCache
-	// CacheDir holds decoded dumps and the size index. Empty means
-	// $XDG_CACHE_HOME/backupfs/backupy, or ~/.cache/backupfs/backupy.
+	// CacheDir holds decoded dumps and the size index; it is required.
+	// (The command line's default is $XDG_CACHE_HOME/backupfs/backupy:
+	// this package reads no environment variables.)
 	CacheDir string
 	// CacheMaxBytes bounds the decoded files kept in CacheDir. Files of
 	// objects with open handles are never evicted, so the bound can be
