@@ -31,6 +31,15 @@ import (
 //	keyrings = ["/secure/backupy.keyring"]
 //	views = "zst,meta"                  # extra views
 //	hide_foreign = true                 # hide files that are not Backupy objects
+//
+//	[[backupy]]
+//	dir = "s3://backups/co_acme"        # a bucket prefix
+//	endpoint = "https://minio.example:9000"  # default: the AWS chain's
+//	path_style = true
+//	region = "eu-west-1"                # default: the AWS chain's
+//	profile = "backup"                  # of ~/.aws/config and credentials
+//	in_flight = 8                       # ranged GETs of a full read
+//	timeout = "30s"                     # retries before a read fails
 type config struct {
 	CacheSize   string `toml:"cache_size"`
 	IndexMemory string `toml:"index_memory"`
@@ -54,6 +63,13 @@ type backupyConfig struct {
 	CacheSize string   `toml:"cache_size"`
 	// HideForeign hides files that are not Backupy objects.
 	HideForeign bool `toml:"hide_foreign"`
+	// S3 settings, for an s3:// dir.
+	Endpoint  string `toml:"endpoint"`
+	PathStyle bool   `toml:"path_style"`
+	Region    string `toml:"region"`
+	Profile   string `toml:"profile"`
+	InFlight  int    `toml:"in_flight"`
+	Timeout   string `toml:"timeout"`
 }
 
 type bupstashConfig struct {

@@ -22,6 +22,7 @@ type backupyMountFlags struct {
 	views, cacheDir                   string
 	cacheSize                         byteSize
 	strictToken, hideForeign          bool
+	s3                                s3Flags
 
 	// Key material is read once per mount, however many stores use it
 	// (a token on standard input can only be read once), and wiped by
@@ -33,7 +34,7 @@ type backupyMountFlags struct {
 }
 
 func (b *backupyMountFlags) register(fs *pflag.FlagSet) {
-	stringArray(fs, (*[]string)(&b.dirs), "backupy", "`DIR` of downloaded Backupy objects to mount (repeatable)")
+	stringArray(fs, (*[]string)(&b.dirs), "backupy", "Backupy store to mount: a `DIR` of downloaded objects or an s3://BUCKET/PREFIX (repeatable)")
 	stringArray(fs, (*[]string)(&b.tokens), "backupy-token", "backupy-decrypt token `FILE` (repeatable; - reads standard input)")
 	stringArray(fs, (*[]string)(&b.tokenDirs), "backupy-token-dir", "`DIR` of *.jwt and *.token files (repeatable)")
 	stringArray(fs, (*[]string)(&b.keyrings), "backupy-keyring", "keyring `FILE` of data keys (repeatable; default $"+envBackupyKeyring+")")
@@ -43,6 +44,7 @@ func (b *backupyMountFlags) register(fs *pflag.FlagSet) {
 	fs.Var(&b.cacheSize, "backupy-cache-size", "disk space for decoded dumps (suffixes K, M, G, T)")
 	fs.BoolVar(&b.hideForeign, "backupy-hide-foreign", false, "hide files in Backupy stores that are not Backupy objects (default: shown byte for byte)")
 	fs.BoolVar(&b.strictToken, "strict-token", false, "refuse expired tokens instead of warning")
+	b.s3.register(fs)
 }
 
 // defaultBackupyCacheSize is the Backupy store's own default, said here so
@@ -146,6 +148,13 @@ func openStore(ctx context.Context, e *env, sc backupyConfig, by *backupyMountFl
 	if err != nil {
 		return nil, err
 	}
+	if err := checkS3Settings(loc, sc); err != nil {
+		return nil, err
+	}
+	s3opts, err := by.s3.options(e, sc)
+	if err != nil {
+		return nil, err
+	}
 	views, err := parseViews(sc.Views)
 	if err != nil {
 		return nil, err
@@ -177,6 +186,6 @@ func openStore(ctx context.Context, e *env, sc backupyConfig, by *backupyMountFl
 		CacheMaxBytes: cacheSize,
 		Views:         views,
 		HideForeign:   by.hideForeign || sc.HideForeign,
-	})
+	}, s3opts)
 	return s, repositoryError(err)
 }

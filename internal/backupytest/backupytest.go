@@ -63,9 +63,9 @@ func Make(seed uint64, prefix string, bigFrames int) *Set {
 	pg := append([]byte("PGDMP\x01\x0e\x00\x04\x08\x01\x01\x01"), randBytes(rng, max(bigFrames, 2)<<20+12345)...)
 	add("co_1/agt_1/job_pg/run_pg1.enc", encrypt(compress(pg), key), pg, "run_pg1.pgdump")
 
-	// A plain SQL dump: compresses well, one frame.
+	// A MariaDB dump: compresses well, one frame.
 	var sql strings.Builder
-	sql.WriteString("--\n-- PostgreSQL database dump\n--\n\n")
+	sql.WriteString("-- MariaDB dump 10.19  Distrib 10.11.6-MariaDB, for debian-linux-gnu (x86_64)\n--\n\n")
 	for i := range 20000 {
 		fmt.Fprintf(&sql, "INSERT INTO orders VALUES (%d, 'item-%d', %d);\n", i, rng.IntN(1000), rng.IntN(1<<20))
 	}

@@ -46,7 +46,8 @@ func (r Request) IsGetObject() bool { return r.Method == http.MethodGet && r.Key
 // Counts are the requests a Proxy forwarded or failed, by kind.
 type Counts struct {
 	List, Get, Head, Other int
-	// GetBytes is the bytes of object bodies sent to clients.
+	// GetBytes is the bytes of object bodies sent (or being sent) to
+	// clients.
 	GetBytes int64
 }
 
@@ -218,12 +219,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if fault == ResetMidBody {
 		body = io.LimitReader(resp.Body, max(resp.ContentLength/2, 0))
 	}
-	n, _ := io.Copy(w, body)
+	var dst io.Writer = w
 	if req.IsGetObject() {
-		p.mu.Lock()
-		p.counts.GetBytes += n
-		p.mu.Unlock()
+		dst = countingWriter{w, p}
 	}
+	io.Copy(dst, body)
 	if fault == ResetMidBody {
 		reset(w)
 	}
@@ -243,4 +243,18 @@ func reset(w http.ResponseWriter) {
 		tc.SetLinger(0)
 	}
 	conn.Close()
+}
+
+// countingWriter counts object bytes before sending them, so that a client
+// that has read them finds them counted.
+type countingWriter struct {
+	w io.Writer
+	p *Proxy
+}
+
+func (c countingWriter) Write(b []byte) (int, error) {
+	c.p.mu.Lock()
+	c.p.counts.GetBytes += int64(len(b))
+	c.p.mu.Unlock()
+	return c.w.Write(b)
 }

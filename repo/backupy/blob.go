@@ -69,14 +69,23 @@ func (s *Store) newBlob(ctx context.Context, info ObjectInfo) (*Blob, error) {
 		dmg:     damage{goodDecoded: -1},
 	}
 	b.id = objectID(s.objects.Name(), info)
-	obj, err := b.open(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer obj.Close()
-	b.Kind, b.index, b.structErr = classify(objectReaderAt{ctx, obj}, b.Size, info.Key)
-	if b.Kind == "" {
-		return nil, fmt.Errorf("reading %s: %w", info.Key, b.structErr)
+	saved, known := s.disk.lookup(b.id)
+	if kind, index, ok := savedKind(saved, b.Size); known && ok {
+		// Sorted by an earlier listing of this very version.
+		b.Kind, b.index = kind, index
+	} else {
+		obj, err := b.open(ctx)
+		if err != nil {
+			return nil, err
+		}
+		b.Kind, b.index, b.structErr = classify(objectReaderAt{ctx, obj}, b.Size, info.Key)
+		obj.Close()
+		if b.Kind == "" {
+			return nil, fmt.Errorf("reading %s: %w", info.Key, b.structErr)
+		}
+		if b.structErr == nil && (b.index == nil || b.index.Regular()) {
+			s.disk.note(b, func(e *indexEntry) { e.Kind = b.Kind })
+		}
 	}
 	if b.structErr != nil {
 		// Found without a key, so it holds whatever the key: the intact
@@ -95,6 +104,28 @@ func (s *Store) newBlob(ctx context.Context, info ObjectInfo) (*Blob, error) {
 		}
 	}
 	return b, nil
+}
+
+// savedKind returns the kind an index entry saved for an object of the
+// given size, with its frame index (the regular layout, the only one
+// saved), if the entry has one.
+func savedKind(e indexEntry, size int64) (Kind, *gcmframe.Index, bool) {
+	switch e.Kind {
+	case KindPlainZstd, KindForeign:
+		return e.Kind, nil, true
+	case KindEmpty:
+		if size == 0 {
+			return e.Kind, nil, true
+		}
+	case KindEncrypted:
+	default:
+		return "", nil, false
+	}
+	x, err := gcmframe.Layout(size)
+	if err != nil || !x.Regular() || (e.Kind == KindEncrypted) != (x.Frames() > 0) {
+		return "", nil, false
+	}
+	return e.Kind, x, true
 }
 
 // objectID names an object version in the cache directory: the store,

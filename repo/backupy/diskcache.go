@@ -79,6 +79,32 @@ type indexEntry struct {
 	Corrupt    string `json:"corrupt,omitempty"`
 	CorruptKey string `json:"corrupt_key,omitempty"`
 	CorruptAt  *int64 `json:"corrupt_at,omitempty"`
+
+	// What sorting and sniffing found, so that a later mount lists the
+	// object without reading it (on S3, a GET or two each): its kind,
+	// saved only when its frame layout is clean and regular; what its
+	// compressed layer holds; and the keys that by trial did not open
+	// its frame 0.
+	Kind    Kind          `json:"kind,omitempty"`
+	Payload *savedPayload `json:"payload,omitempty"`
+	Tried   []string      `json:"tried,omitempty"`
+}
+
+// savedPayload is a payload in the index.
+type savedPayload struct {
+	Zstd       bool   `json:"zstd"`
+	Ext        string `json:"ext"`
+	FCS        int64  `json:"fcs"`
+	HeaderSize int    `json:"header_size,omitempty"`
+	Checksum   bool   `json:"checksum,omitempty"`
+}
+
+func savePayload(p payload) *savedPayload {
+	return &savedPayload{Zstd: p.zstd, Ext: p.ext, FCS: p.fcs, HeaderSize: p.headerSize, Checksum: p.hasChecksum}
+}
+
+func (p *savedPayload) payload() payload {
+	return payload{zstd: p.Zstd, ext: p.Ext, fcs: p.FCS, headerSize: p.HeaderSize, hasChecksum: p.Checksum}
 }
 
 type indexFile struct {
@@ -267,6 +293,17 @@ func (dc *diskCache) lookup(id string) (indexEntry, bool) {
 		return indexEntry{}, false
 	}
 	return *e, true
+}
+
+// note changes an object's entry, creating it if needed, without saving
+// the index: for facts learnt about every object a listing shows, which
+// the next save (at the latest when the store closes) writes.
+func (dc *diskCache) note(b *Blob, fn func(*indexEntry)) {
+	dc.mu.Lock()
+	defer dc.mu.Unlock()
+	if !dc.closed {
+		fn(dc.entryLocked(b))
+	}
 }
 
 // update changes an object's entry, creating it if needed, and saves the
