@@ -239,6 +239,11 @@ func TestMountS3Changes(t *testing.T) {
 	if fi, err := os.Stat(filepath.Join(job, "run_pg1.pgdump")); err != nil || fi.Size() != int64(len(pg.Dump)) {
 		t.Fatalf("stat: %v %v", fi, err)
 	}
+	// The decoded file is evicted once the pass that sized it is done.
+	waitFor(t, func() bool {
+		dat, _ := filepath.Glob(filepath.Join(f.cache, "*.dat"))
+		return len(dat) == 0
+	})
 	replaced := false
 	f.proxy.BeforeForward(func(r s3test.Request) {
 		// A block read of the full pass (not a small read of listing).
@@ -249,6 +254,7 @@ func TestMountS3Changes(t *testing.T) {
 			}
 		}
 	})
+	f.proxy.ResetCounts()
 	got, err := os.ReadFile(filepath.Join(job, "run_pg1.pgdump"))
 	f.proxy.BeforeForward(nil)
 	if !replaced || !errors.Is(err, syscall.EIO) {

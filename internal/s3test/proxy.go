@@ -74,13 +74,24 @@ type Proxy struct {
 // free port of 127.0.0.1, closed when the test ends.
 func NewProxy(t testing.TB, target string) *Proxy {
 	t.Helper()
-	u, err := url.Parse(target)
+	p, err := StartProxy(target)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(p.Close)
+	return p
+}
+
+// StartProxy starts a proxy for programs other than tests (benchmarks,
+// which count requests with it). The caller must Close it.
+func StartProxy(target string) (*Proxy, error) {
+	u, err := url.Parse(target)
+	if err != nil {
+		return nil, err
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	p := &Proxy{
 		URL:       "http://" + l.Addr().String(),
@@ -91,11 +102,11 @@ func NewProxy(t testing.TB, target string) *Proxy {
 	}
 	p.srv = &http.Server{Handler: p, ReadHeaderTimeout: 10 * time.Second}
 	go p.srv.Serve(l)
-	t.Cleanup(p.close)
-	return p
+	return p, nil
 }
 
-func (p *Proxy) close() {
+// Close stops the proxy; stalled requests end unanswered.
+func (p *Proxy) Close() {
 	close(p.closed)
 	p.srv.Close()
 	p.transport.CloseIdleConnections()

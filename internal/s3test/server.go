@@ -62,23 +62,31 @@ type Server struct {
 // It skips (fails in CI) when there is no versitygw; see testtools.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	bin := testtools.Versitygw(t)
-	dir := t.TempDir()
+	s, err := Launch(testtools.Versitygw(t), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+// Launch runs the versitygw binary bin over dir on a free port of
+// 127.0.0.1, for programs other than tests (benchmarks). The caller must
+// Close it.
+func Launch(bin, dir string) (*Server, error) {
 	var lastErr error
 	for range 5 { // the free port may be taken before the server binds it
 		port, err := freePort()
 		if err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 		s, err := start(bin, dir, port)
 		if err == nil {
-			t.Cleanup(s.stop)
-			return s
+			return s, nil
 		}
 		lastErr = err
 	}
-	t.Fatalf("s3test: cannot start versitygw: %v", lastErr)
-	return nil
+	return nil, fmt.Errorf("s3test: cannot start versitygw: %w", lastErr)
 }
 
 func freePort() (int, error) {
@@ -118,7 +126,7 @@ func start(bin, dir string, port int) (*Server, error) {
 		default:
 		}
 		if time.Now().After(deadline) {
-			s.stop()
+			s.Close()
 			return nil, fmt.Errorf("versitygw did not answer on %s: %v\n%s", addr, err, s.out.String())
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -137,8 +145,8 @@ func newClient(endpoint string) *s3.Client {
 	})
 }
 
-// stop ends the server and waits for it.
-func (s *Server) stop() {
+// Close ends the server and waits for it.
+func (s *Server) Close() {
 	select {
 	case <-s.done:
 		return
@@ -160,9 +168,24 @@ func (s *Server) Client() *s3.Client { return s.client }
 // CreateBucket creates a bucket.
 func (s *Server) CreateBucket(t testing.TB, bucket string) {
 	t.Helper()
-	if _, err := s.client.CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(bucket)}); err != nil {
+	if err := s.CreateBucketErr(bucket); err != nil {
 		t.Fatalf("s3test: create bucket %s: %v", bucket, err)
 	}
+}
+
+// CreateBucketErr creates a bucket, or says why it could not.
+func (s *Server) CreateBucketErr(bucket string) error {
+	_, err := s.client.CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(bucket)})
+	return err
+}
+
+// Upload uploads size bytes from r as an object, for objects too large
+// to hold in memory.
+func (s *Server) Upload(bucket, key string, r io.Reader, size int64) error {
+	_, err := s.client.PutObject(context.Background(), &s3.PutObjectInput{
+		Bucket: aws.String(bucket), Key: aws.String(key), Body: r, ContentLength: aws.Int64(size),
+	})
+	return err
 }
 
 // Put uploads an object and returns its ETag.

@@ -99,8 +99,11 @@ func (s *Store) newBlob(ctx context.Context, info ObjectInfo) (*Blob, error) {
 		b.saved = e
 		b.computedSHA = e.SHA256
 		b.zstdOK = e.ZstdOK
-		if e.Decoded != nil {
+		switch {
+		case e.Decoded != nil:
 			b.size = *e.Decoded
+		case e.Sized != nil:
+			b.size = *e.Sized
 		}
 	}
 	return b, nil

@@ -63,12 +63,15 @@ type indexEntry struct {
 	Size    int64  `json:"size"`
 	MTime   int64  `json:"mtime_ns"`
 	Decoded *int64 `json:"decoded,omitempty"`
-	SHA256  string `json:"sha256,omitempty"` // computed over the ciphertext
-	ZstdOK  bool   `json:"zstd_ok,omitempty"`
-	KeyID   string `json:"key_id,omitempty"`
-	Ext     string `json:"ext,omitempty"`
-	Cached  int64  `json:"cached,omitempty"` // size of a complete data file, 0 if none
-	Used    int64  `json:"used_ns"`          // Unix nanoseconds of last use
+	// Sized is the decoded size a zstd header gave, confirmed by walking
+	// the frame's block headers to the end of the layer (no pass yet).
+	Sized  *int64 `json:"sized,omitempty"`
+	SHA256 string `json:"sha256,omitempty"` // computed over the ciphertext
+	ZstdOK bool   `json:"zstd_ok,omitempty"`
+	KeyID  string `json:"key_id,omitempty"`
+	Ext    string `json:"ext,omitempty"`
+	Cached int64  `json:"cached,omitempty"` // size of a complete data file, 0 if none
+	Used   int64  `json:"used_ns"`          // Unix nanoseconds of last use
 
 	// A corruption verdict that does not depend on what a token claims
 	// (see Blob.persistable): the cause, the fingerprint of the key it was

@@ -142,6 +142,7 @@ func (b *Blob) learnSizeFromPayload(ctx context.Context) {
 		}, pl, b.compressedSize())
 		if err == nil && end == b.compressedSize() {
 			size = pl.fcs
+			b.store.disk.note(b, func(e *indexEntry) { e.Sized = &size })
 		}
 	}
 	if size >= 0 {

@@ -428,6 +428,13 @@ func (s *Store) newBlobs(ctx context.Context, infos []ObjectInfo) []*Blob {
 				s.log.Warn("backupy: skipping object", "store", s.objects.Name(), "object", info.Key, "err", err)
 				return
 			}
+			if parallel > 1 {
+				// Where each read is a round trip, match keys and sniff
+				// here, several objects at a time, rather than one after
+				// another as the directory is shown. A failure is
+				// reported when the object's files are asked for.
+				b.prepare(ctx)
+			}
 			out[i] = b
 		}()
 	}

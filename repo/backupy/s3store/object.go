@@ -68,10 +68,12 @@ func (o *object) readSmall(ctx context.Context, p []byte, off int64) (int, error
 		slot = 1
 	}
 	o.mu.Lock()
-	w := o.windows[slot]
+	windows := o.windows
 	o.mu.Unlock()
-	if off >= w.off && end <= w.off+int64(len(w.data)) {
-		return copy(p, w.data[off-w.off:]), nil
+	for _, w := range windows {
+		if w.data != nil && off >= w.off && end <= w.off+int64(len(w.data)) {
+			return copy(p, w.data[off-w.off:]), nil
+		}
 	}
 	wOff := off
 	if slot == 1 {
