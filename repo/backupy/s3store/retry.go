@@ -115,6 +115,9 @@ func (s *Store) classify(what string, err error) error {
 		return fmt.Errorf("%s: %w", s.name, backupy.ErrNotFound)
 	case errors.Is(err, ErrBadAnswer), errors.Is(err, backupy.ErrChanged):
 		return err
+	case status >= 200 && status < 300:
+		// An answer that came but does not parse.
+		return fmt.Errorf("%s: %s: %w: %s", s.name, what, ErrBadAnswer, errorLine(err))
 	case status == http.StatusTooManyRequests || status >= 500 || retryableCode[code]:
 		return nil
 	case status != 0 || ae != nil:

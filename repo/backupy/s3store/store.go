@@ -147,6 +147,7 @@ func New(ctx context.Context, bucket, prefix string, opts Options) (*Store, erro
 	if opts.BlockSize <= 0 {
 		opts.BlockSize = DefaultBlockSize
 	}
+	opts.BlockSize = min(opts.BlockSize, maxAnswer)
 	if opts.Timeout <= 0 {
 		opts.Timeout = DefaultTimeout
 	}
@@ -211,6 +212,7 @@ func newClient(cfg aws.Config, opts Options) *s3.Client {
 		// Ranged reads have no whole-object checksum to check; asking
 		// for one only costs the service work.
 		o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
+		o.APIOptions = append(o.APIOptions, limitAnswers)
 	})
 }
 
