@@ -189,7 +189,7 @@ func TestBackupyErrors(t *testing.T) {
 	}{
 		{"no subcommand", nil, true, "subcommand"},
 		{"unknown subcommand", []string{"mount"}, true, `unknown subcommand "mount"`},
-		{"ls without dir", []string{"ls"}, true, "ls wants one directory"},
+		{"ls without dir", []string{"ls"}, true, "ls wants one store"},
 		{"bad flag", []string{"cat", "--nope", kat}, true, "nope"},
 		{"missing dir", []string{"ls", "--cache-dir", f.cache, "/nonexistent/dir"}, false, "no such file"},
 		{"locked", []string{"cat", "--cache-dir", f.cache, kat}, false, "no key for this encrypted object (give --token or --keyring)"},
