@@ -133,9 +133,11 @@ func defaultBackupyCacheDir(getenv func(string) string) (string, error) {
 		return "/var/cache/backupfs/backupy", nil
 	}
 	// A user's service without $HOME: the home directory the user
-	// database gives.
+	// database gives, if there is one (nobody's is /nonexistent).
 	if u, err := user.Current(); err == nil && filepath.IsAbs(u.HomeDir) && u.HomeDir != "/" {
-		return filepath.Join(u.HomeDir, ".cache", "backupfs", "backupy"), nil
+		if fi, err := os.Stat(u.HomeDir); err == nil && fi.IsDir() {
+			return filepath.Join(u.HomeDir, ".cache", "backupfs", "backupy"), nil
+		}
 	}
 	return "", usageError("no directory for Backupy's decoded dumps: $XDG_CACHE_HOME and $HOME are not set; give --backupy-cache-dir (cache_dir in the configuration file)")
 }
