@@ -135,7 +135,7 @@ func newBackupyStore(t *testing.T) (*backupyStore, *backupy.Keyring) {
 	os.WriteFile(tok, []byte(token(t, pgDEK, "pg1", s.shas["pg"])+"\n"), 0o600)
 	ring := filepath.Join(t.TempDir(), "keyring")
 	os.WriteFile(ring, []byte("path:co_1/agt_1/job_sql/run_sql1.enc hex:"+hex.EncodeToString(sqlDEK)+"\n"), 0o600)
-	keys, err := backupy.LoadKeys(backupy.KeySources{TokenFiles: []string{tok}, KeyringFiles: []string{ring}, Getenv: func(string) string { return "" }}, nil)
+	keys, err := backupy.LoadKeys(backupy.KeySources{TokenFiles: []string{tok}, KeyringFiles: []string{ring}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

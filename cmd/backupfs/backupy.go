@@ -49,19 +49,25 @@ type backupyKeyFlags struct {
 	tokens, tokenDirs, keyrings backupyList
 	strict                      bool
 	cacheDir                    string
+	s3                          s3Flags
 }
 
 func (k *backupyKeyFlags) register(fs *pflag.FlagSet) {
 	stringArray(fs, (*[]string)(&k.tokens), "token", "decryption token `FILE` (JWT), repeatable; - reads standard input")
 	stringArray(fs, (*[]string)(&k.tokenDirs), "token-dir", "`DIR` of *.jwt and *.token files, repeatable")
-	stringArray(fs, (*[]string)(&k.keyrings), "keyring", "keyring `FILE`, repeatable (default $"+backupy.EnvKeyring+")")
+	stringArray(fs, (*[]string)(&k.keyrings), "keyring", "keyring `FILE`, repeatable (default $"+envBackupyKeyring+")")
 	fs.BoolVar(&k.strict, "strict-token", false, "refuse expired tokens")
 	fs.StringVar(&k.cacheDir, "cache-dir", "", "`DIR` for decoded dumps and the size index (default $XDG_CACHE_HOME/backupfs/backupy, ~/.cache/backupfs/backupy, or for root /var/cache/backupfs/backupy)")
+	k.s3.register(fs)
 }
 
 // options loads the keys and builds store options. Warnings (expired
 // tokens, a keyring readable by others) go to the log.
 func (k *backupyKeyFlags) options(e *env) (backupy.Options, error) {
+	keyrings := k.keyrings
+	if len(keyrings) == 0 {
+		keyrings = envKeyrings(e)
+	}
 	cacheDir := k.cacheDir
 	if cacheDir == "" {
 		d, err := defaultBackupyCacheDir(e.getenv)
@@ -73,7 +79,7 @@ func (k *backupyKeyFlags) options(e *env) (backupy.Options, error) {
 	keys, err := backupy.LoadKeys(backupy.KeySources{
 		TokenFiles:   k.tokens,
 		TokenDirs:    k.tokenDirs,
-		KeyringFiles: k.keyrings,
+		KeyringFiles: keyrings,
 		Stdin:        os.Stdin,
 		StrictToken:  k.strict,
 	}, e.log)
@@ -89,14 +95,14 @@ func newBackupyLsCommand(e *env) *cobra.Command {
 		sizes, jsonl bool
 	)
 	c := &cobra.Command{
-		Use:   "ls [flags] DIR",
-		Short: "List a directory of Backupy objects",
-		Long: `List a directory of downloaded Backupy objects, one line per object: path,
-kind, ciphertext size, decoded size, state, how its key was found, and the name
-it has in a mount.
+		Use:   "ls [flags] DIR|s3://BUCKET/PREFIX",
+		Short: "List a store of Backupy objects",
+		Long: `List a store of Backupy objects (a directory of downloaded objects, or a bucket
+prefix: s3://BUCKET/PREFIX), one line per object: path, kind, ciphertext size,
+decoded size, state, how its key was found, and the name it has in a mount.
 
 ` + backupyLsJSONHelp,
-		Args: wantArgs(1, 1, "ls wants one directory"),
+		Args: wantArgs(1, 1, "ls wants one store"),
 		RunE: func(c *cobra.Command, args []string) error {
 			return backupyLs(c.Context(), e, &kf, sizes, jsonl, args[0])
 		},
@@ -117,11 +123,22 @@ func backupyLs(ctx context.Context, e *env, kf *backupyKeyFlags, sizes, jsonl bo
 	if err != nil {
 		return err
 	}
-	s, err := location.OpenBackupy(ctx, loc, opts)
+	s3opts, err := kf.s3.options(e, backupyConfig{Dir: dir})
+	if err != nil {
+		return err
+	}
+	s, err := location.OpenBackupy(ctx, loc, opts, s3opts)
 	if err != nil {
 		return repositoryError(err)
 	}
 	defer s.Close()
+	if loc.Scheme != location.Local {
+		// Opened lazily (a mount lists a level when it is looked at);
+		// ls shows every level.
+		if err := s.Refresh(ctx); err != nil {
+			return repositoryError(err)
+		}
+	}
 	stdout := e.stdout
 	tw := tabwriter.NewWriter(stdout, 0, 8, 2, ' ', 0)
 	if !jsonl {
@@ -192,7 +209,7 @@ func newBackupyCatCommand(e *env) *cobra.Command {
 		zst bool
 	)
 	c := &cobra.Command{
-		Use:   "cat [flags] OBJECT",
+		Use:   "cat [flags] FILE|s3://BUCKET/KEY",
 		Short: "Write an object's decoded dump to standard output",
 		Long: `Write an object's decoded dump to standard output: what backupy-decrypt (or zstd
 -d, for an unencrypted object) would produce. The keys given are taken as meant
@@ -223,7 +240,11 @@ func backupyCat(ctx context.Context, e *env, kf *backupyKeyFlags, zst bool, name
 	if err != nil {
 		return err
 	}
-	s, b, err := location.OpenBackupyObject(ctx, loc, opts)
+	s3opts, err := kf.s3.options(e, backupyConfig{Dir: name})
+	if err != nil {
+		return err
+	}
+	s, b, err := location.OpenBackupyObject(ctx, loc, opts, s3opts)
 	if err != nil {
 		return repositoryError(err)
 	}

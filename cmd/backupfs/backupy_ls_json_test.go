@@ -6,15 +6,13 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/backupfs/backupfs/repo/backupy"
 )
 
 // backupy ls --json: one object per object, with the meta.json view's
 // field names, and names that are not UTF-8 as arrays of byte values.
 func TestBackupyLsJSON(t *testing.T) {
 	f := newBkFixture(t)
-	t.Setenv(backupy.EnvKeyring, "")
+	t.Setenv(envBackupyKeyring, "")
 	if err := os.WriteFile(filepath.Join(f.dir, "caf\xe9.txt"), []byte("foreign"), 0o600); err != nil {
 		t.Fatal(err)
 	}

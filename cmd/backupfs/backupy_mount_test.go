@@ -20,7 +20,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/backupfs/backupfs/crypto/gcmframe"
-	"github.com/backupfs/backupfs/repo/backupy"
 )
 
 // stop unmounts with SIGTERM and waits for a clean exit.
@@ -230,7 +229,7 @@ func TestBackupyMountKeysLoadedOnceAndWiped(t *testing.T) {
 	ring := filepath.Join(t.TempDir(), "ring")
 	os.WriteFile(ring, []byte("* hex:"+strings.Repeat("ab", 32)+"\n"), 0o600)
 	e := &env{stdout: io.Discard, stderr: io.Discard, getenv: func(k string) string {
-		if k == backupy.EnvKeyring {
+		if k == envBackupyKeyring {
 			return ring
 		}
 		return ""

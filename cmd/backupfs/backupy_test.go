@@ -77,7 +77,7 @@ func runBk(args ...string) (stdout, stderr string, err error) {
 
 func TestBackupyLs(t *testing.T) {
 	f := newBkFixture(t)
-	t.Setenv(backupy.EnvKeyring, "")
+	t.Setenv(envBackupyKeyring, "")
 	out, stderr, err := runBk("ls", "--cache-dir", f.cache, f.dir)
 	if err != nil {
 		t.Fatalf("%v: %s", err, stderr)
@@ -149,10 +149,10 @@ func TestBackupyCat(t *testing.T) {
 		t.Fatalf("cat with keyring = %q, %v", out, err)
 	}
 	// The keyring can also come from the environment.
-	t.Setenv(backupy.EnvKeyring, ring)
+	t.Setenv(envBackupyKeyring, ring)
 	out, _, err = runBk("cat", "--cache-dir", f.cache, kat)
 	if err != nil || out != bkKAT1Plain {
-		t.Fatalf("cat with $%s = %q, %v", backupy.EnvKeyring, out, err)
+		t.Fatalf("cat with $%s = %q, %v", envBackupyKeyring, out, err)
 	}
 }
 
@@ -171,7 +171,7 @@ func TestBackupyImportTokenLiteral(t *testing.T) {
 // key material in any message.
 func TestBackupyErrors(t *testing.T) {
 	f := newBkFixture(t)
-	t.Setenv(backupy.EnvKeyring, "")
+	t.Setenv(envBackupyKeyring, "")
 	kat := filepath.Join(f.dir, "co_kat", "agt_1", "job_1", "run_run-kat1.enc")
 	badTok := filepath.Join(t.TempDir(), "bad.jwt")
 	os.WriteFile(badTok, []byte("a.b"), 0o600)
@@ -189,7 +189,7 @@ func TestBackupyErrors(t *testing.T) {
 	}{
 		{"no subcommand", nil, true, "subcommand"},
 		{"unknown subcommand", []string{"mount"}, true, `unknown subcommand "mount"`},
-		{"ls without dir", []string{"ls"}, true, "ls wants one directory"},
+		{"ls without dir", []string{"ls"}, true, "ls wants one store"},
 		{"bad flag", []string{"cat", "--nope", kat}, true, "nope"},
 		{"missing dir", []string{"ls", "--cache-dir", f.cache, "/nonexistent/dir"}, false, "no such file"},
 		{"locked", []string{"cat", "--cache-dir", f.cache, kat}, false, "no key for this encrypted object (give --token or --keyring)"},
@@ -238,7 +238,7 @@ func bkToken(t *testing.T, dek []byte, runID, sha string) string {
 // locked now: ls never prints "verified" next to "locked".
 func TestBackupyLsLockedIsNotVerified(t *testing.T) {
 	f := newBkFixture(t)
-	t.Setenv(backupy.EnvKeyring, "")
+	t.Setenv(envBackupyKeyring, "")
 	if _, stderr, err := runBk("ls", "--token", f.token, "--sizes", "--cache-dir", f.cache, f.dir); err != nil {
 		t.Fatalf("%v: %s", err, stderr)
 	}

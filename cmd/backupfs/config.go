@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/user"
 	"path/filepath"
 	"strings"
 
@@ -30,6 +31,15 @@ import (
 //	keyrings = ["/secure/backupy.keyring"]
 //	views = "zst,meta"                  # extra views
 //	hide_foreign = true                 # hide files that are not Backupy objects
+//
+//	[[backupy]]
+//	dir = "s3://backups/co_acme"        # a bucket prefix
+//	endpoint = "https://minio.example:9000"  # default: the AWS chain's
+//	path_style = true
+//	region = "eu-west-1"                # default: the AWS chain's
+//	profile = "backup"                  # of ~/.aws/config and credentials
+//	in_flight = 8                       # ranged GETs of a full read
+//	timeout = "30s"                     # retries before a read fails
 type config struct {
 	CacheSize   string `toml:"cache_size"`
 	IndexMemory string `toml:"index_memory"`
@@ -53,6 +63,13 @@ type backupyConfig struct {
 	CacheSize string   `toml:"cache_size"`
 	// HideForeign hides files that are not Backupy objects.
 	HideForeign bool `toml:"hide_foreign"`
+	// S3 settings, for an s3:// dir.
+	Endpoint  string `toml:"endpoint"`
+	PathStyle bool   `toml:"path_style"`
+	Region    string `toml:"region"`
+	Profile   string `toml:"profile"`
+	InFlight  int    `toml:"in_flight"`
+	Timeout   string `toml:"timeout"`
 }
 
 type bupstashConfig struct {
@@ -99,8 +116,9 @@ func findConfig(paths []string) string {
 // without --backupy-cache-dir: $XDG_CACHE_HOME/backupfs/backupy; in a
 // systemd service with CacheDirectory=, $CACHE_DIRECTORY/backupy; else
 // ~/.cache/backupfs/backupy; for root without a home (a system service),
-// /var/cache/backupfs/backupy. Otherwise there is none, and the error says
-// what to set.
+// /var/cache/backupfs/backupy; for another user without $HOME, the home
+// directory of the user database. Otherwise there is none, and the error
+// says what to set.
 func defaultBackupyCacheDir(getenv func(string) string) (string, error) {
 	if x := getenv("XDG_CACHE_HOME"); filepath.IsAbs(x) {
 		return filepath.Join(x, "backupfs", "backupy"), nil
@@ -113,6 +131,13 @@ func defaultBackupyCacheDir(getenv func(string) string) (string, error) {
 	}
 	if os.Geteuid() == 0 {
 		return "/var/cache/backupfs/backupy", nil
+	}
+	// A user's service without $HOME: the home directory the user
+	// database gives, if there is one (nobody's is /nonexistent).
+	if u, err := user.Current(); err == nil && filepath.IsAbs(u.HomeDir) && u.HomeDir != "/" {
+		if fi, err := os.Stat(u.HomeDir); err == nil && fi.IsDir() {
+			return filepath.Join(u.HomeDir, ".cache", "backupfs", "backupy"), nil
+		}
 	}
 	return "", usageError("no directory for Backupy's decoded dumps: $XDG_CACHE_HOME and $HOME are not set; give --backupy-cache-dir (cache_dir in the configuration file)")
 }

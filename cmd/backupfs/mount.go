@@ -395,12 +395,15 @@ func openSources(ctx context.Context, e *env, plan *mountPlan, by *backupyMountF
 		closers = append(closers, func() { store.Close() }) // saves what passes learned (sizes, checksums)
 		n := sc.Name
 		if n == "" {
-			n = filepath.Base(filepath.Clean(sc.Dir))
+			n = backupyName(sc.Dir)
 		}
 		if err := filesystem.AddBackupy(n, store); err != nil {
 			return nil, nil, nil, fmt.Errorf("%s: %w", sc.Dir, err)
 		}
-		dirs = append(dirs, sc.Dir, store.CacheDir())
+		if !location.IsURL(sc.Dir) {
+			dirs = append(dirs, sc.Dir)
+		}
+		dirs = append(dirs, store.CacheDir())
 	}
 	return filesystem, dirs, closeAll, nil
 }

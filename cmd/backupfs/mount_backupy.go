@@ -22,6 +22,7 @@ type backupyMountFlags struct {
 	views, cacheDir                   string
 	cacheSize                         byteSize
 	strictToken, hideForeign          bool
+	s3                                s3Flags
 
 	// Key material is read once per mount, however many stores use it
 	// (a token on standard input can only be read once), and wiped by
@@ -33,16 +34,17 @@ type backupyMountFlags struct {
 }
 
 func (b *backupyMountFlags) register(fs *pflag.FlagSet) {
-	stringArray(fs, (*[]string)(&b.dirs), "backupy", "`DIR` of downloaded Backupy objects to mount (repeatable)")
+	stringArray(fs, (*[]string)(&b.dirs), "backupy", "Backupy store to mount: a `DIR` of downloaded objects or an s3://BUCKET/PREFIX (repeatable)")
 	stringArray(fs, (*[]string)(&b.tokens), "backupy-token", "backupy-decrypt token `FILE` (repeatable; - reads standard input)")
 	stringArray(fs, (*[]string)(&b.tokenDirs), "backupy-token-dir", "`DIR` of *.jwt and *.token files (repeatable)")
-	stringArray(fs, (*[]string)(&b.keyrings), "backupy-keyring", "keyring `FILE` of data keys (repeatable; default $"+backupy.EnvKeyring+")")
+	stringArray(fs, (*[]string)(&b.keyrings), "backupy-keyring", "keyring `FILE` of data keys (repeatable; default $"+envBackupyKeyring+")")
 	fs.StringVar(&b.views, "backupy-views", "plain", "`VIEWS` of each object besides the decoded dump: zst, meta or all, comma-separated")
 	fs.StringVar(&b.cacheDir, "backupy-cache-dir", "", "`DIR` for decoded dumps (default $XDG_CACHE_HOME/backupfs/backupy, ~/.cache/backupfs/backupy, or for root /var/cache/backupfs/backupy)")
 	b.cacheSize = defaultBackupyCacheSize
 	fs.Var(&b.cacheSize, "backupy-cache-size", "disk space for decoded dumps (suffixes K, M, G, T)")
 	fs.BoolVar(&b.hideForeign, "backupy-hide-foreign", false, "hide files in Backupy stores that are not Backupy objects (default: shown byte for byte)")
 	fs.BoolVar(&b.strictToken, "strict-token", false, "refuse expired tokens instead of warning")
+	b.s3.register(fs)
 }
 
 // defaultBackupyCacheSize is the Backupy store's own default, said here so
@@ -87,7 +89,6 @@ func (b *backupyMountFlags) load(e *env, tokens, tokenDirs, keyrings []string) (
 		KeyringFiles: keyrings,
 		Stdin:        stdin,
 		StrictToken:  b.strictToken,
-		Getenv:       func(string) string { return "" },
 	}, e.log)
 	if err != nil {
 		return nil, err
@@ -119,7 +120,7 @@ func (b *backupyMountFlags) keysFor(e *env, sc backupyConfig) (*backupy.Keyring,
 	}
 	if len(b.keyrings) == 0 && len(sc.Keyrings) == 0 {
 		if b.envKeys == nil {
-			k, err := backupy.LoadKeys(backupy.KeySources{Getenv: e.getenv}, e.log)
+			k, err := backupy.LoadKeys(backupy.KeySources{KeyringFiles: envKeyrings(e)}, e.log)
 			if err != nil {
 				return nil, err
 			}
@@ -147,6 +148,13 @@ func openStore(ctx context.Context, e *env, sc backupyConfig, by *backupyMountFl
 	if err != nil {
 		return nil, err
 	}
+	if err := checkS3Settings(loc, sc); err != nil {
+		return nil, err
+	}
+	s3opts, err := by.s3.options(e, sc)
+	if err != nil {
+		return nil, err
+	}
 	views, err := parseViews(sc.Views)
 	if err != nil {
 		return nil, err
@@ -164,14 +172,20 @@ func openStore(ctx context.Context, e *env, sc backupyConfig, by *backupyMountFl
 			return nil, fmt.Errorf("config cache_size of %s: %w", sc.Dir, err)
 		}
 	}
+	cacheDir := firstNonEmpty(sc.CacheDir, by.cacheDir) // resolveMount gives the default
+	if cacheDir == "" {
+		if cacheDir, err = defaultBackupyCacheDir(e.getenv); err != nil {
+			return nil, err
+		}
+	}
 	s, err := location.OpenBackupy(ctx, loc, backupy.Options{
 		Logger:        e.log,
 		Keys:          keys,
 		Chunks:        chunks,
-		CacheDir:      firstNonEmpty(sc.CacheDir, by.cacheDir),
+		CacheDir:      cacheDir,
 		CacheMaxBytes: cacheSize,
 		Views:         views,
 		HideForeign:   by.hideForeign || sc.HideForeign,
-	})
+	}, s3opts)
 	return s, repositoryError(err)
 }

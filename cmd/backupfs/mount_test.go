@@ -143,12 +143,12 @@ func (p *mountProcess) wait(t *testing.T, within time.Duration) int {
 	}
 }
 
-// cleanEnv is the test's environment without Bupstash or XDG settings
-// that would change which sources get mounted.
+// cleanEnv is the test's environment without Bupstash, AWS or XDG
+// settings that would change which sources get mounted, or how.
 func cleanEnv() []string {
 	var env []string
 	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "BUPSTASH_") || strings.HasPrefix(kv, "XDG_CONFIG_HOME=") || strings.HasPrefix(kv, "HOME=") {
+		if strings.HasPrefix(kv, "BUPSTASH_") || strings.HasPrefix(kv, "AWS_") || strings.HasPrefix(kv, "XDG_CONFIG_HOME=") || strings.HasPrefix(kv, "HOME=") {
 			continue
 		}
 		env = append(env, kv)

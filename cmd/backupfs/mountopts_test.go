@@ -56,7 +56,7 @@ func TestEveryMountFlagHasAnOptionSpelling(t *testing.T) {
 		}
 		n++
 		value := map[string]string{
-			"bool": "", "SIZE": "=64M", "stringArray": "=/x", "string": "=/x",
+			"bool": "", "SIZE": "=64M", "stringArray": "=/x", "string": "=/x", "int": "=4", "duration": "=30s",
 		}[f.Value.Type()]
 		switch f.Name {
 		case "xattrs":

@@ -26,6 +26,8 @@ type Config struct {
 	Backupfs, Ceilingfs string
 	// Bupstash is genuine bupstash 0.12.1, the diff group's reference.
 	Bupstash string
+	// Versitygw is the S3 server the s3 group reads from.
+	Versitygw string
 	// Work holds the generated datasets and the mountpoints.
 	Work string
 	// Runs is how many times each figure is measured (median reported).
@@ -40,7 +42,7 @@ type Config struct {
 }
 
 // Groups are the parts of the suite, in the order they run.
-var Groups = []string{"limits", "cat", "large", "million", "items", "ceiling", "diff"}
+var Groups = []string{"limits", "cat", "large", "million", "items", "ceiling", "diff", "s3"}
 
 // Suite runs the benchmarks and collects their results.
 type Suite struct {
@@ -116,6 +118,7 @@ func (s *Suite) Run(ctx context.Context) error {
 		{"items", s.runItems},
 		{"ceiling", s.runCeiling},
 		{"diff", s.runDiff},
+		{"s3", s.runS3},
 	}
 	for _, st := range steps {
 		if !s.selected(st.group) {

@@ -69,14 +69,23 @@ func (s *Store) newBlob(ctx context.Context, info ObjectInfo) (*Blob, error) {
 		dmg:     damage{goodDecoded: -1},
 	}
 	b.id = objectID(s.objects.Name(), info)
-	obj, err := b.open(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer obj.Close()
-	b.Kind, b.index, b.structErr = classify(objectReaderAt{ctx, obj}, b.Size, info.Key)
-	if b.Kind == "" {
-		return nil, fmt.Errorf("reading %s: %w", info.Key, b.structErr)
+	saved, known := s.disk.lookup(b.id)
+	if kind, index, ok := savedKind(saved, b.Size); known && ok {
+		// Sorted by an earlier listing of this very version.
+		b.Kind, b.index = kind, index
+	} else {
+		obj, err := b.open(ctx)
+		if err != nil {
+			return nil, err
+		}
+		b.Kind, b.index, b.structErr = classify(objectReaderAt{ctx, obj}, b.Size, info.Key)
+		obj.Close()
+		if b.Kind == "" {
+			return nil, fmt.Errorf("reading %s: %w", info.Key, b.structErr)
+		}
+		if b.structErr == nil && (b.index == nil || b.index.Regular()) {
+			s.disk.note(b, func(e *indexEntry) { e.Kind = b.Kind })
+		}
 	}
 	if b.structErr != nil {
 		// Found without a key, so it holds whatever the key: the intact
@@ -90,11 +99,36 @@ func (s *Store) newBlob(ctx context.Context, info ObjectInfo) (*Blob, error) {
 		b.saved = e
 		b.computedSHA = e.SHA256
 		b.zstdOK = e.ZstdOK
-		if e.Decoded != nil {
+		switch {
+		case e.Decoded != nil:
 			b.size = *e.Decoded
+		case e.Sized != nil:
+			b.size = *e.Sized
 		}
 	}
 	return b, nil
+}
+
+// savedKind returns the kind an index entry saved for an object of the
+// given size, with its frame index (the regular layout, the only one
+// saved), if the entry has one.
+func savedKind(e indexEntry, size int64) (Kind, *gcmframe.Index, bool) {
+	switch e.Kind {
+	case KindPlainZstd, KindForeign:
+		return e.Kind, nil, true
+	case KindEmpty:
+		if size == 0 {
+			return e.Kind, nil, true
+		}
+	case KindEncrypted:
+	default:
+		return "", nil, false
+	}
+	x, err := gcmframe.Layout(size)
+	if err != nil || !x.Regular() || (e.Kind == KindEncrypted) != (x.Frames() > 0) {
+		return "", nil, false
+	}
+	return e.Kind, x, true
 }
 
 // objectID names an object version in the cache directory: the store,
@@ -123,7 +157,29 @@ func (b *Blob) open(ctx context.Context) (Object, error) {
 	if errors.Is(err, ErrNotFound) {
 		return nil, fmt.Errorf("backupy: %s: removed: %w", b.Path, ErrChanged)
 	}
-	return obj, err
+	if err != nil {
+		return nil, err
+	}
+	return versionObject{obj, b.Path}, nil
+}
+
+// versionObject is an open object version. On stores where each read is
+// a request (S3), the version can go between two reads: a read that finds
+// the object gone reports the version changed, as a replaced one does,
+// not a missing file.
+type versionObject struct {
+	Object
+	key string
+}
+
+func (o versionObject) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	n, err := o.Object.ReadAt(ctx, p, off)
+	if errors.Is(err, ErrNotFound) {
+		// Not wrapped: the read is of a version that went, not of a
+		// missing file.
+		err = fmt.Errorf("backupy: %s: removed: %w (%v)", o.key, ErrChanged, err)
+	}
+	return n, err
 }
 
 // sequential returns a reader of the whole object, reading ahead on
@@ -135,6 +191,10 @@ func (b *Blob) sequential(ctx context.Context) (*seqReader, Object, error) {
 		return nil, nil, err
 	}
 	block, inFlight := b.store.readTuning()
+	if inFlight > 1 && b.index != nil && b.index.Regular() {
+		// Whole frames per read: frame i starts at i × FullFrameSize.
+		block = max(1, block/gcmframe.FullFrameSize) * gcmframe.FullFrameSize
+	}
 	return newSeqReader(ctx, obj, b.Size, block, inFlight), obj, nil
 }
 

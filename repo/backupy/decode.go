@@ -138,8 +138,9 @@ func (p *decodePass) fail(err error) error {
 		if errors.Is(p.in.err, ErrChanged) || errors.Is(p.in.err, ErrNotFound) {
 			// Mid-pass: the bytes so far are of the old version. The
 			// read fails (the caller reports it) rather than mixing them
-			// with the new version's.
-			return fmt.Errorf("backupy: %s: %w (%w)", p.b.Path, ErrReplaced, p.in.err)
+			// with the new version's. The cause is not wrapped: this
+			// read failed (EIO), the handle is not stale (ESTALE).
+			return fmt.Errorf("backupy: %s: %w (%v)", p.b.Path, ErrReplaced, p.in.err)
 		}
 		return fmt.Errorf("backupy: reading %s: %w", p.b.Path, p.in.err)
 	}

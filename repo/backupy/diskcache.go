@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/user"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -64,12 +63,15 @@ type indexEntry struct {
 	Size    int64  `json:"size"`
 	MTime   int64  `json:"mtime_ns"`
 	Decoded *int64 `json:"decoded,omitempty"`
-	SHA256  string `json:"sha256,omitempty"` // computed over the ciphertext
-	ZstdOK  bool   `json:"zstd_ok,omitempty"`
-	KeyID   string `json:"key_id,omitempty"`
-	Ext     string `json:"ext,omitempty"`
-	Cached  int64  `json:"cached,omitempty"` // size of a complete data file, 0 if none
-	Used    int64  `json:"used_ns"`          // Unix nanoseconds of last use
+	// Sized is the decoded size a zstd header gave, confirmed by walking
+	// the frame's block headers to the end of the layer (no pass yet).
+	Sized  *int64 `json:"sized,omitempty"`
+	SHA256 string `json:"sha256,omitempty"` // computed over the ciphertext
+	ZstdOK bool   `json:"zstd_ok,omitempty"`
+	KeyID  string `json:"key_id,omitempty"`
+	Ext    string `json:"ext,omitempty"`
+	Cached int64  `json:"cached,omitempty"` // size of a complete data file, 0 if none
+	Used   int64  `json:"used_ns"`          // Unix nanoseconds of last use
 
 	// A corruption verdict that does not depend on what a token claims
 	// (see Blob.persistable): the cause, the fingerprint of the key it was
@@ -80,6 +82,32 @@ type indexEntry struct {
 	Corrupt    string `json:"corrupt,omitempty"`
 	CorruptKey string `json:"corrupt_key,omitempty"`
 	CorruptAt  *int64 `json:"corrupt_at,omitempty"`
+
+	// What sorting and sniffing found, so that a later mount lists the
+	// object without reading it (on S3, a GET or two each): its kind,
+	// saved only when its frame layout is clean and regular; what its
+	// compressed layer holds; and the keys that by trial did not open
+	// its frame 0.
+	Kind    Kind          `json:"kind,omitempty"`
+	Payload *savedPayload `json:"payload,omitempty"`
+	Tried   []string      `json:"tried,omitempty"`
+}
+
+// savedPayload is a payload in the index.
+type savedPayload struct {
+	Zstd       bool   `json:"zstd"`
+	Ext        string `json:"ext"`
+	FCS        int64  `json:"fcs"`
+	HeaderSize int    `json:"header_size,omitempty"`
+	Checksum   bool   `json:"checksum,omitempty"`
+}
+
+func savePayload(p payload) *savedPayload {
+	return &savedPayload{Zstd: p.zstd, Ext: p.ext, FCS: p.fcs, HeaderSize: p.headerSize, Checksum: p.hasChecksum}
+}
+
+func (p *savedPayload) payload() payload {
+	return payload{zstd: p.Zstd, ext: p.Ext, fcs: p.FCS, headerSize: p.HeaderSize, hasChecksum: p.Checksum}
 }
 
 type indexFile struct {
@@ -98,41 +126,12 @@ const (
 	maxIndexEntries = 50000
 )
 
-// defaultCacheDir returns $XDG_CACHE_HOME/backupfs/backupy, or
-// ~/.cache/backupfs/backupy. Without $HOME (a systemd service has none
-// unless it sets one), the home directory comes from the user database,
-// and root's cache is /var/cache/backupfs/backupy.
-func defaultCacheDir() (string, error) {
-	return cacheDirFrom(os.Getenv, os.Getuid(), func() (string, error) {
-		u, err := user.Current()
-		if err != nil {
-			return "", err
-		}
-		return u.HomeDir, nil
-	})
-}
+// errNoCacheDir is an empty Options.CacheDir: the library reads no
+// environment, so the default ($XDG_CACHE_HOME/…) is the caller's to
+// work out (cmd/backupfs does).
+var errNoCacheDir = errors.New("backupy: no cache directory given (Options.CacheDir)")
 
-func cacheDirFrom(getenv func(string) string, uid int, home func() (string, error)) (string, error) {
-	if x := getenv("XDG_CACHE_HOME"); x != "" && filepath.IsAbs(x) {
-		return filepath.Join(x, "backupfs", "backupy"), nil
-	}
-	if h := getenv("HOME"); h != "" && filepath.IsAbs(h) {
-		return filepath.Join(h, ".cache", "backupfs", "backupy"), nil
-	}
-	if uid == 0 {
-		return "/var/cache/backupfs/backupy", nil
-	}
-	if h, err := home(); err == nil && filepath.IsAbs(h) && h != "/" {
-		return filepath.Join(h, ".cache", "backupfs", "backupy"), nil
-	}
-	return "", errNoCacheDir
-}
-
-// errNoCacheDir says which setting gives a cache directory.
-var errNoCacheDir = errors.New("backupy: no cache directory: $HOME is not set and the user has no home directory; set the cache directory (--backupy-cache-dir, or $XDG_CACHE_HOME)")
-
-// openDiskCache returns the cache directory dir (default: see
-// defaultCacheDir), opening it if this process has not yet. Each call must
+// openDiskCache returns the cache directory dir, opening it if this process has not yet. Each call must
 // be paired with a release. The size budget is the largest any user asked
 // for.
 //
@@ -142,11 +141,7 @@ var errNoCacheDir = errors.New("backupy: no cache directory: $HOME is not set an
 // decoded data (see private).
 func openDiskCache(dir string, maxBytes int64, log *slog.Logger) (*diskCache, error) {
 	if dir == "" {
-		d, err := defaultCacheDir()
-		if err != nil {
-			return nil, err
-		}
-		dir = d
+		return nil, errNoCacheDir
 	}
 	dir, err := filepath.Abs(dir)
 	if err != nil {
@@ -301,6 +296,17 @@ func (dc *diskCache) lookup(id string) (indexEntry, bool) {
 		return indexEntry{}, false
 	}
 	return *e, true
+}
+
+// note changes an object's entry, creating it if needed, without saving
+// the index: for facts learnt about every object a listing shows, which
+// the next save (at the latest when the store closes) writes.
+func (dc *diskCache) note(b *Blob, fn func(*indexEntry)) {
+	dc.mu.Lock()
+	defer dc.mu.Unlock()
+	if !dc.closed {
+		fn(dc.entryLocked(b))
+	}
 }
 
 // update changes an object's entry, creating it if needed, and saves the

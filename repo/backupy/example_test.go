@@ -27,7 +27,6 @@ func Example() {
 
 	keys, err := backupy.LoadKeys(backupy.KeySources{
 		TokenFiles: []string{filepath.Join(dir, "run-kat1.jwt")},
-		Getenv:     func(string) string { return "" }, // no keyring from the environment
 	}, nil)
 	if err != nil {
 		log.Fatal(err)

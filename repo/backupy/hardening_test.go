@@ -60,7 +60,6 @@ func sparse(t *testing.T, name string, size int64) string {
 // once, with an error naming the file and what is wrong with it.
 func TestHostileKeyFiles(t *testing.T) {
 	dir := t.TempDir()
-	noEnv := func(string) string { return "" }
 	for _, tc := range []struct {
 		name string
 		src  KeySources
@@ -77,7 +76,6 @@ func TestHostileKeyFiles(t *testing.T) {
 		{"keyring entry naming a FIFO", KeySources{KeyringFiles: []string{writeFile(t, filepath.Join(dir, "ring"), "token:t.fifo\n")}}, untrusted.ErrNotRegular, "a FIFO"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			tc.src.Getenv = noEnv
 			withDeadline(t, func() {
 				_, err := LoadKeys(tc.src, nil)
 				if !errors.Is(err, tc.want) || !strings.Contains(err.Error(), tc.says) {
@@ -93,7 +91,7 @@ func TestHostileKeyFiles(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer zero.Close()
-		if _, err := LoadKeys(KeySources{TokenFiles: []string{"-"}, Stdin: zero, Getenv: noEnv}, nil); !errors.Is(err, untrusted.ErrTooLarge) {
+		if _, err := LoadKeys(KeySources{TokenFiles: []string{"-"}, Stdin: zero}, nil); !errors.Is(err, untrusted.ErrTooLarge) {
 			t.Errorf("endless standard input: %v", err)
 		}
 	})
@@ -121,7 +119,7 @@ func TestTokenDirSkipsBadFiles(t *testing.T) {
 	}
 	logs := &logBuffer{}
 	withDeadline(t, func() {
-		kr, err := LoadKeys(KeySources{TokenDirs: []string{dir}, Getenv: func(string) string { return "" }}, logs.logger())
+		kr, err := LoadKeys(KeySources{TokenDirs: []string{dir}}, logs.logger())
 		if err != nil || kr.Len() != 1 {
 			t.Fatalf("%d keys, %v", kr.Len(), err)
 		}
@@ -238,35 +236,6 @@ func TestFullCacheDiskEvictsThenFails(t *testing.T) {
 	// again once there is room.
 	if n, err := size("run_a.enc"); err != nil || n != int64(len(dumps["run_a.enc"])) {
 		t.Fatalf("a again: %d %v", n, err)
-	}
-}
-
-func TestDefaultCacheDir(t *testing.T) {
-	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
-	home := func(h string, err error) func() (string, error) { return func() (string, error) { return h, err } }
-	noHome := home("", errors.New("unknown user"))
-	for _, tc := range []struct {
-		name string
-		env  map[string]string
-		uid  int
-		home func() (string, error)
-		want string
-	}{
-		{"XDG", map[string]string{"XDG_CACHE_HOME": "/x", "HOME": "/h"}, 1000, noHome, "/x/backupfs/backupy"},
-		{"relative XDG is ignored", map[string]string{"XDG_CACHE_HOME": "x", "HOME": "/h"}, 1000, noHome, "/h/.cache/backupfs/backupy"},
-		{"HOME", map[string]string{"HOME": "/h"}, 1000, noHome, "/h/.cache/backupfs/backupy"},
-		{"root service without HOME", nil, 0, noHome, "/var/cache/backupfs/backupy"},
-		{"user service without HOME", nil, 1000, home("/home/ann", nil), "/home/ann/.cache/backupfs/backupy"},
-		{"no home at all", nil, 1000, home("/", nil), ""},
-		{"unknown user", nil, 1000, noHome, ""},
-	} {
-		got, err := cacheDirFrom(env(tc.env), tc.uid, tc.home)
-		if got != tc.want || (tc.want == "") != (err != nil) {
-			t.Errorf("%s: %q, %v; want %q", tc.name, got, err, tc.want)
-		}
-		if err != nil && (strings.Contains(err.Error(), "$HOME is not defined") || !strings.Contains(err.Error(), "--backupy-cache-dir")) {
-			t.Errorf("%s: %v does not say which setting to give", tc.name, err)
-		}
 	}
 }
 

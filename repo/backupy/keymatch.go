@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"slices"
 
 	"github.com/backupfs/backupfs/crypto/gcmframe"
 )
@@ -43,6 +44,26 @@ func (b *Blob) matchKey(ctx context.Context) (*blobKey, []byte, error) {
 	b.mu.Unlock()
 	given := b.store.opts.KeysGiven
 	cands := kr.candidates(b.Path, knownSHA, b.saved.KeyID, given)
+	newKey := func(c keyCandidate, ciph *gcmframe.Cipher) *blobKey {
+		sha, run := kr.binding(c.entry.dek, b.Path, knownSHA, c.how == "given")
+		return &blobKey{dek: c.entry.dek, cipher: ciph, how: c.how, source: c.entry.source, sha: sha, runID: run}
+	}
+	if len(cands) > 0 && b.saved.Payload != nil && cands[0].entry.dek.fp == b.saved.KeyID {
+		// The key that would be tried first opened frame 0 of this very
+		// version before (the index names the version by its ETag, or
+		// size and time): no need to read it again.
+		ciph, err := gcmframe.NewCipher(cands[0].entry.dek.b[:])
+		if err != nil {
+			return nil, nil, err
+		}
+		return newKey(cands[0], ciph), nil, nil
+	}
+	// Keys tried before on this version without success are not tried
+	// again; keys bound to the object always are (failing, they mean
+	// damage).
+	cands = slices.DeleteFunc(cands, func(c keyCandidate) bool {
+		return !c.bound() && slices.Contains(b.saved.Tried, c.entry.dek.fp)
+	})
 	if len(cands) == 0 || b.index.Frames() == 0 {
 		return nil, nil, nil
 	}
@@ -51,10 +72,6 @@ func (b *Blob) matchKey(ctx context.Context) (*blobKey, []byte, error) {
 		return nil, nil, err
 	}
 	scratch := make([]byte, len(body))
-	newKey := func(c keyCandidate, ciph *gcmframe.Cipher) *blobKey {
-		sha, run := kr.binding(c.entry.dek, b.Path, knownSHA, c.how == "given")
-		return &blobKey{dek: c.entry.dek, cipher: ciph, how: c.how, source: c.entry.source, sha: sha, runID: run}
-	}
 	var failed []keyCandidate // bound keys that did not open frame 0
 	var firstCipher *gcmframe.Cipher
 	for _, c := range cands {
@@ -87,20 +104,37 @@ func (b *Blob) matchKey(ctx context.Context) (*blobKey, []byte, error) {
 	if len(failed) > 0 {
 		return newKey(failed[0], firstCipher), nil, nil
 	}
+	// Locked: remember which keys did not open it, so that a remount
+	// with the same keys lists it without reading it.
+	b.store.disk.note(b, func(e *indexEntry) {
+		for _, c := range cands {
+			if !slices.Contains(e.Tried, c.entry.dek.fp) && len(e.Tried) < maxTried {
+				e.Tried = append(e.Tried, c.entry.dek.fp)
+			}
+		}
+	})
 	return nil, nil, nil
 }
+
+// maxTried bounds the fingerprints an index entry keeps.
+const maxTried = 64
 
 // checkEmpty is the full pass of an empty object: hashing its at most
 // four bytes. An encrypted one has no frame to try keys on, so a key entry
 // is bound by selectors alone (path, run id, or this very hash), only to
 // learn the expected hash. It returns the key and the computed hash.
 func (b *Blob) checkEmpty(ctx context.Context) (*blobKey, string, error) {
-	data, err := b.readPrefix(ctx, b.Size)
-	if err != nil {
-		return nil, "", err
+	b.mu.Lock()
+	got := b.computedSHA // hashed by an earlier mount
+	b.mu.Unlock()
+	if got == "" {
+		data, err := b.readPrefix(ctx, b.Size)
+		if err != nil {
+			return nil, "", err
+		}
+		sum := sha256.Sum256(data)
+		got = hex.EncodeToString(sum[:])
 	}
-	sum := sha256.Sum256(data)
-	got := hex.EncodeToString(sum[:])
 	var key *blobKey
 	if b.index != nil {
 		kr := b.store.keyring()

@@ -19,10 +19,6 @@ import (
 	"github.com/backupfs/backupfs/internal/untrusted"
 )
 
-// EnvKeyring names the environment variable holding a keyring file path,
-// used when no keyring file is given explicitly.
-const EnvKeyring = "BACKUPFS_BACKUPY_KEYRING"
-
 type selectorKind int
 
 const (
@@ -203,12 +199,10 @@ func (k *Keyring) addLine(fields []string, file, source string) error {
 type KeySources struct {
 	TokenFiles   []string // token files; "-" reads Stdin
 	TokenDirs    []string // directories of *.jwt and *.token files
-	KeyringFiles []string // keyring files; if empty, $BACKUPFS_BACKUPY_KEYRING
+	KeyringFiles []string // keyring files
 	Stdin        io.Reader
 	// StrictToken turns an expired token into an error, as upstream does.
 	StrictToken bool
-	// Getenv reads the environment; nil means os.Getenv.
-	Getenv func(string) string
 	// Now is the clock for expiry warnings; nil means time.Now.
 	Now func() time.Time
 }
@@ -222,10 +216,6 @@ func LoadKeys(src KeySources, log *slog.Logger) (*Keyring, error) {
 	now := time.Now
 	if src.Now != nil {
 		now = src.Now
-	}
-	getenv := os.Getenv
-	if src.Getenv != nil {
-		getenv = src.Getenv
 	}
 	k := NewKeyring()
 	addToken := func(t *Token, source string) error {
@@ -276,13 +266,7 @@ func LoadKeys(src KeySources, log *slog.Logger) (*Keyring, error) {
 			}
 		}
 	}
-	files := src.KeyringFiles
-	if len(files) == 0 {
-		if env := getenv(EnvKeyring); env != "" {
-			files = []string{env}
-		}
-	}
-	for _, f := range files {
+	for _, f := range src.KeyringFiles {
 		kr, err := readKeyringFile(f, log)
 		if err != nil {
 			return nil, err

@@ -39,6 +39,8 @@ func (b *Blob) prepare(ctx context.Context) error {
 		}
 		key = k
 		switch {
+		case key != nil && frame0 == nil && b.saved.Payload != nil && key.dek.fp == b.saved.KeyID:
+			pl = b.saved.Payload.payload() // remembered with the key
 		case key != nil && frame0 != nil:
 			pl = sniffPayload(frame0)
 		case key != nil:
@@ -54,6 +56,10 @@ func (b *Blob) prepare(ctx context.Context) error {
 		}
 		key, emptySHA = k, sha
 	case KindPlainZstd:
+		if b.saved.Payload != nil {
+			pl = b.saved.Payload.payload()
+			break
+		}
 		prefix, err := b.readPrefix(ctx, gcmframe.PlainSize)
 		if err != nil {
 			return err
@@ -99,8 +105,12 @@ func (b *Blob) prepare(ctx context.Context) error {
 	b.files = b.rebuildFiles()
 	b.mu.Unlock()
 	if (key != nil && !badHead) || b.Kind == KindPlainZstd {
-		b.store.disk.update(b, func(e *indexEntry) {
+		// Noted, not saved now: a listing prepares every object it shows,
+		// and one write of the index per object would cost more than
+		// the listing. The next save, or the store's close, writes it.
+		b.store.disk.note(b, func(e *indexEntry) {
 			e.Ext = pl.ext
+			e.Payload = savePayload(pl)
 			if key != nil && key.dek != nil {
 				e.KeyID = key.dek.Fingerprint()
 			}
@@ -132,6 +142,7 @@ func (b *Blob) learnSizeFromPayload(ctx context.Context) {
 		}, pl, b.compressedSize())
 		if err == nil && end == b.compressedSize() {
 			size = pl.fcs
+			b.store.disk.note(b, func(e *indexEntry) { e.Sized = &size })
 		}
 	}
 	if size >= 0 {

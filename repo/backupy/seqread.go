@@ -13,6 +13,10 @@ import (
 // bandwidth only once; memory is inFlight blocks at most. With one read
 // in flight it reads straight into the caller's buffer.
 //
+// All readers of the process share readAheadBudget: a read beyond a
+// reader's first in flight is issued only if the budget has room, so
+// many passes at once cost no more memory than a few.
+//
 // The object must not be closed before the reader.
 type seqReader struct {
 	ctx    context.Context
@@ -32,6 +36,7 @@ type seqReader struct {
 }
 
 type blockFetch struct {
+	lent int64 // bytes of readAheadBudget this fetch holds
 	off  int64
 	buf  []byte
 	n    int
@@ -93,6 +98,8 @@ func (r *seqReader) Read(p []byte) (int, error) {
 	if head.used == head.n && (head.n == len(head.buf) || r.pos >= r.size) {
 		r.free = append(r.free, head.buf)
 		r.queue = r.queue[1:]
+		readAheadBudget.release(head.lent)
+		head.lent = 0
 	}
 	return n, nil
 }
@@ -104,13 +111,20 @@ func (r *seqReader) fill() {
 	}
 	for len(r.queue) < r.inFlight && r.issued < r.size {
 		n := min(r.block, r.size-r.issued)
+		var lent int64
+		if len(r.queue) > 0 {
+			if !readAheadBudget.tryAcquire(n) {
+				return
+			}
+			lent = n
+		}
 		var buf []byte
 		if k := len(r.free); k > 0 && int64(cap(r.free[k-1])) >= n {
 			buf, r.free = r.free[k-1][:n], r.free[:k-1]
 		} else {
 			buf = make([]byte, n)
 		}
-		f := &blockFetch{off: r.issued, buf: buf, done: make(chan struct{})}
+		f := &blockFetch{lent: lent, off: r.issued, buf: buf, done: make(chan struct{})}
 		r.queue = append(r.queue, f)
 		r.issued += n
 		r.wg.Add(1)
@@ -126,7 +140,41 @@ func (r *seqReader) fill() {
 func (r *seqReader) Close() {
 	r.cancel()
 	r.wg.Wait()
+	for _, f := range r.queue {
+		readAheadBudget.release(f.lent)
+	}
 	r.queue, r.free = nil, nil
+}
+
+// readAheadBudget bounds the bytes all seqReaders of the process hold in
+// reads beyond their first: 32 MiB, two passes' worth of an S3 store's
+// default read-ahead.
+var readAheadBudget = budget{limit: 32 << 20}
+
+// budget is a count of bytes that is taken without waiting.
+type budget struct {
+	mu    sync.Mutex
+	used  int64
+	limit int64
+}
+
+func (b *budget) tryAcquire(n int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.used+n > b.limit {
+		return false
+	}
+	b.used += n
+	return true
+}
+
+func (b *budget) release(n int64) {
+	if n == 0 {
+		return
+	}
+	b.mu.Lock()
+	b.used -= n
+	b.mu.Unlock()
 }
 
 // readerWithContext stops a long read when its context ends.

@@ -30,7 +30,7 @@ const (
 	AllViews = ViewZst | ViewMeta
 )
 
-// Options configure a Store. The zero value works.
+// Options configure a Store. Only CacheDir is required.
 type Options struct {
 	// Logger receives warnings (token problems, corrupt objects). Nil
 	// discards them.
@@ -42,8 +42,9 @@ type Options struct {
 	// all repositories share one memory budget; nil gives the store a
 	// private 64 MiB cache.
 	Chunks *cache.ChunkCache
-	// CacheDir holds decoded dumps and the size index. Empty means
-	// $XDG_CACHE_HOME/backupfs/backupy, or ~/.cache/backupfs/backupy.
+	// CacheDir holds decoded dumps and the size index; it is required.
+	// (The command line's default is $XDG_CACHE_HOME/backupfs/backupy:
+	// this package reads no environment variables.)
 	CacheDir string
 	// CacheMaxBytes bounds the decoded files kept in CacheDir. Files of
 	// objects with open handles are never evicted, so the bound can be
@@ -426,6 +427,13 @@ func (s *Store) newBlobs(ctx context.Context, infos []ObjectInfo) []*Blob {
 			if err != nil {
 				s.log.Warn("backupy: skipping object", "store", s.objects.Name(), "object", info.Key, "err", err)
 				return
+			}
+			if parallel > 1 {
+				// Where each read is a round trip, match keys and sniff
+				// here, several objects at a time, rather than one after
+				// another as the directory is shown. A failure is
+				// reported when the object's files are asked for.
+				b.prepare(ctx)
 			}
 			out[i] = b
 		}()

@@ -1,6 +1,6 @@
 // Package location turns what a user writes for a repository or a store —
-// a directory today; an ssh:// address or an s3:// bucket as transports
-// are added — into the transport that reaches it. It is the one place
+// a directory, an s3:// bucket prefix, an ssh:// address as that
+// transport is added — into the transport that reaches it. It is the one place
 // that knows the schemes, as restic's backend/location is: the command
 // line and the configuration file hand it strings, and get back an open
 // repository or store whatever the transport.
@@ -15,10 +15,12 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"path"
 	"path/filepath"
 	"strings"
 
 	"github.com/backupfs/backupfs/repo/backupy"
+	"github.com/backupfs/backupfs/repo/backupy/s3store"
 	"github.com/backupfs/backupfs/repo/bupstash"
 )
 
@@ -32,14 +34,19 @@ const (
 	// SSH is a Bupstash repository served by `bupstash serve` over ssh:
 	// ssh://[USER@]HOST[:PORT]/PATH. Not supported yet.
 	SSH Scheme = "ssh"
+	// S3 is a bucket prefix of an S3 service: s3://BUCKET[/PREFIX]. Only
+	// Backupy stores live there.
+	S3 Scheme = "s3"
 )
 
 // Location is a parsed repository or store address.
 type Location struct {
 	Scheme Scheme
-	// Path is the directory for Local, and the path on the server for
-	// remote schemes.
+	// Path is the directory for Local, the path on the server for SSH,
+	// and the key prefix (no slash at either end) for S3.
 	Path string
+	// Bucket is the bucket of an S3 location.
+	Bucket string
 	// URL is the address as parsed, for remote schemes; nil for Local.
 	URL *url.URL
 
@@ -93,6 +100,12 @@ func Parse(s string) (Location, error) {
 			return Location{}, fmt.Errorf("%s: %w: want ssh://[USER@]HOST[:PORT]/PATH", s, ErrBadURL)
 		}
 		return Location{Scheme: SSH, Path: u.Path, URL: u, raw: s}, nil
+	case "s3":
+		bucket, prefix, err := s3store.ParseURL(s)
+		if err != nil {
+			return Location{}, fmt.Errorf("%w: %w", ErrBadURL, err)
+		}
+		return Location{Scheme: S3, Bucket: bucket, Path: prefix, URL: u, raw: s}, nil
 	default:
 		return Location{}, fmt.Errorf("%s: %w %q", s, ErrUnknownScheme, u.Scheme)
 	}
@@ -109,21 +122,50 @@ func OpenBupstash(ctx context.Context, loc Location, key *bupstash.Key, opts bup
 	return nil, fmt.Errorf("%s: %w for a Bupstash repository", loc, ErrUnsupported)
 }
 
-// OpenBackupy opens the Backupy store (a directory of objects) at loc.
-func OpenBackupy(ctx context.Context, loc Location, opts backupy.Options) (*backupy.Store, error) {
-	if loc.Scheme != Local {
-		return nil, fmt.Errorf("%s: %w for a Backupy store", loc, ErrUnsupported)
+// OpenBackupy opens the Backupy store at loc: a directory of objects, or
+// a bucket prefix (reached as s3opts says, and listed one level at a
+// time, when each is first looked at). For S3, wrong credentials, a
+// missing bucket or an unreachable service are reported here, in one
+// line naming the store.
+func OpenBackupy(ctx context.Context, loc Location, opts backupy.Options, s3opts s3store.Options) (*backupy.Store, error) {
+	switch loc.Scheme {
+	case Local:
+		return backupy.OpenStore(ctx, loc.Path, opts)
+	case S3:
+		objects, err := s3store.New(ctx, loc.Bucket, loc.Path, s3opts)
+		if err != nil {
+			return nil, err
+		}
+		if err := objects.Check(ctx); err != nil {
+			return nil, err
+		}
+		opts.Lazy = true
+		return backupy.Open(ctx, objects, opts)
 	}
-	return backupy.OpenStore(ctx, loc.Path, opts)
+	return nil, fmt.Errorf("%s: %w for a Backupy store", loc, ErrUnsupported)
 }
 
-// OpenBackupyObject opens one Backupy object at loc, as a store of that
-// one object.
-func OpenBackupyObject(ctx context.Context, loc Location, opts backupy.Options) (*backupy.Store, *backupy.Blob, error) {
-	if loc.Scheme != Local {
-		return nil, nil, fmt.Errorf("%s: %w for a Backupy object", loc, ErrUnsupported)
+// OpenBackupyObject opens one Backupy object at loc (a file, or the key
+// of an object in a bucket), as a store of that one object.
+func OpenBackupyObject(ctx context.Context, loc Location, opts backupy.Options, s3opts s3store.Options) (*backupy.Store, *backupy.Blob, error) {
+	switch loc.Scheme {
+	case Local:
+		return backupy.OpenFile(ctx, loc.Path, opts)
+	case S3:
+		if loc.Path == "" {
+			return nil, nil, fmt.Errorf("%s: %w: name an object, s3://BUCKET/KEY", loc, ErrBadURL)
+		}
+		dir, name := path.Split(loc.Path)
+		objects, err := s3store.New(ctx, loc.Bucket, dir, s3opts)
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := objects.Check(ctx); err != nil {
+			return nil, nil, err
+		}
+		return backupy.OpenObject(ctx, objects, name, opts)
 	}
-	return backupy.OpenFile(ctx, loc.Path, opts)
+	return nil, nil, fmt.Errorf("%s: %w for a Backupy object", loc, ErrUnsupported)
 }
 
 // Abs returns the location with a local path made absolute, so that it
@@ -156,6 +198,12 @@ func (l Location) Display() string {
 // given: the last element of its path.
 func (l Location) Name() string {
 	p := l.Path
+	if l.Scheme == S3 && p == "" {
+		return l.Bucket
+	}
+	if l.Scheme == S3 {
+		return path.Base(p)
+	}
 	if l.Scheme != Local && (p == "" || p == "/") && l.URL != nil {
 		return l.URL.Host
 	}

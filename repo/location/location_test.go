@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/backupfs/backupfs/repo/backupy"
+	"github.com/backupfs/backupfs/repo/backupy/s3store"
 	"github.com/backupfs/backupfs/repo/bupstash"
 )
 
@@ -28,6 +29,9 @@ func TestParse(t *testing.T) {
 		{"ssh://backup.example/srv/repo", SSH, "/srv/repo", "repo"},
 		{"ssh://ann@backup.example:2222/srv/repo", SSH, "/srv/repo", "repo"},
 		{"ssh://backup.example", SSH, "", "backup.example"},
+		{"s3://backups", S3, "", "backups"},
+		{"s3://backups/", S3, "", "backups"},
+		{"s3://backups/co_acme/agt_1/", S3, "co_acme/agt_1", "agt_1"},
 	} {
 		l, err := Parse(tt.in)
 		if err != nil || l.Scheme != tt.scheme || l.Path != tt.path || l.String() != tt.in || l.Name() != tt.name {
@@ -40,6 +44,11 @@ func TestParse(t *testing.T) {
 		"ssh:///srv/repo":         ErrBadURL,
 		"file://elsewhere/x":      ErrBadURL,
 		"ssh://host:notaport/srv": nil, // some url.Parse error
+		"s3:///prefix":            ErrBadURL,
+		"s3://bucket/a//b":        ErrBadURL,
+		"s3://bucket/a/../b":      ErrBadURL,
+		"s3://user@bucket/a":      ErrBadURL,
+		"s3://bucket:9000/a":      ErrBadURL,
 	} {
 		_, err := Parse(in)
 		if err == nil || (want != nil && !errors.Is(err, want)) {
@@ -80,15 +89,15 @@ func TestOpen(t *testing.T) {
 		err.Error() != "ssh://backup.example/srv/repo: "+ErrRemoteNotSupported.Error() {
 		t.Fatalf("ssh: %v", err)
 	}
-	if _, err := OpenBackupy(ctx, loc, backupy.Options{}); !errors.Is(err, ErrUnsupported) {
+	if _, err := OpenBackupy(ctx, loc, backupy.Options{}, s3store.Options{}); !errors.Is(err, ErrUnsupported) {
 		t.Fatalf("backupy over ssh: %v", err)
 	}
-	if _, _, err := OpenBackupyObject(ctx, loc, backupy.Options{}); !errors.Is(err, ErrUnsupported) {
+	if _, _, err := OpenBackupyObject(ctx, loc, backupy.Options{}, s3store.Options{}); !errors.Is(err, ErrUnsupported) {
 		t.Fatalf("backupy object over ssh: %v", err)
 	}
 	store := t.TempDir()
 	loc, _ = Parse(store)
-	s, err := OpenBackupy(ctx, loc, backupy.Options{CacheDir: filepath.Join(t.TempDir(), "cache")})
+	s, err := OpenBackupy(ctx, loc, backupy.Options{CacheDir: filepath.Join(t.TempDir(), "cache")}, s3store.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

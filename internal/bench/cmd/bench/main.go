@@ -41,6 +41,7 @@ func run() error {
 		runs      = flag.Int("runs", 3, "runs of each measurement (the median is reported)")
 		cache     = flag.String("cache-size", "256M", "the mounts' --cache-size")
 		only      = flag.String("only", "", "comma-separated groups to run: "+strings.Join(bench.Groups, ","))
+		versitygw = flag.String("versitygw", os.Getenv("BACKUPFS_VERSITYGW"), "the S3 server of the s3 group (default $BACKUPFS_VERSITYGW)")
 		version   = flag.String("version", "dev", "backupfs version, for the report")
 		prepare   = flag.Bool("prepare", false, "only generate the datasets")
 	)
@@ -72,7 +73,7 @@ func run() error {
 		}
 	}
 	cfg := bench.Config{
-		Backupfs: *backupfs, Ceilingfs: *ceilingfs, Bupstash: *genuine, Work: *work, Runs: *runs, CacheSize: cacheSize,
+		Backupfs: *backupfs, Ceilingfs: *ceilingfs, Bupstash: *genuine, Versitygw: *versitygw, Work: *work, Runs: *runs, CacheSize: cacheSize,
 		Logf: logf,
 	}
 	if *only != "" {
