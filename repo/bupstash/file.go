@@ -74,6 +74,7 @@ func (s *section) locate(ctx context.Context, off int64) (k uint64, leafStart in
 		}
 		var n int64
 		if next.idx != s.sp.last || s.sp.end < 0 {
+			s.hintToward(next, off)
 			if n, err = s.tree.leafLen(ctx, next.idx); err != nil {
 				return 0, 0, err
 			}
@@ -83,6 +84,28 @@ func (s *section) locate(ctx context.Context, off int64) (k uint64, leafStart in
 		}
 	}
 }
+
+// hintToward tells a far source about the leaves a seek to off must
+// learn the lengths of, guessed from the lengths learned so far, so that
+// they come together rather than one round trip each.
+func (s *section) hintToward(next located, off int64) {
+	if s.tree.repo.prefetcher == nil {
+		return
+	}
+	s.mu.Lock()
+	known := len(s.cum) - 1
+	at := s.cum[known]
+	s.mu.Unlock()
+	avg := int64(1 << 20)
+	if known > 0 && at > 0 {
+		avg = max(at/int64(known), 4<<10)
+	}
+	leaves := uint64(min((off-at)/avg+2, hintSeekLeaves))
+	s.tree.hint(next.idx, min(next.idx+leaves-1, s.sp.last))
+}
+
+// hintSeekLeaves bounds the leaves one seek hints at.
+const hintSeekLeaves = 32
 
 // located is lookup's answer: the leaf holding the offset (found), or the
 // next leaf whose length must be learned (idx, span-relative known).
@@ -248,6 +271,7 @@ type FileReader struct {
 	next     int64  // where the last read ended
 	streak   int    // consecutive sequential reads
 	prefetch uint64 // leaves (tree indexes) before this one have been prefetched
+	hinted   uint64 // leaves before this one have been offered to a far source
 	hasher   *blake3.Hasher
 	hashed   int64  // bytes hashed so far, from 0; -1 once checked, or never to be
 	scratch  []byte // for hashing what was read ahead of the hash
@@ -256,10 +280,13 @@ type FileReader struct {
 }
 
 // maxReadahead bounds the bytes a sequential reader asks to be decoded
-// ahead of it, and readaheadLeaves the number of leaves.
+// ahead of it, and readaheadLeaves the number of leaves. hintLeaves is
+// how many leaves past that window a far source is told about, so that
+// fetching stays ahead of decoding.
 const (
 	maxReadahead    = 64 << 20
 	readaheadLeaves = 8
+	hintLeaves      = 8
 )
 
 // ReadAtContext reads len(p) bytes at off, touching only the leaves that
@@ -385,6 +412,14 @@ func (r *FileReader) readahead(ctx context.Context, last uint64) {
 	for ; r.prefetch <= stop; r.prefetch++ {
 		if !sec.tree.prefetch(ctx, r.prefetch) {
 			break // every slot busy: ask again on the next read
+		}
+	}
+	if sec.tree.repo.prefetcher != nil {
+		// A far source fetches from the window's start on, several
+		// leaves at once; the decoders then find them waiting.
+		from := max(first, r.hinted)
+		if to := min(stop+hintLeaves, sec.sp.last); from <= to {
+			r.hinted = from + sec.tree.hint(from, to)
 		}
 	}
 }

@@ -251,6 +251,57 @@ func (t *htree) prefetch(ctx context.Context, n uint64) bool {
 	return t.repo.cache.Prefetch(ctx, cache.Key{Space: t.space, Addr: addr}, t.leafFill(n, addr))
 }
 
+// hint offers leaves [from, to] to a far source (ChunkPrefetcher) to
+// fetch ahead, as far as the last bottom node walked names them: a hint
+// reads nothing itself. Leaves already decoded in the cache count as
+// taken. It returns how many leaves from from on are taken care of.
+func (t *htree) hint(from, to uint64) uint64 {
+	pf := t.repo.prefetcher
+	if pf == nil || from > to || from >= t.meta.DataChunkCount {
+		return 0
+	}
+	to = min(to, t.meta.DataChunkCount-1)
+	addrOf := func(n uint64) (Address, bool) {
+		if t.meta.Height == 0 {
+			return t.meta.Address, n == 0
+		}
+		w := t.window.Load()
+		if w == nil || n < w.first || n-w.first >= uint64(len(w.entries)/nodeEntrySize) {
+			return Address{}, false
+		}
+		return entryAddress(w.entries, n-w.first), true
+	}
+	var refs []ChunkRef
+	var leafOf []uint64 // the leaf each ref is
+	var lead uint64     // decoded leaves before the first ref
+	n := from
+	for ; n <= to; n++ {
+		addr, ok := addrOf(n)
+		if !ok {
+			break
+		}
+		if t.repo.cache.Contains(cache.Key{Space: t.space, Addr: addr}) {
+			if len(refs) == 0 {
+				lead++
+			}
+			continue
+		}
+		refs = append(refs, t.ref(addr, 0, n))
+		leafOf = append(leafOf, n)
+	}
+	if len(refs) == 0 {
+		return n - from
+	}
+	took := pf.PrefetchChunks(refs, t.repo.cache.Buffers())
+	if took >= len(refs) {
+		return n - from
+	}
+	if took == 0 {
+		return lead
+	}
+	return leafOf[took] - from
+}
+
 // leafFill fetches, decrypts, decompresses and verifies a leaf. The chunk
 // file is read into a pooled buffer and decrypted in place; a compressed
 // leaf is decompressed into another pooled buffer and the first goes back
@@ -294,7 +345,9 @@ func (t *htree) leafFill(n uint64, addr Address) cache.FillFunc {
 // nowhere in the format; they are learned from decoded leaves, or probed:
 // the envelope is authenticated and only its first and last bytes are
 // decrypted, which hold the decompressed size for every footer except a
-// zstd frame without a content size.
+// zstd frame without a content size. On a far source (ChunkPrefetcher)
+// the leaf is decoded instead: a probe would cost its whole transfer,
+// and the read that follows would fetch it again.
 func (t *htree) leafLen(ctx context.Context, n uint64) (int64, error) {
 	if l, ok := t.lengths.get(n); ok {
 		return l, nil
@@ -305,6 +358,14 @@ func (t *htree) leafLen(ctx context.Context, n uint64) (int64, error) {
 	}
 	if l, ok := t.repo.cache.Len(cache.Key{Space: t.space, Addr: addr}); ok {
 		return int64(l), t.lengths.set(n, int64(l))
+	}
+	if t.repo.prefetcher != nil {
+		ch, err := t.leaf(ctx, n)
+		if err != nil {
+			return 0, err
+		}
+		defer ch.Release()
+		return int64(ch.Len()), nil
 	}
 	size, ok, err := t.probeLen(ctx, n, addr)
 	if err != nil {

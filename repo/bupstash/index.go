@@ -252,6 +252,12 @@ type leafSource interface {
 	prefetch(ctx context.Context, n uint64) bool
 }
 
+// leafHinter is a leafSource that can have leaves fetched ahead from a
+// far source (htree.hint).
+type leafHinter interface {
+	hint(from, to uint64) uint64
+}
+
 // IndexReader decodes an item's index as a stream, one entry at a time,
 // holding at most one leaf and a partial entry in memory. Entries straddle
 // leaf boundaries freely.
@@ -261,6 +267,7 @@ type IndexReader struct {
 	log    *slog.Logger
 
 	leaf    uint64 // next leaf to load
+	hinted  uint64 // leaves before this one have been offered to a far source
 	buf     []byte // current leaf
 	release func() // releases the leaf buf aliases
 	pos     int
@@ -363,6 +370,10 @@ func (r *IndexReader) next(ctx context.Context, e *IndexEntry) error {
 			return err
 		}
 		r.leaves.prefetch(ctx, r.leaf+1)
+		if h, ok := r.leaves.(leafHinter); ok && r.hinted < r.leaf+1+hintLeaves {
+			from := max(r.leaf+1, r.hinted)
+			r.hinted = from + h.hint(from, r.leaf+hintLeaves)
+		}
 		r.leaf++
 		r.streamBytes += uint64(len(data))
 		r.releaseLeaf()

@@ -33,10 +33,12 @@ type Options struct {
 // and data read from a Source with a key, verified, and decoded through a
 // chunk cache. It is safe for concurrent use.
 type Repository struct {
-	src   Source
-	key   *Key
-	log   *slog.Logger
-	cache *cache.ChunkCache
+	src Source
+	// prefetcher is src when it is far away (see ChunkPrefetcher), else nil.
+	prefetcher ChunkPrefetcher
+	key        *Key
+	log        *slog.Logger
+	cache      *cache.ChunkCache
 
 	metaOpener, idxOpener, dataOpener *box.Opener
 
@@ -92,6 +94,7 @@ func New(src Source, key *Key, opts Options) (*Repository, error) {
 		foreign:    make(map[Xid]Xid),
 		reported:   make(map[Xid]bool),
 	}
+	r.prefetcher, _ = src.(ChunkPrefetcher)
 	if r.log == nil {
 		r.log = slog.Default()
 	}

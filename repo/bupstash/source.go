@@ -114,6 +114,23 @@ type ChunkRejecter interface {
 	RejectChunk(addr Address)
 }
 
+// A ChunkPrefetcher is a source far from its reader (a server over ssh),
+// where every read waits a round trip: told which chunks a reader will
+// need next, it fetches them ahead, several at once, and keeps them (on
+// disk, or in a small bounded window of buffers from pool, which then
+// count against the chunk cache) until ReadChunk asks. It returns how
+// many of refs, from the first, it took on; the caller offers the rest
+// again later. Sequential file readers and index readers offer the
+// leaves after their readahead window.
+//
+// A Repository on such a source also decodes a leaf whose length it
+// needs rather than only probing it, since a probe costs the chunk's
+// whole transfer anyway, and hints the leaves a seek must learn the
+// lengths of, so that they come in one round trip.
+type ChunkPrefetcher interface {
+	PrefetchChunks(refs []ChunkRef, pool *cache.BufferPool) int
+}
+
 // A StoredSizer can tell how many bytes a chunk occupies in storage
 // without reading it (a directory: one stat), or -1. Sparse files' holes
 // are recognised from it without decompressing their zero leaves.

@@ -119,6 +119,13 @@ func (c *Conn) Protocol() Protocol { return c.proto }
 // ServerTime returns the server's clock when it opened the repository.
 func (c *Conn) ServerTime() time.Time { return c.serverTime }
 
+// pending returns the number of requests written and not yet answered.
+func (c *Conn) pending() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.queue)
+}
+
 // Err returns why the connection ended, or nil while it works.
 func (c *Conn) Err() error {
 	c.mu.Lock()

@@ -3,11 +3,16 @@ package serve
 import (
 	"errors"
 	"strings"
+
+	"github.com/backupfs/backupfs/repo/bupstash"
 )
 
 // Errors of this package. Callers test them with errors.Is; the text a
 // user sees comes from the error wrapping them, which names the server's
-// own words where it said any.
+// own words where it said any. Those that mean one of package bupstash's
+// source errors are that error too (errors.Is(err,
+// bupstash.ErrUnavailable) holds for a lost connection), so that readers
+// of a Source need not know this package.
 var (
 	// ErrProtocol reports a response the protocol does not allow: a
 	// wrong kind, a bad length, trailing bytes, an unexpected chunk.
@@ -19,11 +24,11 @@ var (
 	// ErrPermission reports a request the server refuses for this client
 	// (`bupstash serve --allow-…`): "server has disabled get for this
 	// client" and the like.
-	ErrPermission = errors.New("refused by the server")
+	ErrPermission error = &subclass{"refused by the server", bupstash.ErrPermission}
 	// ErrDisconnected reports a connection that ended: the server exited
 	// (its stderr says why), ssh failed, or the connection was ended
 	// after a stall. Retrying on a new connection may succeed.
-	ErrDisconnected = errors.New("connection to the server lost")
+	ErrDisconnected error = &subclass{"connection to the server lost", bupstash.ErrUnavailable}
 	// ErrStalled reports a server that sent nothing for longer than the
 	// stall timeout while an answer was due. It is an ErrDisconnected.
 	ErrStalled error = &subclass{"server stalled (nothing received while an answer was due)", ErrDisconnected}
@@ -31,7 +36,7 @@ var (
 	ErrClosed = errors.New("connection closed")
 	// ErrUnavailable reports a server that asked to be retried later
 	// (an Abort with Bupstash's "server unavailable" code).
-	ErrUnavailable = errors.New("server unavailable")
+	ErrUnavailable error = &subclass{"server unavailable", bupstash.ErrUnavailable}
 	// ErrNotFound reports an item or chunk the server does not have:
 	// its stderr named a missing file, or it returned no metadata.
 	ErrNotFound = errors.New("not found on the server")

@@ -22,15 +22,16 @@ type fixture struct {
 	name     string
 	dir      string   // relative to the module root
 	versions []string // servers that open it (0.10.3 only opens schema 6)
+	key      string   // its primary key, relative to the module root
 }
 
 var fixtures = []fixture{
-	{"small-0.10.3", "testdata/bupstash-0.10.3/small-0.10.3", []string{"0.10.3", "0.11.1", "0.12.1"}},
-	{"simplegetput-0.10.3", "testdata/bupstash-0.10.3/simplegetput-0.10.3", []string{"0.10.3", "0.12.1"}},
-	{"v0.10.3", "testdata/bupstash-versions/v0.10.3/repo", []string{"0.10.3", "0.11.1", "0.12.1"}},
-	{"v0.11.0", "testdata/bupstash-versions/v0.11.0/repo", []string{"0.11.1", "0.12.1"}},
-	{"v0.11.1", "testdata/bupstash-versions/v0.11.1/repo", []string{"0.11.1", "0.12.1"}},
-	{"0.12.1", "testdata/bupstash-0.12.1/repo", []string{"0.11.1", "0.12.1"}},
+	{"small-0.10.3", "testdata/bupstash-0.10.3/small-0.10.3", []string{"0.10.3", "0.11.1", "0.12.1"}, "testdata/bupstash-0.10.3/maxbupst-testkey.key"},
+	{"simplegetput-0.10.3", "testdata/bupstash-0.10.3/simplegetput-0.10.3", []string{"0.10.3", "0.12.1"}, "testdata/bupstash-0.10.3/simplegetput-0.10.3/bupstash-test-primary.key"},
+	{"v0.10.3", "testdata/bupstash-versions/v0.10.3/repo", []string{"0.10.3", "0.11.1", "0.12.1"}, "testdata/bupstash-versions/v0.10.3/primary.key"},
+	{"v0.11.0", "testdata/bupstash-versions/v0.11.0/repo", []string{"0.11.1", "0.12.1"}, "testdata/bupstash-versions/v0.11.0/primary.key"},
+	{"v0.11.1", "testdata/bupstash-versions/v0.11.1/repo", []string{"0.11.1", "0.12.1"}, "testdata/bupstash-versions/v0.11.1/primary.key"},
+	{"0.12.1", "testdata/bupstash-0.12.1/repo", []string{"0.11.1", "0.12.1"}, "testdata/bupstash-0.12.1/keys/primary.key"},
 }
 
 // moduleRoot finds the directory holding go.mod.
@@ -52,12 +53,17 @@ func moduleRoot(t testing.TB) string {
 	}
 }
 
-// copyRepo copies a fixture repository into a temporary directory:
+// copyRepo copies a repository (a fixture, relative to the module root)
+// into a temporary directory:
 // bupstash serve may write to what it opens.
 func copyRepo(t testing.TB, rel string) string {
 	t.Helper()
 	dst := filepath.Join(t.TempDir(), "repo")
-	out, err := exec.Command("cp", "-a", filepath.Join(moduleRoot(t), rel), dst).CombinedOutput()
+	src := rel
+	if !filepath.IsAbs(src) {
+		src = filepath.Join(moduleRoot(t), rel)
+	}
+	out, err := exec.Command("cp", "-a", src, dst).CombinedOutput()
 	if err != nil {
 		t.Fatalf("copying %s: %v: %s", rel, err, out)
 	}

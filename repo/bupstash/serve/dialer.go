@@ -1,0 +1,92 @@
+package serve
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// errDialBackoff marks the error of a dial not attempted: the last one
+// failed moments ago.
+var errDialBackoff = errors.New("not reconnecting yet")
+
+// errBeginPull marks a failure to open a pull session on a connection
+// that otherwise works.
+var errBeginPull = errors.New("opening a pull session")
+
+// dialer starts a Source's connections. The first probes the protocol;
+// the others speak what it found. After a failed dial, further dials
+// wait (1 s, doubling up to maxBackoff), and fail at once meanwhile with
+// the last failure: reads do not queue behind a server that is down.
+type dialer struct {
+	s *Source
+
+	mu       sync.Mutex
+	proto    Protocol
+	failures int
+	next     time.Time
+	lastErr  error
+}
+
+const maxBackoff = 30 * time.Second
+
+// protocol returns the protocol found, 0 before the first connection.
+func (d *dialer) protocol() Protocol {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.proto
+}
+
+// dial starts a connection. It gives up when ctx or the Source ends.
+func (d *dialer) dial(ctx context.Context) (*Conn, error) {
+	s := d.s
+	d.mu.Lock()
+	if d.lastErr != nil && time.Now().Before(d.next) {
+		err := d.lastErr
+		d.mu.Unlock()
+		return nil, fmt.Errorf("%w (%w, retrying in %v): %w", ErrUnavailable, errDialBackoff, time.Until(d.next).Round(100*time.Millisecond), err)
+	}
+	o := s.opts.Dial
+	o.Protocol = d.proto
+	d.mu.Unlock()
+
+	dctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(s.ctx, cancel)
+	defer stop()
+	s.stats.dials.Add(1)
+	c, err := Dial(dctx, s.cmd, o)
+
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err != nil {
+		if ctx.Err() != nil || s.ctx.Err() != nil {
+			return nil, err
+		}
+		d.failures++
+		d.next = time.Now().Add(min(time.Second<<min(d.failures-1, 5), maxBackoff))
+		d.lastErr = err
+		return nil, err
+	}
+	d.failures, d.lastErr = 0, nil
+	d.proto = c.Protocol()
+	return c, nil
+}
+
+// spawn runs f on a goroutine that Close waits for, unless the Source
+// is closed.
+func (s *Source) spawn(f func()) bool {
+	s.spawnMu.Lock()
+	defer s.spawnMu.Unlock()
+	if s.closed.Load() {
+		return false
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		f()
+	}()
+	return true
+}

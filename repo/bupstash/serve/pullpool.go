@@ -1,0 +1,249 @@
+package serve
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/backupfs/backupfs/cache"
+	"github.com/backupfs/backupfs/repo/bupstash"
+)
+
+// pullPool is a Source's pull sessions: connections that fetch chunks by
+// address, several requests in flight on each. A reader takes the least
+// busy; when every one is busy and the pool may grow, another is dialled
+// in the background while the busy ones keep serving.
+type pullPool struct {
+	s *Source
+
+	mu      sync.Mutex
+	conns   []*pullConn
+	dialing chan struct{} // closed when the dial under way ends; nil if none
+	dialErr error         // the last dial's failure
+}
+
+type pullConn struct {
+	c        *Conn
+	inflight int
+	last     time.Time
+}
+
+// pullDepth is how many requests a pull connection carries at once
+// before the pool grows.
+const pullDepth = 8
+
+// acquire returns a connection for one more request, dialling one when
+// there is none.
+func (p *pullPool) acquire(ctx context.Context) (*pullConn, error) {
+	for {
+		p.mu.Lock()
+		best := p.leastBusyLocked()
+		canGrow := len(p.conns) < p.s.opts.Connections
+		if best != nil && (best.inflight < pullDepth || !canGrow || p.dialing != nil) {
+			if best.inflight >= pullDepth/2 && canGrow && p.dialing == nil {
+				p.startDialLocked()
+			}
+			best.inflight++
+			best.last = time.Now()
+			p.mu.Unlock()
+			return best, nil
+		}
+		if p.dialing == nil && !p.startDialLocked() {
+			p.mu.Unlock()
+			return nil, ErrClosed
+		}
+		ch := p.dialing
+		p.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		p.mu.Lock()
+		err, n := p.dialErr, len(p.conns)
+		p.mu.Unlock()
+		if err != nil && n == 0 {
+			return nil, err
+		}
+	}
+}
+
+// leastBusyLocked returns the working connection with the fewest
+// requests in flight, dropping broken ones.
+func (p *pullPool) leastBusyLocked() *pullConn {
+	var best *pullConn
+	kept := p.conns[:0]
+	for _, pc := range p.conns {
+		if pc.c.Err() != nil {
+			go pc.c.Close()
+			continue
+		}
+		kept = append(kept, pc)
+		if best == nil || pc.inflight < best.inflight {
+			best = pc
+		}
+	}
+	clear(p.conns[len(kept):])
+	p.conns = kept
+	return best
+}
+
+// startDialLocked dials a connection and opens a pull session on it, in
+// the background.
+func (p *pullPool) startDialLocked() bool {
+	ch := make(chan struct{})
+	ok := p.s.spawn(func() {
+		c, err := p.s.dialer.dial(p.s.ctx)
+		if err == nil {
+			p.s.stats.requests.Add(1)
+			if err = c.BeginPull(p.s.ctx); err != nil {
+				closeConn(c)
+				err = fmt.Errorf("%w: %w", errBeginPull, err)
+			} else {
+				p.s.access.pullWorks()
+			}
+		}
+		p.mu.Lock()
+		if err == nil {
+			if p.s.closed.Load() {
+				go closeConn(c)
+			} else {
+				p.conns = append(p.conns, &pullConn{c: c, last: time.Now()})
+			}
+		}
+		p.dialErr = err
+		p.dialing = nil
+		close(ch)
+		p.mu.Unlock()
+	})
+	if ok {
+		p.dialing = ch
+	}
+	return ok
+}
+
+func (p *pullPool) release(pc *pullConn) {
+	p.mu.Lock()
+	pc.inflight--
+	pc.last = time.Now()
+	p.mu.Unlock()
+}
+
+// fetch pulls one chunk.
+func (p *pullPool) fetch(ctx context.Context, addr bupstash.Address, pool *cache.BufferPool) ([]byte, error) {
+	pc, err := p.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer p.release(pc)
+	p.s.stats.requests.Add(1)
+	call, err := pc.c.Pull([]bupstash.Address{addr}, pool)
+	if err != nil {
+		return nil, err
+	}
+	chunks, err := call.Wait(ctx)
+	if err != nil {
+		return nil, err
+	}
+	p.s.received(addr, chunks[0].Data)
+	return chunks[0].Data, nil
+}
+
+// prefetch pulls chunks in one request, on a connection that is already
+// open (a hint never waits for a dial), and deposits them as they come.
+// It reports false when no connection could take them.
+func (p *pullPool) prefetch(refs []bupstash.ChunkRef, pool *cache.BufferPool) bool {
+	p.mu.Lock()
+	best := p.leastBusyLocked()
+	if best == nil || best.inflight >= pullDepth {
+		if len(p.conns) < p.s.opts.Connections && p.dialing == nil {
+			p.startDialLocked()
+		}
+		p.mu.Unlock()
+		return false
+	}
+	best.inflight++
+	best.last = time.Now()
+	p.mu.Unlock()
+
+	fs := &p.s.flights
+	var addrs []bupstash.Address
+	var mine []*flight
+	for _, ref := range refs {
+		if f, ok := fs.start(ref.Addr); ok {
+			addrs = append(addrs, ref.Addr)
+			mine = append(mine, f)
+		} else {
+			f.leave()
+		}
+	}
+	finish := func(chunks []Chunk) {
+		got := map[bupstash.Address][]byte{}
+		for _, ch := range chunks {
+			p.s.received(ch.Addr, ch.Data)
+			got[ch.Addr] = ch.Data
+		}
+		for i, a := range addrs {
+			if b, ok := got[a]; ok {
+				delete(got, a)
+				p.s.deposit(a, b, pool)
+			}
+			fs.end(a, mine[i], nil)
+			fs.prefetching.Add(-1)
+		}
+		p.release(best)
+	}
+	if len(addrs) == 0 {
+		p.release(best)
+		return true
+	}
+	fs.prefetching.Add(int32(len(addrs)))
+	p.s.stats.requests.Add(1)
+	call, err := best.c.Pull(addrs, pool)
+	if err != nil {
+		finish(nil)
+		return true
+	}
+	if !p.s.spawn(func() {
+		chunks, err := call.Wait(p.s.ctx)
+		if err != nil {
+			chunks = nil
+		}
+		finish(chunks)
+	}) {
+		finish(nil)
+	}
+	return true
+}
+
+// takeIdle removes the connections idle since before cutoff (and broken
+// ones), for the caller to close.
+func (p *pullPool) takeIdle(cutoff time.Time) []*Conn {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []*Conn
+	kept := p.conns[:0]
+	for _, pc := range p.conns {
+		if pc.c.Err() != nil || (pc.inflight == 0 && pc.last.Before(cutoff)) {
+			out = append(out, pc.c)
+			continue
+		}
+		kept = append(kept, pc)
+	}
+	clear(p.conns[len(kept):])
+	p.conns = kept
+	return out
+}
+
+// takeAll removes every connection, for Close.
+func (p *pullPool) takeAll() []*Conn {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []*Conn
+	for _, pc := range p.conns {
+		out = append(out, pc.c)
+	}
+	p.conns = nil
+	return out
+}
