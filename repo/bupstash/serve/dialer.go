@@ -12,6 +12,10 @@ import (
 // failed moments ago.
 var errDialBackoff = errors.New("not reconnecting yet")
 
+// errDial marks the failure of a dial: a read that failed so is not
+// retried (the next dial waits for the backoff).
+var errDial = errors.New("connecting")
+
 // errBeginPull marks a failure to open a pull session on a connection
 // that otherwise works.
 var errBeginPull = errors.New("opening a pull session")
@@ -46,7 +50,7 @@ func (d *dialer) dial(ctx context.Context) (*Conn, error) {
 	if d.lastErr != nil && time.Now().Before(d.next) {
 		err := d.lastErr
 		d.mu.Unlock()
-		return nil, fmt.Errorf("%w (%w, retrying in %v): %w", ErrUnavailable, errDialBackoff, time.Until(d.next).Round(100*time.Millisecond), err)
+		return nil, &dialError{fmt.Errorf("%w (%w, next attempt in %v): %w", ErrUnavailable, errDialBackoff, time.Until(d.next).Round(100*time.Millisecond), err)}
 	}
 	o := s.opts.Dial
 	o.Protocol = d.proto
@@ -68,12 +72,19 @@ func (d *dialer) dial(ctx context.Context) (*Conn, error) {
 		d.failures++
 		d.next = time.Now().Add(min(time.Second<<min(d.failures-1, 5), maxBackoff))
 		d.lastErr = err
-		return nil, err
+		return nil, &dialError{err}
 	}
 	d.failures, d.lastErr = 0, nil
 	d.proto = c.Protocol()
 	return c, nil
 }
+
+// dialError is a failed dial: its message is the failure's, and it is
+// errDial too.
+type dialError struct{ err error }
+
+func (e *dialError) Error() string   { return e.err.Error() }
+func (e *dialError) Unwrap() []error { return []error{e.err, errDial} }
 
 // spawn runs f on a goroutine that Close waits for, unless the Source
 // is closed.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -138,7 +139,7 @@ func (s *Source) fetch(ctx context.Context, ref bupstash.ChunkRef, pool *cache.B
 func retryable(err error) bool {
 	switch {
 	case errors.Is(err, ErrPermission), errors.Is(err, ErrNotFound), errors.Is(err, ErrVersion),
-		errors.Is(err, errDialBackoff):
+		errors.Is(err, errDial):
 		return false
 	}
 	return errors.Is(err, ErrDisconnected) || errors.Is(err, ErrProtocol) || errors.Is(err, ErrClosed) ||
@@ -151,7 +152,16 @@ func (s *Source) readError(err error) error {
 	if errors.Is(err, ErrNotFound) {
 		// Collected by bupstash gc, most likely: the item list is stale.
 		s.wantResync()
-		return fmt.Errorf("%s: %w: %w", s.cmd.Name, bupstash.ErrChunkMissing, err)
+		return fmt.Errorf("%w: %w", bupstash.ErrChunkMissing, s.named(err))
+	}
+	return s.named(err)
+}
+
+// named prefixes an error with the repository's name, unless it is
+// there already (dial errors carry it).
+func (s *Source) named(err error) error {
+	if strings.HasPrefix(err.Error(), s.cmd.Name+":") {
+		return err
 	}
 	return fmt.Errorf("%s: %w", s.cmd.Name, err)
 }
