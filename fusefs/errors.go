@@ -25,7 +25,8 @@ func status(err error) fuse.Status {
 		return fuse.Status(errno)
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return fuse.EINTR
-	case errors.Is(err, bupstash.ErrCannotReadData), errors.Is(err, bupstash.ErrCannotListContents):
+	case errors.Is(err, bupstash.ErrCannotReadData), errors.Is(err, bupstash.ErrCannotListContents),
+		errors.Is(err, bupstash.ErrPermission): // a server that gives this client no data
 		return fuse.EACCES
 	case errors.Is(err, fs.ErrNotExist), errors.Is(err, backupy.ErrNotFound):
 		return fuse.ENOENT
@@ -61,6 +62,10 @@ func newErrorLog(l *slog.Logger) *errorLog {
 func (l *errorLog) report(key, msg string, err error, attrs ...any) {
 	if errors.Is(err, context.Canceled) {
 		return
+	}
+	if errors.Is(err, bupstash.ErrPermission) {
+		// The server refuses every read alike: one line says so.
+		key = "\x00permission"
 	}
 	now := time.Now()
 	l.mu.Lock()

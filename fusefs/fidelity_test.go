@@ -71,6 +71,15 @@ func listXattrs(t *testing.T, p string) map[string]string {
 // readlink, listxattr/getxattr and read, equals what Bupstash printed.
 func TestMountMatchesBupstashListings(t *testing.T) {
 	m := mountFixtures(t, fsOptions())
+	if checked := checkListings(t, m, fixtures); checked < 100 {
+		t.Fatalf("only %d entries checked", checked)
+	}
+}
+
+// checkListings checks every fixture with expected listings, mounted as
+// the source of its name, against them. It returns the entries checked.
+func checkListings(t *testing.T, m *mounted, fixtures []fixture) int {
+	t.Helper()
 	checked := 0
 	for _, f := range fixtures {
 		if f.expected == "" {
@@ -133,9 +142,7 @@ func TestMountMatchesBupstashListings(t *testing.T) {
 			}
 		}
 	}
-	if checked < 100 {
-		t.Fatalf("only %d entries checked", checked)
-	}
+	return checked
 }
 
 // inSnapshotLinks replaces the saved link count of hard-linked files

@@ -18,9 +18,11 @@ import (
 // of sources. Command-line flags override the global options.
 //
 //	cache_size = "512M"
+//	ssh_options = ["Port=2222"]         # remote repositories (remote.go)
 //	[[bupstash]]
 //	name = "home"                       # default: the repository's base name
-//	repo = "/backups/home"
+//	repo = "/backups/home"              # or ssh://host/path, or
+//	                                    # repository_command = "ssh host bupstash serve /path"
 //	key = "/etc/backupfs/home.key"      # or key_command = "gpg -d …"
 //
 //	[[backupy]]
@@ -47,6 +49,8 @@ type config struct {
 	Xattrs      string `toml:"xattrs"`
 	UID         *int64 `toml:"uid"`
 	GID         *int64 `toml:"gid"`
+	// Remote repositories: ssh_options, remote_refresh, … (remote.go).
+	remoteConfig
 
 	Bupstash []bupstashConfig `toml:"bupstash"`
 	Backupy  []backupyConfig  `toml:"backupy"`
@@ -73,10 +77,13 @@ type backupyConfig struct {
 }
 
 type bupstashConfig struct {
-	Name       string `toml:"name"`
-	Repo       string `toml:"repo"`
-	Key        string `toml:"key"`
-	KeyCommand string `toml:"key_command"`
+	Name string `toml:"name"`
+	Repo string `toml:"repo"`
+	// RepositoryCommand starts `bupstash serve`, as
+	// BUPSTASH_REPOSITORY_COMMAND does; it replaces repo.
+	RepositoryCommand string `toml:"repository_command"`
+	Key               string `toml:"key"`
+	KeyCommand        string `toml:"key_command"`
 }
 
 // systemConfigPath is the configuration file of a system's mounts (an
@@ -160,17 +167,25 @@ func loadConfig(path string, explicit bool) (*config, error) {
 		return nil, fmt.Errorf("config %s: unknown setting %q", path, undecoded[0].String())
 	}
 	for i, b := range c.Bupstash {
-		if b.Repo == "" {
-			return nil, fmt.Errorf("config %s: bupstash source %d has no repo", path, i+1)
+		switch {
+		case b.Repo == "" && b.RepositoryCommand == "":
+			return nil, fmt.Errorf("config %s: bupstash source %d has no repo (nor repository_command)", path, i+1)
+		case b.Repo != "" && b.RepositoryCommand != "":
+			return nil, fmt.Errorf("config %s: bupstash source %d has both repo and repository_command", path, i+1)
 		}
 		if b.Key != "" && b.KeyCommand != "" {
 			return nil, fmt.Errorf("config %s: bupstash source %q has both key and key_command", path, b.Repo)
 		}
 		// Relative paths are relative to the configuration file.
-		c.Bupstash[i].Repo = relativeTo(path, b.Repo)
+		if b.Repo != "" {
+			c.Bupstash[i].Repo = relativeTo(path, b.Repo)
+		}
 		if b.Key != "" {
 			c.Bupstash[i].Key = relativeTo(path, b.Key)
 		}
+	}
+	if c.RemoteCacheDir != "" {
+		c.RemoteCacheDir = relativeTo(path, c.RemoteCacheDir)
 	}
 	for i, b := range c.Backupy {
 		if b.Dir == "" {

@@ -44,6 +44,19 @@ type env struct {
 	// stopProfiling stops what BACKUPFS_PPROF and BACKUPFS_CPUPROFILE
 	// started, before a mount starts its daemon (which starts its own).
 	stopProfiling func()
+	// exit are run when the command is over (atExit).
+	exit []func()
+}
+
+// atExit runs f when the command is over, last registered first: what
+// must not outlive it (a remote repository's server processes).
+func (e *env) atExit(f func()) { e.exit = append(e.exit, f) }
+
+func (e *env) runAtExit() {
+	for i := len(e.exit) - 1; i >= 0; i-- {
+		e.exit[i]()
+	}
+	e.exit = nil
 }
 
 // warn prints one notice line on stderr.
@@ -104,6 +117,7 @@ func runAs(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 	root := newRootCommand(e, out)
 	root.SetArgs(mountHelperArgs(root, goStyleArgs(args)))
 	cmd, err := root.ExecuteContextC(ctx)
+	e.runAtExit()
 	out.clearStatus()
 	if err == nil {
 		// A command that succeeded says what it warned about.

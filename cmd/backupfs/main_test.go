@@ -171,7 +171,7 @@ func TestErrors(t *testing.T) {
 		{"not a repository", []string{"list", "--repo", testdata, "--key", primary012}, exitNoRepository, []string{"not a bupstash repository", "no tx.lock", "bupstash init"}},
 		{"no schema version", []string{"list", "--repo", noSchema, "--key", primary012}, exitNoRepository, []string{"not a bupstash repository", "no meta/schema_version", "bupstash init"}},
 		{"no such directory", []string{"list", "--repo", "/nonexistent/repo", "--key", primary012}, exitNoRepository, []string{"/nonexistent/repo", "no such file"}},
-		{"remote repository", []string{"list", "--repo", "ssh://backup.example/srv/repo", "--key", primary012}, 1, []string{"ssh://", "not supported yet", "local or network-mounted"}},
+		{"unreachable remote repository", []string{"list", "--repo", "ssh://backup.invalid/srv/repo", "--key", primary012, "--remote-cache-size", "0"}, 1, []string{"ssh://backup.invalid/srv/repo", "connection to the server lost", "backup.invalid"}},
 		{"unknown item", []string{"cat", "--repo", repo012, "--key", primary012, "0123abcd"}, 1, []string{"no such item", "0123abcd"}},
 		{"no such path", []string{"cat", "--repo", repo012, "--key", primary012, "fdd75e29", "nope.txt"}, 1, []string{"nope.txt", "no such file"}},
 		{"directory", []string{"cat", "--repo", repo012, "--key", primary012, "fdd75e29", "sub"}, 1, []string{"is a directory"}},

@@ -51,6 +51,7 @@ type mountFlags struct {
 	allowNonEmpty          bool
 	// noexec is mount(8)'s -o noexec.
 	noexec bool
+	remote remoteFlags
 	// changed reports a flag given on the command line, which wins over
 	// the configuration file.
 	changed func(name string) bool
@@ -111,7 +112,7 @@ exists). MOUNTPOINT must be an empty directory unless --allow-non-empty.
 }
 
 func (mf *mountFlags) register(fs *pflag.FlagSet) {
-	fs.StringVar(&mf.repo, "repo", "", "Bupstash `REPOSITORY` to mount, a directory (default $BUPSTASH_REPOSITORY)")
+	fs.StringVar(&mf.repo, "repo", "", "Bupstash `REPOSITORY` to mount: a directory, or ssh://[USER@]HOST[:PORT]/PATH (default $BUPSTASH_REPOSITORY, or $BUPSTASH_REPOSITORY_COMMAND)")
 	fs.StringVar(&mf.key, "key", "", "its key `FILE` (default $BUPSTASH_KEY, or the output of $BUPSTASH_KEY_COMMAND)")
 	fs.StringVar(&mf.name, "name", "", "directory `NAME` for --repo in the mount (default: the repository's base name)")
 	fs.StringVar(&mf.config, "config", "", "configuration `FILE` naming several sources (default $XDG_CONFIG_HOME/backupfs/config.toml, if present)")
@@ -131,6 +132,7 @@ func (mf *mountFlags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&mf.background, "background", false, "return once mounted, and serve in the background")
 	fs.StringVar(&mf.logFile, "log-file", "", "in the background, log to `FILE` (default: the journal under systemd, else syslog)")
 	mf.backupy.register(fs)
+	mf.remote.register(fs)
 }
 
 // mountPlan is what to mount, and how, once flags, configuration file and
@@ -141,6 +143,7 @@ type mountPlan struct {
 	bupstash      []bupstashSource
 	backupy       []backupyConfig
 	cacheSize     int64
+	remote        location.Remote
 	fs            fusefs.Options
 	mount         fusefs.MountOptions
 	allowNonEmpty bool
@@ -243,20 +246,37 @@ func resolveMount(e *env, mf *mountFlags, mnt string) (*mountPlan, error) {
 
 	// Sources: the config file's, and the one the flags or the Bupstash
 	// environment name.
+	if plan.remote, err = mf.remote.resolve(e, &cfg.remoteConfig, mf.changed); err != nil {
+		return nil, err
+	}
 	for _, s := range cfg.Bupstash {
-		src, err := newBupstashSource(s.Name, s.Repo, s.Key, s.KeyCommand)
+		loc, err := bupstashConfigLocation(s)
+		if err != nil {
+			return nil, fmt.Errorf("config %s: %w", cfgFile, err)
+		}
+		src, err := newBupstashSource(s.Name, loc, s.Key, s.KeyCommand)
 		if err != nil {
 			return nil, fmt.Errorf("config %s: %w", cfgFile, err)
 		}
 		plan.bupstash = append(plan.bupstash, src)
 	}
-	if where := firstNonEmpty(mf.repo, e.getenv("BUPSTASH_REPOSITORY")); where != "" {
-		src, err := newBupstashSource(mf.name, where, mf.key, "")
+	var loc location.Location
+	ok := mf.repo != ""
+	if ok {
+		loc, err = location.Parse(mf.repo)
+	} else {
+		loc, ok, err = bupstashLocation(e.getenv)
+	}
+	switch {
+	case err != nil:
+		return nil, err
+	case ok:
+		src, err := newBupstashSource(mf.name, loc, mf.key, "")
 		if err != nil {
 			return nil, err
 		}
 		plan.bupstash = append(plan.bupstash, src)
-	} else if mf.key != "" || mf.name != "" {
+	case mf.key != "" || mf.name != "":
 		return nil, usageError("--key and --name describe --repo, which is not given (nor BUPSTASH_REPOSITORY)")
 	}
 	plan.backupy = cfg.Backupy
@@ -339,18 +359,24 @@ func mountSource(plan *mountPlan) string {
 	return b.String()
 }
 
-func newBupstashSource(name, where, key, keyCommand string) (bupstashSource, error) {
-	loc, err := location.Parse(where)
+func newBupstashSource(name string, loc location.Location, key, keyCommand string) (bupstashSource, error) {
+	loc, err := loc.Abs()
 	if err != nil {
-		return bupstashSource{}, err
-	}
-	if loc, err = loc.Abs(); err != nil {
 		return bupstashSource{}, err
 	}
 	if name == "" {
 		name = loc.Name()
 	}
 	return bupstashSource{name: name, loc: loc, key: key, keyCommand: keyCommand}, nil
+}
+
+// bupstashConfigLocation is where a [[bupstash]] section points: repo,
+// or repository_command.
+func bupstashConfigLocation(s bupstashConfig) (location.Location, error) {
+	if s.RepositoryCommand != "" {
+		return location.FromCommand(s.RepositoryCommand)
+	}
+	return location.Parse(s.Repo)
 }
 
 // openSources opens every source of the plan into one filesystem. It
@@ -371,10 +397,11 @@ func openSources(ctx context.Context, e *env, plan *mountPlan, by *backupyMountF
 	chunks := cache.New(plan.cacheSize)
 	filesystem := fusefs.New(plan.fs)
 	for _, s := range plan.bupstash {
-		repo, err := openBupstashSource(ctx, e, s, chunks)
+		repo, err := openBupstashSource(ctx, e, s, chunks, plan.remote)
 		if err != nil {
 			return nil, nil, nil, err
 		}
+		closers = append(closers, func() { repo.Close() }) // ends a remote repository's servers
 		if plan.item != nil {
 			if err := planItemRoot(ctx, e, plan, s, repo); err != nil {
 				return nil, nil, nil, err
@@ -447,12 +474,12 @@ func planItemRoot(ctx context.Context, e *env, plan *mountPlan, s bupstashSource
 }
 
 // openBupstashSource opens one Bupstash repository with its key.
-func openBupstashSource(ctx context.Context, e *env, s bupstashSource, chunks *cache.ChunkCache) (*bupstash.Repository, error) {
+func openBupstashSource(ctx context.Context, e *env, s bupstashSource, chunks *cache.ChunkCache, remote location.Remote) (*bupstash.Repository, error) {
 	key, err := bupstashKey(ctx, e, s.key, s.keyCommand)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", s.loc, err)
 	}
-	repo, err := location.OpenBupstash(ctx, s.loc, key, bupstash.Options{Cache: chunks, Logger: e.log})
+	repo, err := location.OpenBupstashWith(ctx, s.loc, key, bupstash.Options{Cache: chunks, Logger: e.log}, remote)
 	return repo, bupstashOpenError(err)
 }
 

@@ -20,10 +20,14 @@ type repoFlags struct {
 	repo, key string
 	cacheSize byteSize
 	lockWait  time.Duration
+	remote    remoteFlags
+	flags     *pflag.FlagSet
 }
 
 func (f *repoFlags) register(fs *pflag.FlagSet) {
-	fs.StringVar(&f.repo, "repo", "", "the `REPOSITORY`, a directory (default $BUPSTASH_REPOSITORY)")
+	f.flags = fs
+	f.remote.register(fs)
+	fs.StringVar(&f.repo, "repo", "", "the `REPOSITORY`: a directory, or ssh://[USER@]HOST[:PORT]/PATH (default $BUPSTASH_REPOSITORY, or $BUPSTASH_REPOSITORY_COMMAND)")
 	fs.StringVar(&f.key, "key", "", "key `FILE` (default $BUPSTASH_KEY, or the output of $BUPSTASH_KEY_COMMAND)")
 	f.cacheSize = bupstash.DefaultCacheSize
 	fs.Var(&f.cacheSize, "cache-size", "memory for decoded chunks (suffixes K, M, G)")
@@ -32,11 +36,21 @@ func (f *repoFlags) register(fs *pflag.FlagSet) {
 
 // open opens the repository the flags (or the environment) name.
 func (f *repoFlags) open(ctx context.Context, e *env) (*bupstash.Repository, error) {
-	where := firstNonEmpty(f.repo, e.getenv("BUPSTASH_REPOSITORY"))
-	if where == "" {
-		return nil, usageError("no repository: use --repo or set BUPSTASH_REPOSITORY")
+	var loc location.Location
+	var err error
+	if f.repo != "" {
+		loc, err = location.Parse(f.repo)
+	} else {
+		var ok bool
+		loc, ok, err = bupstashLocation(e.getenv)
+		if !ok {
+			return nil, usageError("no repository: use --repo or set BUPSTASH_REPOSITORY (or BUPSTASH_REPOSITORY_COMMAND)")
+		}
 	}
-	loc, err := location.Parse(where)
+	if err != nil {
+		return nil, err
+	}
+	remote, err := f.remote.resolve(e, nil, f.flags.Changed)
 	if err != nil {
 		return nil, err
 	}
@@ -47,9 +61,13 @@ func (f *repoFlags) open(ctx context.Context, e *env) (*bupstash.Repository, err
 	if err != nil {
 		return nil, err
 	}
-	r, err := location.OpenBupstash(ctx, loc, key, bupstash.Options{
+	r, err := location.OpenBupstashWith(ctx, loc, key, bupstash.Options{
 		Cache: cache.New(int64(f.cacheSize)), Logger: e.log, LockWait: f.lockWait,
-	})
+	}, remote)
+	if r != nil {
+		// A remote repository's server processes end with the command.
+		e.atExit(func() { r.Close() })
+	}
 	return r, bupstashOpenError(err)
 }
 

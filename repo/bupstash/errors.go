@@ -11,8 +11,10 @@ var (
 	ErrNotRepository     = errors.New("not a bupstash repository")
 	ErrUnsupportedSchema = errors.New("unsupported repository schema")
 	ErrUnsupportedStore  = errors.New("unsupported storage engine")
-	// ErrRemote reports a repository reached over ssh (bupstash serve).
-	ErrRemote = errors.New("remote repositories (ssh://) are not supported yet; use a local or network-mounted repository directory")
+	// ErrRemote reports an ssh:// URL given where a directory is
+	// expected: remote repositories are read through a server (package
+	// serve, reached through package location).
+	ErrRemote = errors.New("an ssh:// repository is not a directory: open it through its server (package location)")
 	// ErrBadJournal reports a hot transaction log that cannot be parsed.
 	ErrBadJournal = errors.New("unreadable transaction log; run `bupstash list` once to recover the repository")
 

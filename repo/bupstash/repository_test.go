@@ -45,7 +45,7 @@ func TestOpenRefusesWhatItCannotRead(t *testing.T) {
 			}
 		})
 	}
-	if _, err := Open(context.Background(), "ssh://host/srv/repo", k, Options{}); !errors.Is(err, ErrRemote) || !strings.Contains(err.Error(), "network-mounted") {
+	if _, err := Open(context.Background(), "ssh://host/srv/repo", k, Options{}); !errors.Is(err, ErrRemote) || !strings.Contains(err.Error(), "through its server") {
 		t.Fatalf("ssh: %v", err)
 	}
 	put := mustLoadKey(t, "bupstash-0.12.1/keys/put.key")

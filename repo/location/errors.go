@@ -13,7 +13,4 @@ var (
 	ErrBadURL = errors.New("malformed location")
 	// ErrUnsupported is a scheme that this kind of source cannot use.
 	ErrUnsupported = errors.New("scheme not supported")
-	// ErrRemoteNotSupported is a Bupstash repository behind `bupstash
-	// serve`, which is not read yet.
-	ErrRemoteNotSupported = errors.New("remote repositories (ssh://) are not supported yet; use a local or network-mounted repository directory")
 )

@@ -1,6 +1,7 @@
 // Package location turns what a user writes for a repository or a store —
-// a directory, an s3:// bucket prefix, an ssh:// address as that
-// transport is added — into the transport that reaches it. It is the one place
+// a directory, an s3:// bucket prefix, an ssh:// address, a command that
+// starts `bupstash serve` (BUPSTASH_REPOSITORY_COMMAND) — into the
+// transport that reaches it. It is the one place
 // that knows the schemes, as restic's backend/location is: the command
 // line and the configuration file hand it strings, and get back an open
 // repository or store whatever the transport.
@@ -14,14 +15,19 @@ package location
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"path"
 	"path/filepath"
 	"strings"
+	"sync"
+	"time"
 
+	"github.com/backupfs/backupfs/cache/sealed"
 	"github.com/backupfs/backupfs/repo/backupy"
 	"github.com/backupfs/backupfs/repo/backupy/s3store"
 	"github.com/backupfs/backupfs/repo/bupstash"
+	"github.com/backupfs/backupfs/repo/bupstash/serve"
 )
 
 // Scheme names a transport.
@@ -32,11 +38,15 @@ const (
 	// mounted on it): a plain path, or a file:// URL.
 	Local Scheme = "local"
 	// SSH is a Bupstash repository served by `bupstash serve` over ssh:
-	// ssh://[USER@]HOST[:PORT]/PATH. Not supported yet.
+	// ssh://[USER@]HOST[:PORT]/PATH.
 	SSH Scheme = "ssh"
 	// S3 is a bucket prefix of an S3 service: s3://BUCKET[/PREFIX]. Only
 	// Backupy stores live there.
 	S3 Scheme = "s3"
+	// Command is a Bupstash repository served by `bupstash serve` that a
+	// command starts (BUPSTASH_REPOSITORY_COMMAND): Path is the command
+	// line, split as a shell would and run without one.
+	Command Scheme = "command"
 )
 
 // Location is a parsed repository or store address.
@@ -111,15 +121,132 @@ func Parse(s string) (Location, error) {
 	}
 }
 
-// OpenBupstash opens the Bupstash repository at loc with key.
+// FromCommand is the location of a repository whose server a command
+// starts, as BUPSTASH_REPOSITORY_COMMAND names one.
+func FromCommand(command string) (Location, error) {
+	if strings.TrimSpace(command) == "" {
+		return Location{}, fmt.Errorf("%w: the repository command is empty", ErrEmpty)
+	}
+	return Location{Scheme: Command, Path: command, raw: command}, nil
+}
+
+// IsRemote reports whether the location is reached through a server.
+func (l Location) IsRemote() bool { return l.Scheme == SSH || l.Scheme == Command }
+
+// Remote configures repositories reached through `bupstash serve` (ssh://
+// and command locations); local ones ignore it.
+type Remote struct {
+	// SSHOptions are given to ssh, each as -o OPTION.
+	SSHOptions []string
+	// Refresh is how often the item list is synced; IdleClose closes
+	// data connections idle this long; Connections bounds them (zero:
+	// package serve's defaults).
+	Refresh, IdleClose time.Duration
+	Connections        int
+	// CacheDir keeps the chunks fetched, sealed as the server sent them,
+	// bounded by CacheSize bytes; "" or a size of 0 keeps none.
+	CacheDir  string
+	CacheSize int64
+	// NoPull reads without pull sessions, so that the server's
+	// repository lock is never held (see serve.Options).
+	NoPull bool
+}
+
+// Defaults of Remote's zero values (package serve's).
+const (
+	DefaultRefresh     = serve.DefaultRefresh
+	DefaultIdleClose   = serve.DefaultIdleClose
+	DefaultConnections = serve.DefaultConnections
+)
+
+// OpenBupstash opens the Bupstash repository at loc with key, with the
+// defaults for remote repositories (and no disk cache).
 func OpenBupstash(ctx context.Context, loc Location, key *bupstash.Key, opts bupstash.Options) (*bupstash.Repository, error) {
+	return OpenBupstashWith(ctx, loc, key, opts, Remote{})
+}
+
+// OpenBupstashWith opens the Bupstash repository at loc with key; remote
+// configures it if it is reached through a server.
+func OpenBupstashWith(ctx context.Context, loc Location, key *bupstash.Key, opts bupstash.Options, remote Remote) (*bupstash.Repository, error) {
 	switch loc.Scheme {
 	case Local:
 		return bupstash.Open(ctx, loc.Path, key, opts)
-	case SSH:
-		return nil, fmt.Errorf("%s: %w", loc, ErrRemoteNotSupported)
+	case SSH, Command:
+		return openRemote(ctx, loc, key, opts, remote)
 	}
 	return nil, fmt.Errorf("%s: %w for a Bupstash repository", loc, ErrUnsupported)
+}
+
+// openRemote starts the server loc names and reads the repository
+// through it.
+func openRemote(ctx context.Context, loc Location, key *bupstash.Key, opts bupstash.Options, remote Remote) (*bupstash.Repository, error) {
+	if key == nil {
+		return nil, bupstash.ErrNoKey // before starting a server
+	}
+	var cmd serve.Command
+	var err error
+	if loc.Scheme == SSH {
+		cmd, err = serve.SSHCommand(loc.raw, serve.SSHOptions{Options: remote.SSHOptions})
+	} else {
+		cmd, err = serve.ShellCommand(loc.Path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadURL, err)
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	so := serve.Options{
+		Dial:    serve.DialOptions{Logger: log, WarnSkew: true},
+		Refresh: remote.Refresh, IdleClose: remote.IdleClose, Connections: remote.Connections,
+		NoPull: remote.NoPull,
+	}
+	if remote.CacheDir != "" && remote.CacheSize > 0 {
+		c, err := diskCache(remote.CacheDir, remote.CacheSize, log)
+		if err != nil {
+			return nil, err
+		}
+		so.Cache = c.Space(loc.raw)
+	}
+	src, err := serve.Open(ctx, cmd, so)
+	if err != nil {
+		return nil, err
+	}
+	r, err := bupstash.New(src, key, opts)
+	if err != nil {
+		src.Close()
+		return nil, err
+	}
+	return r, nil
+}
+
+// caches are the disk caches open in this process, one per directory,
+// shared by every remote repository using it.
+var caches struct {
+	sync.Mutex
+	m map[string]*sealed.Cache
+}
+
+func diskCache(dir string, size int64, log *slog.Logger) (*sealed.Cache, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	caches.Lock()
+	defer caches.Unlock()
+	if c := caches.m[abs]; c != nil {
+		return c, nil
+	}
+	c, err := sealed.Open(sealed.Options{Dir: abs, MaxBytes: size, MaxChunk: bupstash.MaxStoredChunkSize, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	if caches.m == nil {
+		caches.m = map[string]*sealed.Cache{}
+	}
+	caches.m[abs] = c
+	return c, nil
 }
 
 // OpenBackupy opens the Backupy store at loc: a directory of objects, or
@@ -197,6 +324,9 @@ func (l Location) Display() string {
 // Name is the directory name a location gets in a mount when none is
 // given: the last element of its path.
 func (l Location) Name() string {
+	if l.Scheme == Command {
+		return "repo"
+	}
 	p := l.Path
 	if l.Scheme == S3 && p == "" {
 		return l.Bucket

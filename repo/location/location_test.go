@@ -3,10 +3,14 @@ package location
 import (
 	"context"
 	"errors"
+	"io"
 	"io/fs"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 
+	"github.com/backupfs/backupfs/internal/testtools"
 	"github.com/backupfs/backupfs/repo/backupy"
 	"github.com/backupfs/backupfs/repo/backupy/s3store"
 	"github.com/backupfs/backupfs/repo/bupstash"
@@ -84,10 +88,16 @@ func TestOpen(t *testing.T) {
 	if _, err := OpenBupstash(ctx, loc, key, bupstash.Options{}); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("missing repository: %v", err)
 	}
+	loc, _ = Parse("ssh://-oProxyCommand=evil/srv/repo")
+	if _, err := OpenBupstash(ctx, loc, key, bupstash.Options{}); !errors.Is(err, ErrBadURL) {
+		t.Fatalf("ssh to a host that is an option: %v", err)
+	}
 	loc, _ = Parse("ssh://backup.example/srv/repo")
-	if _, err := OpenBupstash(ctx, loc, key, bupstash.Options{}); !errors.Is(err, ErrRemoteNotSupported) ||
-		err.Error() != "ssh://backup.example/srv/repo: "+ErrRemoteNotSupported.Error() {
-		t.Fatalf("ssh: %v", err)
+	if _, err := OpenBupstash(ctx, loc, nil, bupstash.Options{}); !errors.Is(err, bupstash.ErrNoKey) {
+		t.Fatalf("ssh without a key: %v", err)
+	}
+	if _, err := FromCommand("  "); !errors.Is(err, ErrEmpty) {
+		t.Fatalf("empty command: %v", err)
 	}
 	if _, err := OpenBackupy(ctx, loc, backupy.Options{}, s3store.Options{}); !errors.Is(err, ErrUnsupported) {
 		t.Fatalf("backupy over ssh: %v", err)
@@ -117,5 +127,49 @@ func TestAbsAndDisplay(t *testing.T) {
 	u, _ := Parse("ssh://ann@backup.example/srv/repo")
 	if a, err := u.Abs(); err != nil || a.Display() != "ssh://ann@backup.example/srv/repo" || a.Path != "/srv/repo" {
 		t.Fatalf("%+v %v", a, err)
+	}
+}
+
+// A repository behind a command (BUPSTASH_REPOSITORY_COMMAND) running
+// the genuine server lists what the directory does, and keeps fetched
+// chunks in the disk cache when given one.
+func TestOpenCommand(t *testing.T) {
+	bin := testtools.Bupstash(t, "0.12.1")
+	ctx := context.Background()
+	key, err := bupstash.LoadKey("../../testdata/bupstash-0.12.1/keys/primary.key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "repo")
+	if out, err := exec.Command("cp", "-a", "../../testdata/bupstash-0.12.1/repo", dir).CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	loc, err := FromCommand(bin + " serve " + dir)
+	if err != nil || loc.Scheme != Command || !loc.IsRemote() || loc.Name() != "repo" {
+		t.Fatalf("FromCommand: %+v %v", loc, err)
+	}
+	cacheDir := filepath.Join(t.TempDir(), "cache")
+	r, err := OpenBupstashWith(ctx, loc, key, bupstash.Options{}, Remote{CacheDir: cacheDir, CacheSize: 1 << 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	items, err := r.Items(ctx)
+	if err != nil || len(items) != 7 {
+		t.Fatalf("%d items, %v", len(items), err)
+	}
+	f, err := r.OpenItem(items[len(items)-1]).Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.NewReader().WriteTo(io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if ents, _ := os.ReadDir(cacheDir); len(ents) == 0 {
+		t.Fatal("nothing in the disk cache")
+	}
+	loc, _ = FromCommand(bin + " serve " + t.TempDir())
+	if _, err := OpenBupstash(ctx, loc, key, bupstash.Options{}); !errors.Is(err, bupstash.ErrNotRepository) {
+		t.Fatalf("a server with no repository there: %v", err)
 	}
 }

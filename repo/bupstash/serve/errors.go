@@ -40,6 +40,9 @@ var (
 	// ErrNotFound reports an item or chunk the server does not have:
 	// its stderr named a missing file, or it returned no metadata.
 	ErrNotFound = errors.New("not found on the server")
+	// ErrNoRepository reports a server that found no repository at the
+	// path it was given.
+	ErrNoRepository error = &subclass{"no repository there", bupstash.ErrNotRepository}
 	// ErrNoPull reports a pull session asked of a server that has none
 	// (protocol "11", Bupstash 0.10.x).
 	ErrNoPull = errors.New("server has no pull sessions (bupstash 0.10.x)")
@@ -81,6 +84,10 @@ func classify(line string, fallback error) error {
 		return ErrPermission
 	case strings.Contains(line, "protocol versions are incompatible"):
 		return ErrVersion
+	case strings.Contains(line, "unable to open repository"),
+		strings.Contains(line, "is not an intialized repository"), // sic, in Bupstash
+		strings.Contains(line, "is not an initialized repository"):
+		return ErrNoRepository
 	case strings.Contains(line, "No such file or directory"),
 		strings.Contains(line, "missing item"),
 		strings.Contains(line, "does not exist"):
