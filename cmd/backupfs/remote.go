@@ -98,6 +98,7 @@ func (f *remoteFlags) resolve(e *env, cfg *remoteConfig, changed func(string) bo
 	}
 	if r.CacheDir == "" && r.CacheSize > 0 {
 		r.CacheDir = defaultRemoteCacheDir(e.getenv)
+		r.CacheOptional = true
 	}
 	return r, nil
 }

@@ -147,6 +147,10 @@ type Remote struct {
 	// bounded by CacheSize bytes; "" or a size of 0 keeps none.
 	CacheDir  string
 	CacheSize int64
+	// CacheOptional goes on without the disk cache, with a warning, when
+	// CacheDir cannot be used (a default directory under an unwritable
+	// home), rather than failing.
+	CacheOptional bool
 	// NoPull reads without pull sessions, so that the server's
 	// repository lock is never held (see serve.Options).
 	NoPull bool
@@ -204,10 +208,14 @@ func openRemote(ctx context.Context, loc Location, key *bupstash.Key, opts bupst
 	}
 	if remote.CacheDir != "" && remote.CacheSize > 0 {
 		c, err := diskCache(remote.CacheDir, remote.CacheSize, log)
-		if err != nil {
+		switch {
+		case err == nil:
+			so.Cache = c.Space(loc.raw)
+		case remote.CacheOptional:
+			log.Warn("no disk cache for remote repositories", "err", err)
+		default:
 			return nil, err
 		}
-		so.Cache = c.Space(loc.raw)
 	}
 	src, err := serve.Open(ctx, cmd, so)
 	if err != nil {

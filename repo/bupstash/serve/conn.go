@@ -28,6 +28,9 @@ type transport interface {
 	// stderrLine is the server's last words worth showing, waiting up to
 	// d for its stderr to close.
 	stderrLine(d time.Duration) string
+	// silence stops logging the server's stderr, once it is drained or
+	// after d.
+	silence(d time.Duration)
 }
 
 // Timeouts of a connection.
@@ -410,8 +413,13 @@ func (c *Conn) Close() error {
 	if exited, _ := c.t.awaitExit(closeTimeout); !exited {
 		c.t.kill()
 	}
+	c.t.silence(silenceWait)
 	return nil
 }
+
+// silenceWait is how long Close waits for the server's last stderr lines
+// to be logged.
+const silenceWait = 200 * time.Millisecond
 
 // expectEmptyPacket reads a packet that must be m with no payload.
 func expectEmptyPacket(pr *packetReader, m msg) error {

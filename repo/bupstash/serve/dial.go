@@ -133,3 +133,4 @@ func (t *procTransport) awaitExit(d time.Duration) (bool, error) {
 	return t.p.awaitExit(d)
 }
 func (t *procTransport) stderrLine(d time.Duration) string { return t.p.stderr.line(d) }
+func (t *procTransport) silence(d time.Duration)           { t.p.stderr.silence(d) }

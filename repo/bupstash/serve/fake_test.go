@@ -86,6 +86,8 @@ func (s *fakeServer) stderrLine(time.Duration) string {
 	return s.stderr
 }
 
+func (s *fakeServer) silence(time.Duration) {}
+
 func (s *fakeServer) say(line string) {
 	s.mu.Lock()
 	s.stderr = line

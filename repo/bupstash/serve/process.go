@@ -202,10 +202,24 @@ func (s *stderrRing) add(line string) {
 		s.lines = s.lines[:maxStderrLines-1]
 	}
 	s.lines = append(s.lines, line)
+	onLine := s.onLine
 	s.mu.Unlock()
-	if s.onLine != nil {
-		s.onLine(quoteLine(line))
+	if onLine != nil {
+		onLine(quoteLine(line))
 	}
+}
+
+// silence waits up to wait for stderr to be drained, then stops passing
+// lines on: nothing is logged for a connection after it was closed (a
+// grandchild such as ssh's ControlPersist master may keep stderr open).
+func (s *stderrRing) silence(wait time.Duration) {
+	select {
+	case <-s.done:
+	case <-time.After(wait):
+	}
+	s.mu.Lock()
+	s.onLine = nil
+	s.mu.Unlock()
 }
 
 // line returns the line to show for the server's end: Bupstash's own
