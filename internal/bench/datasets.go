@@ -71,7 +71,7 @@ var (
 )
 
 // Datasets lists every dataset.
-var Datasets = []*Dataset{&Large, &Million, &Small, &Diff, &Items}
+var Datasets = []*Dataset{&Large, &Million, &Small, &Diff, &Items, &Items1k, &Entries100k}
 
 // DatasetByName returns the named dataset.
 func DatasetByName(name string) (*Dataset, error) {

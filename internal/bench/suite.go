@@ -24,7 +24,9 @@ import (
 type Config struct {
 	// Backupfs and Ceilingfs are the binaries to time.
 	Backupfs, Ceilingfs string
-	// Bupstash is genuine bupstash 0.12.1, the diff group's reference.
+	// Bupstash is genuine bupstash 0.12.1, the reference of the diff
+	// group, and the server and reference of the remote group ("": those
+	// groups cannot run).
 	Bupstash string
 	// Versitygw is the S3 server the s3 group reads from.
 	Versitygw string
@@ -42,7 +44,7 @@ type Config struct {
 }
 
 // Groups are the parts of the suite, in the order they run.
-var Groups = []string{"limits", "cat", "large", "million", "items", "ceiling", "diff", "s3"}
+var Groups = []string{"limits", "cat", "large", "million", "items", "ceiling", "diff", "s3", "remote"}
 
 // Suite runs the benchmarks and collects their results.
 type Suite struct {
@@ -119,6 +121,7 @@ func (s *Suite) Run(ctx context.Context) error {
 		{"ceiling", s.runCeiling},
 		{"diff", s.runDiff},
 		{"s3", s.runS3},
+		{"remote", s.runRemote},
 	}
 	for _, st := range steps {
 		if !s.selected(st.group) {

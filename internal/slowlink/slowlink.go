@@ -31,7 +31,21 @@ type Link struct {
 	wg     sync.WaitGroup
 
 	carriedUp, carriedDown atomic.Int64
+	turns                  atomic.Int64
 }
+
+// Turns returns how many times, over all connections, the client began
+// to send: at first, and after having received something. Each is a
+// round trip it waited for (pipelined requests sent together count
+// once).
+func (l *Link) Turns() int64 { return l.turns.Load() }
+
+// direction of the last bytes a connection handed over.
+const (
+	dirNone int32 = iota
+	dirUp
+	dirDown
+)
 
 // Listen starts a link on 127.0.0.1 (a free port) to upstream, adding
 // delay to each direction (a round trip costs twice delay) and capping
@@ -116,9 +130,10 @@ func (l *Link) serve(client net.Conn) {
 	}
 	defer l.untrack(server)
 	var wg sync.WaitGroup
+	var last atomic.Int32
 	wg.Add(2)
-	go func() { defer wg.Done(); l.pipe(server, client, l.up, &l.carriedUp) }()
-	go func() { defer wg.Done(); l.pipe(client, server, l.down, &l.carriedDown) }()
+	go func() { defer wg.Done(); l.pipe(server, client, l.up, &l.carriedUp, dirUp, &last) }()
+	go func() { defer wg.Done(); l.pipe(client, server, l.down, &l.carriedDown, dirDown, &last) }()
 	wg.Wait()
 }
 
@@ -135,7 +150,7 @@ const segmentSize = 16 << 10
 // delay), a writer hands it over then. The queue between them holds what
 // is on the wire; when it is full the reader stops, and TCP's own flow
 // control pushes back on the sender.
-func (l *Link) pipe(dst, src net.Conn, p *pacer, carried *atomic.Int64) {
+func (l *Link) pipe(dst, src net.Conn, p *pacer, carried *atomic.Int64, dir int32, last *atomic.Int32) {
 	queue := make(chan segment, l.queueLen())
 	done := make(chan struct{})
 	go func() {
@@ -147,6 +162,9 @@ func (l *Link) pipe(dst, src net.Conn, p *pacer, carried *atomic.Int64) {
 			// Counted as handed over, so that whoever has received the
 			// bytes sees them counted.
 			carried.Add(int64(len(s.b)))
+			if prev := last.Swap(dir); dir == dirUp && prev != dirUp {
+				l.turns.Add(1)
+			}
 			if _, err := dst.Write(s.b); err != nil {
 				src.Close()
 				for range queue {

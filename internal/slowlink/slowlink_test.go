@@ -130,3 +130,36 @@ func TestHalfClose(t *testing.T) {
 		t.Fatalf("%q, %v", got, err)
 	}
 }
+
+// TestTurns: each time the client starts sending after it has received
+// (or at first) is a turn; requests written back to back are one.
+func TestTurns(t *testing.T) {
+	l, err := Listen(echoServer(t), time.Millisecond, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	c, err := net.Dial("tcp", l.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	roundTrip := func(msgs ...string) {
+		t.Helper()
+		want := ""
+		for _, m := range msgs {
+			c.Write([]byte(m))
+			want += m
+		}
+		got := make([]byte, len(want))
+		if _, err := io.ReadFull(c, got); err != nil || string(got) != want {
+			t.Fatalf("echo %q: %q %v", want, got, err)
+		}
+	}
+	roundTrip("a")
+	roundTrip("b")
+	roundTrip("c", "d") // pipelined: one turn
+	if n := l.Turns(); n != 3 {
+		t.Fatalf("%d turns, want 3", n)
+	}
+}

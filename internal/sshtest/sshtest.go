@@ -33,43 +33,73 @@ type Server struct {
 	// host key and use the client key, and nothing of the user's.
 	Options []string
 
-	dir  string
-	cmd  *exec.Cmd
-	mu   sync.Mutex
-	logs []string
+	dir     string
+	hostPub string
+	cmd     *exec.Cmd
+	mu      sync.Mutex
+	logs    []string
 }
 
 // Start starts sshd with forceCommand as the only command it runs for
 // the client key (sshd runs it through the user's shell; the command
 // the client asked for is in SSH_ORIGINAL_COMMAND). The server is
-// stopped when the test ends.
+// stopped when the test ends; a missing sshd skips the test (fails it
+// in CI).
 func Start(t testing.TB, forceCommand string) *Server {
 	t.Helper()
-	sshd := testtools.Program(t, "sshd", "openssh-server")
-	keygen := testtools.Program(t, "ssh-keygen", "openssh-client")
+	testtools.Program(t, "sshd", "openssh-server")
+	testtools.Program(t, "ssh-keygen", "openssh-client")
 	testtools.Program(t, "ssh", "openssh-client")
+	s, err := Launch(t.TempDir(), forceCommand)
+	if err != nil {
+		t.Fatalf("sshtest: %v", err)
+	}
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// Launch starts sshd as Start does, outside a test (benchmarks): its
+// keys and configuration go in dir. The caller stops it.
+func Launch(dir, forceCommand string) (*Server, error) {
+	sshd, err := program("sshd")
+	if err != nil {
+		return nil, err
+	}
+	keygen, err := program("ssh-keygen")
+	if err != nil {
+		return nil, err
+	}
 	// sshd refuses to start without its privilege separation directory,
 	// which Debian creates only when the service starts.
 	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
-		t.Fatalf("sshtest: %v", err)
+		return nil, err
 	}
 	u, err := user.Current()
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	dir := t.TempDir()
 	for _, k := range []string{"host_key", "client_key"} {
 		if out, err := exec.Command(keygen, "-q", "-t", "ed25519", "-N", "", "-C", "sshtest", "-f", filepath.Join(dir, k)).CombinedOutput(); err != nil {
-			t.Fatalf("sshtest: ssh-keygen: %v: %s", err, out)
+			return nil, fmt.Errorf("ssh-keygen: %v: %s", err, out)
 		}
 	}
-	clientPub := readFile(t, filepath.Join(dir, "client_key.pub"))
-	hostPub := readFile(t, filepath.Join(dir, "host_key.pub"))
-	writeFile(t, filepath.Join(dir, "authorized_keys"), clientPub)
+	clientPub, err := os.ReadFile(filepath.Join(dir, "client_key.pub"))
+	if err != nil {
+		return nil, err
+	}
+	hostPub, err := os.ReadFile(filepath.Join(dir, "host_key.pub"))
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "authorized_keys"), clientPub, 0o600); err != nil {
+		return nil, err
+	}
 
-	s := &Server{User: u.Username, dir: dir}
+	s := &Server{User: u.Username, dir: dir, hostPub: strings.TrimSpace(string(hostPub))}
 	for attempt := 0; ; attempt++ {
-		s.Port = freePort(t)
+		if s.Port, err = freePort(); err != nil {
+			return nil, err
+		}
 		config := strings.Join([]string{
 			fmt.Sprintf("Port %d", s.Port),
 			"ListenAddress 127.0.0.1",
@@ -93,29 +123,31 @@ func Start(t testing.TB, forceCommand string) *Server {
 			"LogLevel ERROR",
 			"ForceCommand " + forceCommand,
 		}, "\n") + "\n"
-		writeFile(t, filepath.Join(dir, "sshd_config"), config)
+		if err := os.WriteFile(filepath.Join(dir, "sshd_config"), []byte(config), 0o600); err != nil {
+			return nil, err
+		}
 		s.cmd = exec.Command(sshd, "-D", "-e", "-f", filepath.Join(dir, "sshd_config"))
 		s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 		stderr, err := s.cmd.StderrPipe()
 		if err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 		if err := s.cmd.Start(); err != nil {
-			t.Fatalf("sshtest: starting sshd: %v", err)
+			return nil, fmt.Errorf("starting sshd: %w", err)
 		}
 		go s.collect(stderr)
 		if s.waitListening(5 * time.Second) {
 			break
 		}
-		s.stop()
+		s.Stop()
 		if attempt == 2 {
-			t.Fatalf("sshtest: sshd did not start: %s", strings.Join(s.Logs(), "\n"))
+			return nil, fmt.Errorf("sshd did not start: %s", strings.Join(s.Logs(), "\n"))
 		}
 	}
-	t.Cleanup(s.stop)
-
-	knownHosts := fmt.Sprintf("[127.0.0.1]:%d %s", s.Port, strings.TrimSpace(hostPub))
-	writeFile(t, filepath.Join(dir, "known_hosts"), knownHosts+"\n")
+	if err := s.Trust(s.Port); err != nil {
+		s.Stop()
+		return nil, err
+	}
 	s.Options = []string{
 		"IdentityFile=" + filepath.Join(dir, "client_key"),
 		"IdentitiesOnly=yes",
@@ -128,7 +160,35 @@ func Start(t testing.TB, forceCommand string) *Server {
 		"ConnectTimeout=10",
 		"LogLevel=ERROR",
 	}
-	return s
+	return s, nil
+}
+
+// Trust adds the host key for 127.0.0.1:port to the client's known
+// hosts: the server's own port, or a proxy's in front of it.
+func (s *Server) Trust(port int) error {
+	f, err := os.OpenFile(filepath.Join(s.dir, "known_hosts"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(f, "[127.0.0.1]:%d %s\n", port, s.hostPub)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// program finds an installed program, in /usr/sbin too.
+func program(name string) (string, error) {
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	for _, dir := range []string{"/usr/sbin", "/sbin"} {
+		p := filepath.Join(dir, name)
+		if fi, err := os.Stat(p); err == nil && fi.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%s is not installed (openssh-server, openssh-client)", name)
 }
 
 // URL returns ssh://user@127.0.0.1:port/path.
@@ -170,10 +230,10 @@ func (s *Server) waitListening(d time.Duration) bool {
 	return false
 }
 
-// stop ends sshd and every session it started (each in its own process
+// Stop ends sshd and every session it started (each in its own process
 // group, which sshd sets up, so sessions are ended through the pids
 // sshd's children have; killing the listener is enough for new ones).
-func (s *Server) stop() {
+func (s *Server) Stop() {
 	if s.cmd == nil || s.cmd.Process == nil {
 		return
 	}
@@ -189,25 +249,11 @@ func (s *Server) stop() {
 	s.cmd = nil
 }
 
-func freePort(t testing.TB) int {
+func freePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatalf("sshtest: %v", err)
+		return 0, err
 	}
 	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-func readFile(t testing.TB, p string) string {
-	b, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
-}
-
-func writeFile(t testing.TB, p, s string) {
-	if err := os.WriteFile(p, []byte(s), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	return l.Addr().(*net.TCPAddr).Port, nil
 }

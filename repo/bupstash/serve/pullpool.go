@@ -150,9 +150,10 @@ func (p *pullPool) fetch(ctx context.Context, addr bupstash.Address, pool *cache
 	return chunks[0].Data, nil
 }
 
-// prefetch pulls chunks in one request, on a connection that is already
-// open (a hint never waits for a dial), and deposits them as they come.
-// It reports false when no connection could take them.
+// prefetch pulls chunks, one request each so that each is delivered as
+// soon as it comes, on a connection that is already open (a hint never
+// waits for a dial). It reports false when no connection could take
+// them.
 func (p *pullPool) prefetch(refs []bupstash.ChunkRef, pool *cache.BufferPool) bool {
 	p.mu.Lock()
 	best := p.leastBusyLocked()
@@ -163,56 +164,45 @@ func (p *pullPool) prefetch(refs []bupstash.ChunkRef, pool *cache.BufferPool) bo
 		p.mu.Unlock()
 		return false
 	}
-	best.inflight++
-	best.last = time.Now()
 	p.mu.Unlock()
 
 	fs := &p.s.flights
-	var addrs []bupstash.Address
-	var mine []*flight
 	for _, ref := range refs {
-		if f, ok := fs.start(ref.Addr); ok {
-			addrs = append(addrs, ref.Addr)
-			mine = append(mine, f)
-		} else {
+		f, ok := fs.start(ref.Addr)
+		if !ok {
 			f.leave()
+			continue
 		}
-	}
-	finish := func(chunks []Chunk) {
-		got := map[bupstash.Address][]byte{}
-		for _, ch := range chunks {
-			p.s.received(ch.Addr, ch.Data)
-			got[ch.Addr] = ch.Data
-		}
-		for i, a := range addrs {
-			if b, ok := got[a]; ok {
-				delete(got, a)
-				p.s.deposit(a, b, pool)
+		p.mu.Lock()
+		best.inflight++
+		best.last = time.Now()
+		p.mu.Unlock()
+		fs.prefetching.Add(1)
+		finish := func(b []byte) {
+			if b != nil {
+				p.s.received(ref.Addr, b)
+				p.s.deposit(ref.Addr, b, pool)
 			}
-			fs.end(a, mine[i], nil)
+			fs.end(ref.Addr, f, nil)
 			fs.prefetching.Add(-1)
+			p.release(best)
 		}
-		p.release(best)
-	}
-	if len(addrs) == 0 {
-		p.release(best)
-		return true
-	}
-	fs.prefetching.Add(int32(len(addrs)))
-	p.s.stats.requests.Add(1)
-	call, err := best.c.Pull(addrs, pool)
-	if err != nil {
-		finish(nil)
-		return true
-	}
-	if !p.s.spawn(func() {
-		chunks, err := call.Wait(p.s.ctx)
+		p.s.stats.requests.Add(1)
+		call, err := best.c.Pull([]bupstash.Address{ref.Addr}, pool)
 		if err != nil {
-			chunks = nil
+			finish(nil)
+			continue
 		}
-		finish(chunks)
-	}) {
-		finish(nil)
+		if !p.s.spawn(func() {
+			chunks, err := call.Wait(p.s.ctx)
+			if err != nil {
+				finish(nil)
+				return
+			}
+			finish(chunks[0].Data)
+		}) {
+			finish(nil)
+		}
 	}
 	return true
 }

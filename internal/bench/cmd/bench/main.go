@@ -35,7 +35,7 @@ func run() error {
 	var (
 		backupfs  = flag.String("backupfs", "bin/backupfs", "backupfs binary to time")
 		ceilingfs = flag.String("ceilingfs", "bin/ceilingfs", "ceiling filesystem binary")
-		genuine   = flag.String("bupstash", defaultBupstash(), "genuine bupstash 0.12.1, the reference of the diff group")
+		genuine   = flag.String("bupstash", defaultBupstash(), "genuine bupstash 0.12.1, the reference of the diff and remote groups")
 		work      = flag.String("work", defaultWork(), "directory for generated datasets and mountpoints")
 		out       = flag.String("out", "bench/results.md", "Markdown file for the results (- for none)")
 		runs      = flag.Int("runs", 3, "runs of each measurement (the median is reported)")
