@@ -54,6 +54,8 @@ func (d *dialer) dial(ctx context.Context) (*Conn, error) {
 	}
 	o := s.opts.Dial
 	o.Protocol = d.proto
+	// The clock is the server's: warned about once, not per connection.
+	o.WarnSkew = o.WarnSkew && d.proto == 0
 	d.mu.Unlock()
 
 	dctx, cancel := context.WithCancel(ctx)

@@ -3,10 +3,12 @@ package serve
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"errors"
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/backupfs/backupfs/cache"
 	"github.com/backupfs/backupfs/cache/sealed"
+	"github.com/backupfs/backupfs/crypto/box"
 	"github.com/backupfs/backupfs/internal/testrepo"
 	"github.com/backupfs/backupfs/repo/bupstash"
 )
@@ -380,5 +383,87 @@ func concurrentReads(t testing.TB, ctx context.Context, local, remote *bupstash.
 	close(errs)
 	for err := range errs {
 		t.Fatal(err)
+	}
+}
+
+// Chunks in the disk cache that fail verification (damaged cache files)
+// fail the reads that use them, are dropped from the cache, and are
+// fetched from the server by the next read.
+func TestRejectedChunksLeaveTheCache(t *testing.T) {
+	ctx := testContext(t, time.Minute)
+	f := fixtures[5]
+	key := loadKey(t, f.key)
+	dir := copyRepo(t, f.dir)
+	dc, err := sealed.Open(sealed.Options{Dir: t.TempDir(), MaxBytes: 1 << 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	space := dc.Space("test")
+	ents, _ := os.ReadDir(filepath.Join(dir, "data"))
+	for _, e := range ents {
+		a, err := hex.DecodeString(e.Name())
+		if err != nil || len(a) != 32 {
+			continue
+		}
+		b, _ := os.ReadFile(filepath.Join(dir, "data", e.Name()))
+		b[len(b)/2] ^= 1
+		space.Put([32]byte(a), b)
+	}
+	local := openLocal(t, ctx, filepath.Join(moduleRoot(t), f.dir), key)
+	lo, files := snapshotFiles(t, ctx, local)
+	want, err := readFile(ctx, lo, files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	remote, _ := openRemote(t, ctx, serveCommand(t, "0.12.1", dir), key, Options{Cache: space})
+	items, err := remote.Items(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	it, err := bupstash.FindItem(items, lo.Item().ID.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := remote.OpenItem(it)
+	until := func(what string, read func() error) {
+		t.Helper()
+		fails := 0
+		for {
+			err := read()
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, bupstash.ErrCorrupt) && !errors.Is(err, bupstash.ErrCompression) && !errors.Is(err, box.ErrAuth) {
+				t.Fatalf("%s: %v", what, err)
+			}
+			if fails++; fails > 50 {
+				t.Fatalf("%s: still failing after %d attempts: %v", what, fails, err)
+			}
+		}
+		if fails == 0 {
+			t.Fatalf("%s: damaged chunks in the cache went unnoticed", what)
+		}
+	}
+	until("index", func() error {
+		ix, err := o.Index()
+		if err != nil {
+			return err
+		}
+		for {
+			if _, err := ix.Next(ctx); err == io.EOF {
+				return nil
+			} else if err != nil {
+				return err
+			}
+		}
+	})
+	var got []byte
+	until("file", func() (err error) {
+		got, err = readFile(ctx, o, files[0])
+		return err
+	})
+	if string(got) != string(want) {
+		t.Fatal("the file read after its damaged chunks were dropped differs")
 	}
 }
