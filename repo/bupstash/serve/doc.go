@@ -22,7 +22,14 @@
 //     answers, by walking the tree exactly as the server does).
 //   - dial.go: starting a connection and the version probe.
 //   - oplog.go: the item list, from the server's operation log.
-//   - partial.go, pull.go, index.go: the three ways of fetching chunks.
+//   - requests.go, partial.go, treewalk.go: the requests, and the three
+//     ways of fetching chunks: whole trees, partial-data cursors, pull
+//     sessions.
+//   - source.go, fetch.go, dialer.go, pullpool.go, cursorpool.go,
+//     streampool.go: Source, a bupstash.Source over a few connections:
+//     the item list kept in sync, chunks by the best route the server
+//     allows, broken connections replaced, idle ones closed, an optional
+//     disk cache of what was fetched.
 //
 // The server is untrusted: a response that the protocol does not allow is
 // an error of the request that expected it, and ends the connection. A

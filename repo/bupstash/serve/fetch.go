@@ -26,12 +26,18 @@ import (
 // not give this client data), bupstash.ErrChunkMissing (the server does
 // not have it) and otherwise name what went wrong, with the server's own
 // words.
-func (s *Source) ReadChunk(ctx context.Context, ref bupstash.ChunkRef, pool *cache.BufferPool) ([]byte, error) {
+func (s *Source) ReadChunk(ctx context.Context, ref bupstash.ChunkRef, pool *cache.BufferPool) (_ []byte, err error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	defer func() {
+		if err != nil && s.closed.Load() {
+			// Ended by Close (an unmount, Ctrl-C): interrupted, not failed.
+			err = fmt.Errorf("%s: %w", s.cmd.Name, errSourceClosed)
+		}
+	}()
 	if s.closed.Load() {
-		return nil, fmt.Errorf("%s: %w", s.cmd.Name, ErrClosed)
+		return nil, ErrClosed
 	}
 	for range 3 {
 		if b, ok := s.local(ref.Addr, pool); ok {
@@ -131,6 +137,10 @@ func (s *Source) fetch(ctx context.Context, ref bupstash.ChunkRef, pool *cache.B
 	}
 	return nil, s.readError(err)
 }
+
+// errSourceClosed ends the reads of a closed Source: an interruption
+// (context.Canceled), which readers neither log nor count as damage.
+var errSourceClosed error = &subclass{"repository closed", context.Canceled}
 
 // retryable reports whether a read that failed with err may succeed on
 // a new connection: the connection broke (the server exited, ssh
@@ -424,8 +434,6 @@ const (
 
 // recheckAfter is how long a refusal is believed.
 const recheckAfter = time.Minute
-
-func (a *accessState) init() {}
 
 // usePull reports whether chunks go through pull sessions.
 func (a *accessState) usePull(s *Source) bool {

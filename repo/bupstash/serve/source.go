@@ -146,7 +146,6 @@ func Open(ctx context.Context, cmd Command, o Options) (*Source, error) {
 	s.pulls = &pullPool{s: s}
 	s.cursors = &cursorPool{s: s}
 	s.streams = &streamPool{s: s}
-	s.access.init()
 
 	s.listMu.Lock()
 	err := s.syncLocked(ctx)

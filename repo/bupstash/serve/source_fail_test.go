@@ -277,7 +277,7 @@ func TestSourceCloseEndsServers(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("a read outlived Close")
 	}
-	if _, err := src.ReadChunk(ctx, bupstash.ChunkRef{}, nil); !errors.Is(err, ErrClosed) {
+	if _, err := src.ReadChunk(ctx, bupstash.ChunkRef{}, nil); !errors.Is(err, context.Canceled) {
 		t.Fatalf("read after Close: %v", err)
 	}
 }
