@@ -88,10 +88,11 @@ func (f *remoteFlags) resolve(e *env, cfg *remoteConfig, changed func(string) bo
 	if !changed("remote-no-pull") && cfg.RemoteNoPull != nil {
 		r.NoPull = *cfg.RemoteNoPull
 	}
+	// Zero means the default (package serve's).
 	switch {
-	case r.Refresh <= 0 || r.IdleClose <= 0:
+	case r.Refresh < 0 || r.IdleClose < 0:
 		return r, usageError("--remote-refresh and --remote-idle-close want a positive duration")
-	case r.Connections < 1 || r.Connections > 16:
+	case r.Connections < 0 || r.Connections > 16:
 		return r, usageError("--remote-connections wants 1 to 16, not %d", r.Connections)
 	case r.CacheSize < 0:
 		return r, usageError("--remote-cache-size cannot be negative")
