@@ -479,6 +479,9 @@ func openBupstashSource(ctx context.Context, e *env, s bupstashSource, chunks *c
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", s.loc, err)
 	}
+	// A mount is read soon after it starts: the first read finds a
+	// connection ready.
+	remote.Warm = true
 	repo, err := location.OpenBupstashWith(ctx, s.loc, key, bupstash.Options{Cache: chunks, Logger: e.log}, remote)
 	return repo, bupstashOpenError(err)
 }

@@ -154,6 +154,9 @@ type Remote struct {
 	// NoPull reads without pull sessions, so that the server's
 	// repository lock is never held (see serve.Options).
 	NoPull bool
+	// Warm dials a connection for the first data read while the item
+	// list is fetched (a mount's; see serve.Options).
+	Warm bool
 }
 
 // Defaults of Remote's zero values (package serve's).
@@ -204,7 +207,7 @@ func openRemote(ctx context.Context, loc Location, key *bupstash.Key, opts bupst
 	so := serve.Options{
 		Dial:    serve.DialOptions{Logger: log, WarnSkew: true},
 		Refresh: remote.Refresh, IdleClose: remote.IdleClose, Connections: remote.Connections,
-		NoPull: remote.NoPull,
+		NoPull: remote.NoPull, Warm: remote.Warm,
 	}
 	if remote.CacheDir != "" && remote.CacheSize > 0 {
 		c, err := diskCache(remote.CacheDir, remote.CacheSize, log)

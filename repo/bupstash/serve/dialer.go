@@ -32,6 +32,78 @@ type dialer struct {
 	failures int
 	next     time.Time
 	lastErr  error
+
+	// spare is a connection dialled ahead of the first data read
+	// (Options.Warm): it holds no lock until a pull session is opened on
+	// it, and saves that read the ssh handshake. spareDialling is closed
+	// when the dial under way ends.
+	spare         *Conn
+	spareAt       time.Time
+	spareDialling chan struct{}
+}
+
+// warm dials a spare connection in the background.
+func (d *dialer) warm() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.spare != nil || d.spareDialling != nil {
+		return
+	}
+	ch := make(chan struct{})
+	if !d.s.spawn(func() {
+		c, err := d.dialFresh(d.s.ctx)
+		d.mu.Lock()
+		d.spareDialling = nil
+		if err == nil {
+			if d.s.closed.Load() {
+				go closeConn(c)
+			} else {
+				d.spare, d.spareAt = c, time.Now()
+			}
+		}
+		close(ch)
+		d.mu.Unlock()
+	}) {
+		return
+	}
+	d.spareDialling = ch
+}
+
+// takeSpare returns the spare connection, waiting for one being dialled;
+// nil if there is none (or it broke).
+func (d *dialer) takeSpare(ctx context.Context) *Conn {
+	d.mu.Lock()
+	ch := d.spareDialling
+	d.mu.Unlock()
+	if ch != nil {
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	c := d.spare
+	d.spare = nil
+	if c != nil && c.Err() != nil {
+		go c.Close()
+		return nil
+	}
+	return c
+}
+
+// takeIdleSpare removes the spare if it waited since before cutoff, for
+// the caller to close; all of it with a zero cutoff.
+func (d *dialer) takeIdleSpare(cutoff time.Time) *Conn {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	c := d.spare
+	if c == nil || (!cutoff.IsZero() && d.spareAt.After(cutoff)) {
+		return nil
+	}
+	d.spare = nil
+	return c
 }
 
 const maxBackoff = 30 * time.Second
@@ -43,8 +115,17 @@ func (d *dialer) protocol() Protocol {
 	return d.proto
 }
 
-// dial starts a connection. It gives up when ctx or the Source ends.
+// dial returns the spare connection, or starts one. It gives up when
+// ctx or the Source ends.
 func (d *dialer) dial(ctx context.Context) (*Conn, error) {
+	if c := d.takeSpare(ctx); c != nil {
+		return c, nil
+	}
+	return d.dialFresh(ctx)
+}
+
+// dialFresh starts a connection.
+func (d *dialer) dialFresh(ctx context.Context) (*Conn, error) {
 	s := d.s
 	d.mu.Lock()
 	if d.lastErr != nil && time.Now().Before(d.next) {

@@ -110,6 +110,10 @@ type Options struct {
 	// NoPull never opens pull sessions, so that the server's repository
 	// lock is never held (reads go through partial-data requests).
 	NoPull bool
+	// Warm dials a spare connection at Open, alongside the control
+	// connection, for the first data read (a mount's): it holds no lock,
+	// and is closed after IdleClose if no read comes.
+	Warm bool
 }
 
 // Defaults of Options.
@@ -147,6 +151,9 @@ func Open(ctx context.Context, cmd Command, o Options) (*Source, error) {
 	s.cursors = &cursorPool{s: s}
 	s.streams = &streamPool{s: s}
 
+	if o.Warm {
+		s.dialer.warm()
+	}
 	s.listMu.Lock()
 	err := s.syncLocked(ctx)
 	s.listMu.Unlock()
@@ -194,6 +201,9 @@ func (s *Source) Close() error {
 		s.ctl = nil
 	}
 	s.listMu.Unlock()
+	if c := s.dialer.takeIdleSpare(time.Time{}); c != nil {
+		conns = append(conns, c)
+	}
 	conns = append(conns, s.pulls.takeAll()...)
 	conns = append(conns, s.cursors.takeAll()...)
 	conns = append(conns, s.streams.takeAll()...)
@@ -272,7 +282,8 @@ func (s *Source) syncLocked(ctx context.Context) error {
 				go s.ctl.Close()
 				s.ctl = nil
 			}
-			c, err := s.dialer.dial(ctx)
+			// Not the spare: it is kept for the first data read.
+			c, err := s.dialer.dialFresh(ctx)
 			if err != nil {
 				return err
 			}
@@ -319,6 +330,9 @@ func (s *Source) janitor() {
 		idle := s.pulls.takeIdle(cutoff)
 		idle = append(idle, s.cursors.takeIdle(cutoff)...)
 		idle = append(idle, s.streams.takeIdle(cutoff)...)
+		if c := s.dialer.takeIdleSpare(cutoff); c != nil {
+			idle = append(idle, c)
+		}
 		if s.listMu.TryLock() {
 			if s.ctl != nil && s.ctlUsed.Before(cutoff) {
 				idle = append(idle, s.ctl)

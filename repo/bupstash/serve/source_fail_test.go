@@ -281,3 +281,35 @@ func TestSourceCloseEndsServers(t *testing.T) {
 		t.Fatalf("read after Close: %v", err)
 	}
 }
+
+// Warm: a spare connection is dialled alongside the control one, and the
+// first data read uses it rather than dialling; unused, it is closed
+// after IdleClose like any idle connection.
+func TestSourceWarm(t *testing.T) {
+	f := fixtures[5]
+	ctx := testContext(t, time.Minute)
+	dir := copyRepo(t, f.dir)
+	r, src := openRemote(t, ctx, serveCommand(t, "0.12.1", dir), loadKey(t, f.key), Options{Warm: true})
+	deadline := time.Now().Add(20 * time.Second)
+	for src.Stats().Dials < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("no spare connection dialled")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	o, files := snapshotFiles(t, ctx, r)
+	if _, err := readFile(ctx, o, files[0]); err != nil {
+		t.Fatal(err)
+	}
+	if d := src.Stats().Dials; d != 2 {
+		t.Fatalf("%d connections dialled, want the control one and the spare", d)
+	}
+
+	dir2 := copyRepo(t, f.dir)
+	_, idle := openRemote(t, ctx, serveCommand(t, "0.12.1", dir2), loadKey(t, f.key), Options{Warm: true, IdleClose: 200 * time.Millisecond})
+	for idle.Stats().Dials < 2 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	// The control connection is idle too: nothing is left.
+	waitGone(t, dir2)
+}
