@@ -634,8 +634,11 @@ func (s *Suite) target(goal string, measured, limit float64, atLeast bool, unit 
 	default:
 		m = fmt.Sprintf("%.0f %s", measured, unit)
 	}
-	ratio := measured / limit
-	s.Targets = append(s.Targets, Target{Goal: goal, Measured: m, Ratio: fmt.Sprintf("%.2f", ratio), Met: met})
+	ratio := fmt.Sprintf("%.2f", measured/limit)
+	if limit == 0 {
+		ratio = "—" // a count that must be zero
+	}
+	s.Targets = append(s.Targets, Target{Goal: goal, Measured: m, Ratio: ratio, Met: met})
 }
 
 // checkTargets adds the goals that combine groups.

@@ -36,6 +36,9 @@ type process struct {
 	killed bool
 }
 
+// answerPipeSize is the size asked for the pipe the server answers on.
+const answerPipeSize = 1 << 20
+
 // killGrace is how long a server has to exit after SIGTERM before SIGKILL.
 const killGrace = 2 * time.Second
 
@@ -53,6 +56,10 @@ func startProcess(argv []string, env []string, onLine func(string)) (*process, e
 		inW.Close()
 		return nil, err
 	}
+	// A larger pipe for the answers: chunks arrive in fewer, larger
+	// reads (fewer wakeups of the reader for the same bytes). Best
+	// effort: the kernel may refuse.
+	_, _ = unix.FcntlInt(outR.Fd(), unix.F_SETPIPE_SZ, answerPipeSize)
 	errR, errW, err := os.Pipe()
 	if err != nil {
 		inR.Close()
