@@ -9,6 +9,10 @@ import (
 // StatsFiles exposes statsFiles to the tests.
 func (f *FS) StatsFiles() bool { return f.statsFiles() }
 
+// Requests returns how many OPEN and READ requests the filesystem has
+// served.
+func (f *FS) Requests() (opens, reads int64) { return f.opens.Load(), f.reads.Load() }
+
 // panickingNode is a synthetic node whose attributes panic, to test that a
 // handler's panic becomes EIO and the mount lives on.
 type panickingNode struct{}

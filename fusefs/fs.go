@@ -76,13 +76,24 @@ type FS struct {
 	owner   owner // of synthetic nodes
 
 	server *fuse.Server // set by Init, for cache invalidations
+	// noOpen: the kernel opens files without asking (see Open).
+	noOpen atomic.Bool
 
 	lastFileLookup atomic.Int64 // Unix ns; see statsFiles
+
+	// opens and reads count the OPEN and READ requests served, for the
+	// tests of the round trips a file costs.
+	opens, reads atomic.Int64
 
 	nodes   *nodeTable
 	items   itemTable
 	trees   *treeCache
-	handles handleTable
+	handles handleTable // open directories
+	readers *readerTable
+	// volatileRead holds the synthetic files whose content may change at
+	// any moment that were read since the kernel last asked for their
+	// attributes (see GetAttr).
+	volatileRead sync.Map // node ID → struct{}
 
 	mu       sync.Mutex
 	sources  []dirent // top-level directories, sorted by name
@@ -121,6 +132,7 @@ func New(opts Options) *FS {
 		owner:         owner{uint32(os.Getuid()), uint32(os.Getgid())},
 		trees:         newTreeCache(opts.IndexMemory),
 		names:         map[string]bool{},
+		readers:       newReaderTable(),
 	}
 	if opts.UID != nil {
 		f.owner.uid = *opts.UID
@@ -129,6 +141,7 @@ func New(opts Options) *FS {
 		f.owner.gid = *opts.GID
 	}
 	f.nodes = newNodeTable(&staticDir{owner: f.owner, mtime: f.started, entries: f.listSources})
+	f.addWatcher(f.closeIdleReaders)
 	return f
 }
 

@@ -1,0 +1,71 @@
+package fusefs_test
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/backupfs/backupfs/internal/testrepo"
+	"github.com/backupfs/backupfs/repo/backupy"
+)
+
+// The kernel opens files without asking the filesystem and keeps their
+// pages across opens (no-open mode): a Backupy object's meta.json, which
+// changes as passes learn more, must still read as it is now, not as it
+// was when first read.
+func TestNoOpenMetaJSONFollowsItsObject(t *testing.T) {
+	s, keys := newBackupyStore(t)
+	m, _ := mountBackupy(t, s.dir, keys, backupy.ViewMeta)
+	meta := m.path("db/co_1/agt_1/job_pg/run_pg1.meta.json")
+	before, err := os.ReadFile(meta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A full pass learns the dump's size and checks its hash.
+	if _, err := os.ReadFile(m.path("db/co_1/agt_1/job_pg/run_pg1.pgdump")); err != nil {
+		t.Fatal(err)
+	}
+	after, err := os.ReadFile(meta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Equal(before, after) {
+		t.Fatalf("meta.json did not change after a full pass:\n%s", after)
+	}
+	if !bytes.Contains(after, []byte("verified")) {
+		t.Fatalf("meta.json after a full pass does not say verified:\n%s\nbefore:\n%s", after, before)
+	}
+}
+
+// smallFilesTree is a directory of small files, all in one leaf.
+func smallFilesTree(files int) (*testrepo.Tree, map[string][]byte) {
+	tree := testrepo.NewTree()
+	want := map[string][]byte{}
+	for i := range files {
+		name := fmt.Sprintf("d/f%04d.txt", i)
+		b := []byte(strings.Repeat(fmt.Sprintf("file %d\n", i), 1+i%7))
+		want[name] = b
+		tree.MustAdd(testrepo.File(name, testrepo.Bytes(b)))
+	}
+	return tree, want
+}
+
+// Reading a tree of small files costs no OPEN beyond the first (answered
+// ENOSYS, after which the kernel opens files itself), and every file still
+// reads right.
+func TestNoOpenReadsWithoutOpen(t *testing.T) {
+	tree, want := smallFilesTree(100)
+	m, root := mountGenerated(t, nil, tree)
+	for name, b := range want {
+		got, err := os.ReadFile(filepath.Join(root, name))
+		if err != nil || !bytes.Equal(got, b) {
+			t.Fatalf("%s: %q, %v", name, got, err)
+		}
+	}
+	if opens, _ := m.fs.Requests(); opens > 1 {
+		t.Errorf("%d OPEN requests for 100 files, want at most the first", opens)
+	}
+}
