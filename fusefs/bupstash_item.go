@@ -55,6 +55,13 @@ func (s *recordSet) add(r uint32) {
 	s.bits[i] |= 1 << (r % 64)
 }
 
+func (s *recordSet) has(r uint32) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i := int(r / 64)
+	return i < len(s.bits) && s.bits[i]&(1<<(r%64)) != 0
+}
+
 func (s *recordSet) all() []uint32 {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -13,6 +13,10 @@ func (f *FS) StatsFiles() bool { return f.statsFiles() }
 // served.
 func (f *FS) Requests() (opens, reads int64) { return f.opens.Load(), f.reads.Load() }
 
+// PushesDone reports whether no push into the kernel's page cache is
+// queued or running.
+func (f *FS) PushesDone() bool { return f.pushPending.Load() == 0 }
+
 // panickingNode is a synthetic node whose attributes panic, to test that a
 // handler's panic becomes EIO and the mount lives on.
 type panickingNode struct{}

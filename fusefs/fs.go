@@ -94,6 +94,8 @@ type FS struct {
 	// any moment that were read since the kernel last asked for their
 	// attributes (see GetAttr).
 	volatileRead sync.Map // node ID → struct{}
+	pushes       chan pushJob
+	pushPending  atomic.Int64 // pushes queued or running, for tests
 
 	mu       sync.Mutex
 	sources  []dirent // top-level directories, sorted by name
@@ -133,6 +135,7 @@ func New(opts Options) *FS {
 		trees:         newTreeCache(opts.IndexMemory),
 		names:         map[string]bool{},
 		readers:       newReaderTable(),
+		pushes:        make(chan pushJob, pushQueue),
 	}
 	if opts.UID != nil {
 		f.owner.uid = *opts.UID
@@ -142,6 +145,7 @@ func New(opts Options) *FS {
 	}
 	f.nodes = newNodeTable(&staticDir{owner: f.owner, mtime: f.started, entries: f.listSources})
 	f.addWatcher(f.closeIdleReaders)
+	f.addWatcher(f.pushPages)
 	return f
 }
 

@@ -69,3 +69,37 @@ func TestNoOpenReadsWithoutOpen(t *testing.T) {
 		t.Errorf("%d OPEN requests for 100 files, want at most the first", opens)
 	}
 }
+
+// Once a file of a directory has been read, the kernel is given the next
+// small files whose leaves are decoded: reading them costs no READ, and
+// they read right.
+func TestSmallFilesReadFromPagesFilledAhead(t *testing.T) {
+	tree, want := smallFilesTree(200)
+	m, root := mountGenerated(t, nil, tree)
+	dir := filepath.Join(root, "d")
+	// A stat by name makes listings give files' attributes, so that the
+	// kernel holds the inodes the pages go to.
+	if _, err := os.Stat(filepath.Join(dir, "f0000.txt")); err != nil {
+		t.Fatal(err)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil || len(ents) != 200 {
+		t.Fatalf("%d entries, %v", len(ents), err)
+	}
+	read := func(name string) {
+		t.Helper()
+		got, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil || !bytes.Equal(got, want["d/"+name]) {
+			t.Fatalf("%s: %q, %v", name, got, err)
+		}
+	}
+	read(ents[0].Name())
+	waitFor(t, "the pushes to finish", m.fs.PushesDone)
+	_, before := m.fs.Requests()
+	for _, e := range ents[1:] {
+		read(e.Name())
+	}
+	if _, after := m.fs.Requests(); after != before {
+		t.Errorf("%d READs for 199 files whose pages were filled ahead, want none", after-before)
+	}
+}

@@ -149,6 +149,10 @@ func (f *FS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.Rea
 	}
 	if r.item != nil {
 		r.item.notePages(r.record)
+		if size, _ := r.r.Size(ctx); int64(in.Offset)+int64(n) >= size {
+			// Read to its end: the files after it are likely next.
+			f.pushAfter(r.item, r.record)
+		}
 	}
 	return fuse.ReadResultData(buf[:n]), fuse.OK
 }
