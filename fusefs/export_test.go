@@ -13,6 +13,9 @@ func (f *FS) StatsFiles() bool { return f.statsFiles() }
 // served.
 func (f *FS) Requests() (opens, reads int64) { return f.opens.Load(), f.reads.Load() }
 
+// GetXattrRequests returns how many GETXATTR requests it has served.
+func (f *FS) GetXattrRequests() int64 { return f.getxattrs.Load() }
+
 // PushesDone reports whether no push into the kernel's page cache is
 // queued or running.
 func (f *FS) PushesDone() bool { return f.pushPending.Load() == 0 }

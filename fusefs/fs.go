@@ -17,8 +17,13 @@ import (
 type XattrMode int
 
 const (
-	// XattrsAuto serves the saved xattrs and lets the kernel cache the
-	// POSIX ACL queries that ls -l makes for every file.
+	// XattrsAuto serves the saved xattrs. On a mount other users may
+	// enter (AllowOther) the kernel also enforces the saved POSIX ACLs,
+	// and caches them. Elsewhere it checks modes only: the one user who
+	// may enter holds the key (and root reads everything anyway), while
+	// enforcing ACLs costs a round trip (GETXATTR) for every file someone
+	// other than its owner opens, which doubled what copying a tree of
+	// small files cost once opening and reading them cost nothing.
 	XattrsAuto XattrMode = iota
 	// XattrsOn serves the saved xattrs; every query is a round trip.
 	XattrsOn
@@ -81,9 +86,9 @@ type FS struct {
 
 	lastFileLookup atomic.Int64 // Unix ns; see statsFiles
 
-	// opens and reads count the OPEN and READ requests served, for the
+	// opens, reads and getxattrs count the requests served, for the
 	// tests of the round trips a file costs.
-	opens, reads atomic.Int64
+	opens, reads, getxattrs atomic.Int64
 
 	nodes   *nodeTable
 	items   itemTable

@@ -84,8 +84,10 @@ func (f *FS) Mount(dir string, mo MountOptions) (*Mount, error) {
 		ExplicitDataCacheControl: true,
 		EnableSymlinkCaching:     true,
 		DisableXAttrs:            f.opts.Xattrs == XattrsOff,
-		EnableAcl:                f.opts.Xattrs == XattrsAuto,
-		Debug:                    mo.Debug,
+		// Saved POSIX ACLs are enforced (and cached) by the kernel where
+		// other users may enter; see XattrsAuto for why not elsewhere.
+		EnableAcl: f.opts.Xattrs == XattrsAuto && mo.AllowOther,
+		Debug:     mo.Debug,
 		// Splicing only helps data read from a file descriptor; ours is
 		// in memory, and a 1 MiB reply does not fit a default pipe.
 		DisableSplice: true,

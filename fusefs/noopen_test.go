@@ -2,12 +2,14 @@ package fusefs_test
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/backupfs/backupfs/fusefs"
 	"github.com/backupfs/backupfs/internal/testrepo"
 	"github.com/backupfs/backupfs/repo/backupy"
 )
@@ -48,7 +50,9 @@ func smallFilesTree(files int) (*testrepo.Tree, map[string][]byte) {
 		name := fmt.Sprintf("d/f%04d.txt", i)
 		b := []byte(strings.Repeat(fmt.Sprintf("file %d\n", i), 1+i%7))
 		want[name] = b
-		tree.MustAdd(testrepo.File(name, testrepo.Bytes(b)))
+		e := testrepo.File(name, testrepo.Bytes(b))
+		e.UID, e.GID = 1000, 1000 // not the test's user
+		tree.MustAdd(e)
 	}
 	return tree, want
 }
@@ -101,5 +105,42 @@ func TestSmallFilesReadFromPagesFilledAhead(t *testing.T) {
 	}
 	if _, after := m.fs.Requests(); after != before {
 		t.Errorf("%d READs for 199 files whose pages were filled ahead, want none", after-before)
+	}
+}
+
+// Saved POSIX ACLs are enforced where other users may enter, which costs
+// a GETXATTR for each file a non-owner opens; on a mount only its user
+// may enter, reading files of other owners costs none.
+func TestACLsEnforcedOnlyForOtherUsers(t *testing.T) {
+	for _, allowOther := range []bool{false, true} {
+		tree, want := smallFilesTree(20)
+		dir := t.TempDir()
+		r, err := testrepo.Create(filepath.Join(dir, "repo"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := r.AddSnapshot(context.Background(), tree.Source(), testrepo.ItemMeta{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.WriteKey(filepath.Join(dir, "key")); err != nil {
+			t.Fatal(err)
+		}
+		r.Close()
+		m := mountSourcesWith(t, fsOptions(), fusefs.MountOptions{AllowOther: allowOther}, nil,
+			source{"gen", filepath.Join(dir, "repo"), filepath.Join(dir, "key")})
+		for name, b := range want {
+			got, err := os.ReadFile(m.path("gen", "ids", info.ID.String(), name))
+			if err != nil || !bytes.Equal(got, b) {
+				t.Fatalf("%s: %q, %v", name, got, err)
+			}
+		}
+		n := m.fs.GetXattrRequests()
+		if allowOther && n == 0 {
+			t.Errorf("--allow-other: no ACL was asked for: saved ACLs are not enforced")
+		}
+		if !allowOther && n != 0 {
+			t.Errorf("without --allow-other: %d GETXATTRs reading 20 files", n)
+		}
 	}
 }
