@@ -124,6 +124,12 @@ func (f *FS) pushSiblings(ctx context.Context, n *itemNode, record uint32, buf [
 			return
 		}
 		n.notePages(inode)
+		if n.gone() {
+			// Removed while this was pushed, perhaps after its pages
+			// were dropped: drop these too.
+			f.server.InodeNotify(n.id(inode), 0, 0)
+			return
+		}
 		bytesPushed += int(a.Size)
 		filesPushed++
 	}

@@ -100,6 +100,7 @@ type FS struct {
 	// attributes (see GetAttr).
 	volatileRead sync.Map // node ID → struct{}
 	pushes       chan pushJob
+	dropping     sync.Mutex   // see dropPagesAround
 	pushPending  atomic.Int64 // pushes queued or running, for tests
 
 	mu       sync.Mutex

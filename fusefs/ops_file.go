@@ -162,11 +162,18 @@ func (f *FS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.Rea
 // holds locked until it is answered. A Backupy object found damaged may
 // taint bytes read before (a hash checked at the end of the dump), and in
 // no-open mode every file keeps its pages across opens: they must not
-// answer later reads.
+// answer later reads. The drop waits for the pages of other reads in
+// flight; two failing reads each waiting for the other's would never
+// end, so while one drop runs another is skipped: the pages of a failed
+// read are never cached, and the running drop takes the rest.
 func (f *FS) dropPagesAround(in *fuse.ReadIn) {
 	if f.server == nil || !f.noOpen.Load() {
 		return // without no-open, such views are read with direct I/O
 	}
+	if !f.dropping.TryLock() {
+		return
+	}
+	defer f.dropping.Unlock()
 	if in.Offset > 0 {
 		f.server.InodeNotify(in.NodeId, 0, int64(in.Offset))
 	}
