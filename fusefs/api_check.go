@@ -28,7 +28,7 @@ var (
 	_ func(*FS, <-chan struct{}, *fuse.OpenIn, *fuse.OpenOut) fuse.Status                    = (*FS).Open
 	_ func(*FS, <-chan struct{}, *fuse.ReadIn, []byte) (fuse.ReadResult, fuse.Status)        = (*FS).Read
 	_ func(*FS, <-chan struct{}, *fuse.LseekIn, *fuse.LseekOut) fuse.Status                  = (*FS).Lseek
-	_ func(*FS, <-chan struct{}, *fuse.ReleaseIn)                                            = (*FS).Release
+	_ func(*FS, <-chan struct{}, *fuse.FlushIn) fuse.Status                                  = (*FS).Flush
 	_ func(*FS, <-chan struct{}, *fuse.InHeader, string, []byte) (uint32, fuse.Status)       = (*FS).GetXAttr
 	_ func(*FS, <-chan struct{}, *fuse.InHeader, []byte) (uint32, fuse.Status)               = (*FS).ListXAttr
 	_ func(*FS, <-chan struct{}, *fuse.SetAttrIn, *fuse.AttrOut) fuse.Status                 = (*FS).SetAttr

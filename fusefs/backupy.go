@@ -99,7 +99,20 @@ type backupyFile struct {
 func (n *backupyFile) fill(a *fuse.Attr, size int64) {
 	setSynthAttr(a, syscall.S_IFREG|uint32(n.f.Mode().Perm()), n.src.fs.owner, n.f.ModTime())
 	a.Size = uint64(size)
+	if n.damaged() && n.src.fs.noOpen.Load() {
+		// Without direct I/O (the kernel opens files itself, see Open),
+		// the kernel ends reads at the size: one byte more makes a read
+		// to the end ask, and fail.
+		a.Size++
+	}
 	a.Blocks = blocks(a.Size)
+}
+
+// damaged reports whether this is a decoded view of an object found
+// damaged: its size is what still reads, and a read past it must reach
+// the object and fail with EIO rather than end cleanly at the size.
+func (n *backupyFile) damaged() bool {
+	return n.f.Blob().Corrupt() != nil && n.f.Kind() != backupy.FileRaw
 }
 
 // attr gives the exact size, running the object's decode pass if that is
@@ -157,9 +170,7 @@ func (n *backupyFile) open(ctx context.Context) (fileReader, uint32, error) {
 		// Its size may change between stat and read: no page cache, and
 		// reads are not clipped at a stale size.
 		flags = fuse.FOPEN_DIRECT_IO
-	case n.f.Blob().Corrupt() != nil && n.f.Kind() != backupy.FileRaw:
-		// Its size is what still reads; a read past it must reach the
-		// object and fail with EIO rather than end cleanly at the size.
+	case n.damaged():
 		flags = fuse.FOPEN_DIRECT_IO
 	}
 	return &backupyReader{h: h, f: n.f}, flags, nil

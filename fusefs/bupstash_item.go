@@ -3,6 +3,7 @@ package fusefs
 import (
 	"context"
 	"fmt"
+	"math/bits"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -28,6 +29,49 @@ type itemNode struct {
 	root  atomic.Pointer[rootEntry] // the directory's attributes, once known
 	load  sync.Mutex                // one index decode at a time per item
 	zeros sync.Map                  // record → *holeMap, for sparse files
+
+	// pages are the records whose pages the kernel may hold: those read
+	// (or filled ahead of reads), which are dropped when the item is
+	// removed. In no-open mode there are no open files to find them by.
+	pages recordSet
+}
+
+// notePages records that the kernel may cache pages of a record.
+func (n *itemNode) notePages(record uint32) { n.pages.add(record) }
+
+// recordSet is a set of record numbers, one bit each.
+type recordSet struct {
+	mu   sync.Mutex
+	bits []uint64
+}
+
+func (s *recordSet) add(r uint32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i := int(r / 64)
+	if i >= len(s.bits) {
+		s.bits = append(s.bits, make([]uint64, i+1-len(s.bits))...)
+	}
+	s.bits[i] |= 1 << (r % 64)
+}
+
+func (s *recordSet) has(r uint32) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i := int(r / 64)
+	return i < len(s.bits) && s.bits[i]&(1<<(r%64)) != 0
+}
+
+func (s *recordSet) all() []uint32 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []uint32
+	for i, w := range s.bits {
+		for ; w != 0; w &= w - 1 {
+			out = append(out, uint32(i*64+bits.TrailingZeros64(w)))
+		}
+	}
+	return out
 }
 
 // rootEntry is what a snapshot's directory shows: the saved root
@@ -50,22 +94,17 @@ func (f *FS) item(slot uint32) (*itemNode, error) {
 	return n, nil
 }
 
-// invalidateItem drops the kernel's cached pages of n's open files, so
-// that their reads reach Read (and fail). It runs on its own goroutine: a
+// invalidateItem drops the kernel's cached pages of n's files, so that
+// their reads reach Read (and fail). It runs on its own goroutine: a
 // notification may wait for requests in flight on the same file.
 func (f *FS) invalidateItem(n *itemNode) {
 	if f.server == nil {
 		return
 	}
-	var ids []uint64
-	f.handles.each(func(h any) {
-		if fh, ok := h.(*fileHandle); ok && fh.item == n {
-			ids = append(ids, n.id(fh.record))
-		}
-	})
+	records := n.pages.all()
 	go func() {
-		for _, id := range ids {
-			f.server.InodeNotify(id, 0, 0)
+		for _, r := range records {
+			f.server.InodeNotify(n.id(r), 0, 0)
 		}
 	}()
 }

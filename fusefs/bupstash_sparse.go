@@ -70,17 +70,19 @@ func (n *itemNode) isSparse(ctx context.Context, record uint32) (bool, error) {
 }
 
 // Lseek implements fuse.RawFileSystem for SEEK_DATA and SEEK_HOLE (the
-// kernel handles the other whences itself).
+// kernel handles the other whences itself). Like a read, it names the
+// node, not an open file (see Open).
 func (f *FS) Lseek(cancel <-chan struct{}, in *fuse.LseekIn, out *fuse.LseekOut) fuse.Status {
 	const seekData, seekHole = 3, 4
-	h, ok := f.handles.get(in.Fh).(*fileHandle)
-	if !ok {
-		return fuse.EBADF
-	}
 	if in.Whence != seekData && in.Whence != seekHole {
 		return fuse.EINVAL
 	}
 	ctx := newContext(cancel)
+	h, err := f.reader(ctx, in.NodeId)
+	if err != nil {
+		return status(err)
+	}
+	defer f.readers.release(h, f.logCloseError)
 	size, err := h.r.Size(ctx)
 	if err != nil {
 		return status(err)

@@ -17,8 +17,13 @@ import (
 type XattrMode int
 
 const (
-	// XattrsAuto serves the saved xattrs and lets the kernel cache the
-	// POSIX ACL queries that ls -l makes for every file.
+	// XattrsAuto serves the saved xattrs. On a mount other users may
+	// enter (AllowOther) the kernel also enforces the saved POSIX ACLs,
+	// and caches them. Elsewhere it checks modes only: the one user who
+	// may enter holds the key (and root reads everything anyway), while
+	// enforcing ACLs costs a round trip (GETXATTR) for every file someone
+	// other than its owner opens, which doubled what copying a tree of
+	// small files cost once opening and reading them cost nothing.
 	XattrsAuto XattrMode = iota
 	// XattrsOn serves the saved xattrs; every query is a round trip.
 	XattrsOn
@@ -76,13 +81,27 @@ type FS struct {
 	owner   owner // of synthetic nodes
 
 	server *fuse.Server // set by Init, for cache invalidations
+	// noOpen: the kernel opens files without asking (see Open).
+	noOpen atomic.Bool
 
 	lastFileLookup atomic.Int64 // Unix ns; see statsFiles
+
+	// opens, reads and getxattrs count the requests served, for the
+	// tests of the round trips a file costs.
+	opens, reads, getxattrs atomic.Int64
 
 	nodes   *nodeTable
 	items   itemTable
 	trees   *treeCache
-	handles handleTable
+	handles handleTable // open directories
+	readers *readerTable
+	// volatileRead holds the synthetic files whose content may change at
+	// any moment that were read since the kernel last asked for their
+	// attributes (see GetAttr).
+	volatileRead sync.Map // node ID → struct{}
+	pushes       chan pushJob
+	dropping     sync.Mutex   // see dropPagesAround
+	pushPending  atomic.Int64 // pushes queued or running, for tests
 
 	mu       sync.Mutex
 	sources  []dirent // top-level directories, sorted by name
@@ -121,6 +140,8 @@ func New(opts Options) *FS {
 		owner:         owner{uint32(os.Getuid()), uint32(os.Getgid())},
 		trees:         newTreeCache(opts.IndexMemory),
 		names:         map[string]bool{},
+		readers:       newReaderTable(),
+		pushes:        make(chan pushJob, pushQueue),
 	}
 	if opts.UID != nil {
 		f.owner.uid = *opts.UID
@@ -129,6 +150,8 @@ func New(opts Options) *FS {
 		f.owner.gid = *opts.GID
 	}
 	f.nodes = newNodeTable(&staticDir{owner: f.owner, mtime: f.started, entries: f.listSources})
+	f.addWatcher(f.closeIdleReaders)
+	f.addWatcher(f.pushPages)
 	return f
 }
 

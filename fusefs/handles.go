@@ -2,7 +2,7 @@ package fusefs
 
 import "sync"
 
-// handleTable hands out FUSE file handles for open files and directories.
+// handleTable hands out FUSE file handles for open directories.
 type handleTable struct {
 	mu   sync.Mutex
 	next uint64
@@ -32,14 +32,4 @@ func (t *handleTable) remove(fh uint64) any {
 	h := t.m[fh]
 	delete(t.m, fh)
 	return h
-}
-
-// each calls fn for every open handle (under the table's lock: fn must not
-// use the table).
-func (t *handleTable) each(fn func(h any)) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for _, h := range t.m {
-		fn(h)
-	}
 }

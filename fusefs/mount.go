@@ -49,8 +49,12 @@ type Mount struct {
 }
 
 // Init implements fuse.RawFileSystem; it keeps the server for sending
-// cache invalidations.
-func (f *FS) Init(server *fuse.Server) { f.server = server }
+// cache notifications, and learns whether the kernel can open files
+// without asking (see Open).
+func (f *FS) Init(server *fuse.Server) {
+	f.server = server
+	f.noOpen.Store(server.KernelSettings().Flags64()&fuse.CAP_NO_OPEN_SUPPORT != 0)
+}
 
 // Mount mounts the filesystem on dir and serves it until it is unmounted.
 func (f *FS) Mount(dir string, mo MountOptions) (*Mount, error) {
@@ -80,8 +84,10 @@ func (f *FS) Mount(dir string, mo MountOptions) (*Mount, error) {
 		ExplicitDataCacheControl: true,
 		EnableSymlinkCaching:     true,
 		DisableXAttrs:            f.opts.Xattrs == XattrsOff,
-		EnableAcl:                f.opts.Xattrs == XattrsAuto,
-		Debug:                    mo.Debug,
+		// Saved POSIX ACLs are enforced (and cached) by the kernel where
+		// other users may enter; see XattrsAuto for why not elsewhere.
+		EnableAcl: f.opts.Xattrs == XattrsAuto && mo.AllowOther,
+		Debug:     mo.Debug,
 		// Splicing only helps data read from a file descriptor; ours is
 		// in memory, and a 1 MiB reply does not fit a default pipe.
 		DisableSplice: true,

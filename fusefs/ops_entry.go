@@ -105,6 +105,15 @@ func (f *FS) Forget(nodeid, nlookup uint64) {}
 
 // GetAttr implements fuse.RawFileSystem.
 func (f *FS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut) fuse.Status {
+	if _, read := f.volatileRead.LoadAndDelete(in.NodeId); read && f.server != nil {
+		// A file whose content may change at any moment (its attributes
+		// hold for no time) was read since the kernel last asked: drop
+		// the pages it kept (no-open mode keeps every file's pages across
+		// opens), so that what is read next is what the file holds now.
+		// The kernel then disregards the attributes of this answer and
+		// asks again before it reads.
+		f.server.InodeNotify(in.NodeId, 0, -1)
+	}
 	timeout, err := f.attrOf(newContext(cancel), in.NodeId, &out.Attr)
 	if err != nil {
 		return status(err)

@@ -57,6 +57,7 @@ func toXattrs(saved []bupstash.Xattr) []xattr {
 // GetXAttr implements fuse.RawFileSystem: with an empty dest it reports the
 // value's size, as getxattr(2) does.
 func (f *FS) GetXAttr(cancel <-chan struct{}, header *fuse.InHeader, attr string, dest []byte) (uint32, fuse.Status) {
+	f.getxattrs.Add(1)
 	xs, err := f.xattrsOf(cancel, header.NodeId)
 	if err != nil {
 		return 0, status(err)

@@ -61,6 +61,23 @@ var (
 		Shape: testrepo.Shape{Seed: 15, Files: 100_000},
 		Items: 1,
 	}
+	// Files100k is issue 13's tree of tiny files: 100 directories of about
+	// 1,000 files of about 130 bytes (13 MB in all), where the cost is
+	// the round trips per file, not the bytes.
+	Files100k = Dataset{
+		Name:  "files100k",
+		About: "1 snapshot of 100,000 tiny files (lognormal, median 100 bytes, 13 MB in all) in 100 directories",
+		Shape: testrepo.Shape{Seed: 15, Files: 100_000, FilesPerDir: 1000, Depth: 1, Sizes: testrepo.LogNormal{Median: 100, Sigma: 0.7, Max: 4 << 10}},
+		Items: 1,
+	}
+	// Files64k is 10,000 files of 64 KiB in 10 directories: 640 MB, where
+	// the bytes, not the round trips, dominate.
+	Files64k = Dataset{
+		Name:  "files64k",
+		About: "1 snapshot of 10,000 files of 64 KiB (640 MB) in 10 directories",
+		Shape: testrepo.Shape{Seed: 16, Files: 10_000, FilesPerDir: 1000, Depth: 1, Sizes: testrepo.Fixed(64 << 10)},
+		Items: 1,
+	}
 	// Items is a repository of many backups, for mount start.
 	Items = Dataset{
 		Name:  "items",
@@ -71,7 +88,7 @@ var (
 )
 
 // Datasets lists every dataset.
-var Datasets = []*Dataset{&Large, &Million, &Small, &Diff, &Items, &Items1k, &Entries100k}
+var Datasets = []*Dataset{&Large, &Million, &Small, &Diff, &Items, &Items1k, &Entries100k, &Files100k, &Files64k}
 
 // DatasetByName returns the named dataset.
 func DatasetByName(name string) (*Dataset, error) {

@@ -125,6 +125,12 @@ type Server struct {
 // startServer starts a FUSE server on a fresh mountpoint below work and
 // waits until the mount answers.
 func startServer(ctx context.Context, work string, argv ...string) (*Server, error) {
+	return startServerLogging(ctx, work, nil, argv...)
+}
+
+// startServerLogging is startServer with the server's stderr also written
+// to log, as it comes; only its first 64 KiB are kept for Log.
+func startServerLogging(ctx context.Context, work string, log io.Writer, argv ...string) (*Server, error) {
 	dir, err := os.MkdirTemp(work, "mnt-")
 	if err != nil {
 		return nil, err
@@ -133,6 +139,9 @@ func startServer(ctx context.Context, work string, argv ...string) (*Server, err
 	cmd := exec.Command(argv[0], argv[1:]...)
 	s := &Server{Dir: dir, cmd: cmd, stderr: &bytes.Buffer{}, exited: make(chan struct{})}
 	cmd.Stderr = s.stderr
+	if log != nil {
+		cmd.Stderr = io.MultiWriter(&headBuffer{b: s.stderr, max: 64 << 10}, log)
+	}
 	s.start = time.Now()
 	if err := cmd.Start(); err != nil {
 		return nil, err
@@ -185,6 +194,20 @@ func (s *Server) Stop() (Run, error) {
 		return r, fmt.Errorf("the server exited with %v: %s", s.cmd.ProcessState, firstLine(s.stderr.String()))
 	}
 	return r, nil
+}
+
+// headBuffer keeps the first max bytes written to it and discards the
+// rest.
+type headBuffer struct {
+	b   *bytes.Buffer
+	max int
+}
+
+func (h *headBuffer) Write(p []byte) (int, error) {
+	if room := h.max - h.b.Len(); room > 0 {
+		h.b.Write(p[:min(len(p), room)])
+	}
+	return len(p), nil
 }
 
 // Log is what the server wrote to stderr.

@@ -44,7 +44,7 @@ type Config struct {
 }
 
 // Groups are the parts of the suite, in the order they run.
-var Groups = []string{"limits", "cat", "large", "million", "items", "ceiling", "diff", "s3", "remote"}
+var Groups = []string{"limits", "cat", "large", "million", "items", "ceiling", "smallfiles", "diff", "s3", "remote"}
 
 // Suite runs the benchmarks and collects their results.
 type Suite struct {
@@ -119,6 +119,7 @@ func (s *Suite) Run(ctx context.Context) error {
 		{"million", s.runMillion},
 		{"items", s.runItems},
 		{"ceiling", s.runCeiling},
+		{"smallfiles", s.runSmallFiles},
 		{"diff", s.runDiff},
 		{"s3", s.runS3},
 		{"remote", s.runRemote},
@@ -163,9 +164,13 @@ func (s *Suite) add(group, what, value, notes string) {
 
 // mount starts backupfs on a fresh mountpoint.
 func (s *Suite) mount(ctx context.Context, g *Generated, extra ...string) (*Server, error) {
-	argv := []string{s.cfg.Backupfs, "mount", "--repo", g.Repo, "--key", g.Key, "--name", "repo",
+	return startServer(ctx, s.cfg.Work, append(s.mountArgv(g), extra...)...)
+}
+
+// mountArgv is the command that mounts g, but for the mountpoint.
+func (s *Suite) mountArgv(g *Generated) []string {
+	return []string{s.cfg.Backupfs, "mount", "--repo", g.Repo, "--key", g.Key, "--name", "repo",
 		"--cache-size", strconv.FormatInt(s.cfg.CacheSize, 10)}
-	return startServer(ctx, s.cfg.Work, append(argv, extra...)...)
 }
 
 // ceiling starts the in-memory filesystem of d's first item.

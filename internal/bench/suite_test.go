@@ -61,3 +61,30 @@ func TestDatasetsHaveDistinctFingerprints(t *testing.T) {
 		}
 	}
 }
+
+// TestOpCounter counts go-fuse's request lines however the log is split
+// into writes, and ignores the replies and everything else.
+func TestOpCounter(t *testing.T) {
+	log := `time=x level=DEBUG msg="rx 2: INIT n0 {7.41 Ra 0x20000}"
+time=x level=DEBUG msg="tx 2:     OK, {7.41 Ra 0x20000}"
+time=x level=DEBUG msg="rx 4: LOOKUP n1 [\"repo\"] 5b"
+time=x level=DEBUG msg="rx 6: READDIRPLUS n3 {Fh 1 [0 +4096)  L 0 RDONLY,0x8000}"
+time=x level=INFO msg="mounted"
+time=x level=DEBUG msg="rx 8: LOOKUP n1 [\"ids\"] 4b"
+`
+	for _, chunk := range []int{1, 7, len(log)} {
+		c := &opCounter{counts: map[string]int64{}}
+		for i := 0; i < len(log); i += chunk {
+			c.Write([]byte(log[i:min(i+chunk, len(log))]))
+		}
+		if c.counts["LOOKUP"] != 2 || c.counts["INIT"] != 1 || c.counts["READDIRPLUS"] != 1 || len(c.counts) != 3 {
+			t.Errorf("writes of %d bytes: counts %v", chunk, c.counts)
+		}
+		if got := perFile(c.counts, 2); got != "2.00" {
+			t.Errorf("per file: %s", got)
+		}
+		if got := requestNotes(c.counts, 2); !strings.HasPrefix(got, "per file: LOOKUP 1.00, INIT 0.50, READDIRPLUS 0.50") {
+			t.Errorf("notes: %s", got)
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"sync"
 
+	"github.com/backupfs/backupfs/cache"
 	"github.com/backupfs/backupfs/crypto/blake3"
 )
 
@@ -422,6 +423,43 @@ func (r *FileReader) readahead(ctx context.Context, last uint64) {
 			r.hinted = from + sec.tree.hint(from, to)
 		}
 	}
+}
+
+// ReadCached reads the whole file into p, which must hold Size bytes, if
+// every leaf it needs is decoded in the chunk cache already, and checks
+// the content hash when the index records one. It reports false, having
+// read nothing, when a leaf would have to be decoded first, and for files
+// located by their offset in the data stream (formats 1 and 2), whose
+// leaves are found only by reading. It is for copying a small file ahead
+// of a read that is likely to come: it never costs a decode.
+func (f *File) ReadCached(ctx context.Context, p []byte) (bool, error) {
+	sp := f.sec.sp
+	if f.size == 0 || f.base != 0 || sp.end < 0 || int64(len(p)) < f.size {
+		return false, nil
+	}
+	t := f.sec.tree
+	for idx := sp.first; idx <= sp.last; idx++ {
+		addr, err := t.leafAddress(ctx, idx)
+		if err != nil {
+			return false, InFile(err, f.item, f.path)
+		}
+		if !t.repo.cache.Contains(cache.Key{Space: t.space, Addr: addr}) {
+			return false, nil
+		}
+	}
+	// A leaf evicted since is decoded again: rare, and bounded by the
+	// file's few leaves.
+	n, _, err := f.sec.readAt(ctx, p[:f.size], 0)
+	if err == io.EOF && int64(n) == f.size {
+		err = nil
+	}
+	if err != nil {
+		return false, InFile(err, f.item, f.path)
+	}
+	if f.hash != nil && blake3.Sum256(p[:f.size]) != *f.hash {
+		return false, &FileError{Item: f.item, Path: f.path, Err: fmt.Errorf("%w: content does not match the hash in the index", ErrCorrupt)}
+	}
+	return true, nil
 }
 
 // ReadAt implements io.ReaderAt.
