@@ -41,9 +41,14 @@ type BufferPool struct {
 	// mapped, without the pool's lock, to free memory first.
 	reclaim func(need int64)
 	// limit, when set, is what the pool's owner keeps its buffers in use
-	// within: idle buffers are kept while all of them fit it (see
-	// trimIdle).
+	// within: Alloc waits for room under it (see admission.go), and idle
+	// buffers are kept while all of them fit it (see trimIdle).
 	limit int64
+
+	// Admission (see admission.go): allocations waiting for room, first
+	// come first served, and the fill allowed past the limit, if any.
+	queue []*waiter
+	owner *ticket
 }
 
 const (
@@ -76,7 +81,9 @@ func classSize(n int) (int, bool) {
 	return 1<<k + j*step, true
 }
 
-// Get returns a buffer of length n. A nil pool allocates.
+// Get returns a buffer of length n at once, counted against the pool's
+// limit but never waiting for room (see Alloc, which does). A nil pool
+// allocates.
 func (p *BufferPool) Get(n int) []byte {
 	size, pooled := classSize(n)
 	if p == nil || !pooled {
@@ -89,27 +96,11 @@ func (p *BufferPool) Get(n int) []byte {
 		// Make room first, so that memory in use never exceeds the bound
 		// the owner keeps; what it frees may be a buffer of this size.
 		p.reclaim(int64(size))
-		if b := p.takeIdle(size); b != nil {
-			return b[:n]
-		}
 	}
 	p.mu.Lock()
-	p.mapped += int64(size)
-	drop := p.trimIdle(0)
+	b, drop := p.takeLocked(size)
 	p.mu.Unlock()
-	for _, d := range drop {
-		freeOffHeap(d)
-	}
-	b, off := allocOffHeap(size)
-	if off {
-		p.mu.Lock()
-		if p.offHeap == nil {
-			p.offHeap = make(map[uintptr]struct{})
-		}
-		p.offHeap[base(b)] = struct{}{}
-		p.mu.Unlock()
-	}
-	return b[:n]
+	return p.finishTake(b, size, drop)[:n]
 }
 
 // takeIdle returns an idle buffer of capacity size, or nil.
@@ -123,6 +114,43 @@ func (p *BufferPool) takeIdle(size int) []byte {
 	b := list[len(list)-1]
 	p.free[size] = list[:len(list)-1]
 	p.idle -= int64(size)
+	return b
+}
+
+// takeLocked takes an idle buffer of capacity size, or counts a new one
+// (b nil) for finishTake to map, together with idle buffers that no
+// longer fit (drop). Either way the buffer is in use from now on, so an
+// admission decision and its accounting happen under one lock. The caller
+// holds p.mu.
+func (p *BufferPool) takeLocked(size int) (b []byte, drop [][]byte) {
+	if list := p.free[size]; len(list) > 0 {
+		b = list[len(list)-1]
+		p.free[size] = list[:len(list)-1]
+		p.idle -= int64(size)
+		return b, nil
+	}
+	p.mapped += int64(size)
+	return nil, p.trimIdle(0)
+}
+
+// finishTake unmaps what takeLocked dropped and maps the new buffer if it
+// did not find an idle one, without the pool's lock.
+func (p *BufferPool) finishTake(b []byte, size int, drop [][]byte) []byte {
+	for _, d := range drop {
+		freeOffHeap(d)
+	}
+	if b != nil {
+		return b
+	}
+	b, off := allocOffHeap(size)
+	if off {
+		p.mu.Lock()
+		if p.offHeap == nil {
+			p.offHeap = make(map[uintptr]struct{})
+		}
+		p.offHeap[base(b)] = struct{}{}
+		p.mu.Unlock()
+	}
 	return b
 }
 
@@ -157,6 +185,7 @@ func (p *BufferPool) Put(b []byte) {
 	p.free[size] = append(p.free[size], b)
 	p.idle += int64(size)
 	drop := p.trimIdle(size) // this one first, if any must go
+	p.wakeHead()             // room for a waiting allocation, perhaps
 	p.mu.Unlock()
 	for _, d := range drop {
 		freeOffHeap(d)

@@ -9,10 +9,19 @@
 // hands out a *Chunk that the caller releases when done with its bytes,
 // and a buffer goes back to the BufferPool only when the cache has dropped
 // the chunk and every reader has released it.
+//
+// The byte bound covers every pooled buffer: chunks cached, chunks being
+// decoded and chunks readers still hold. Fills allocate through
+// BufferPool.Alloc, which makes them wait for room (evicting what no one
+// holds first) rather than exceed the bound; only one fill at a time may
+// go past it, when a single chunk is larger than the room there is.
+// Prefetches never wait and never go past it: without room they are
+// dropped, and the reader decodes when it comes.
 package cache
 
 import (
 	"context"
+	"errors"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -38,6 +47,11 @@ func NewSpace() uint64 { return lastSpace.Add(1) }
 // from the cache's pool (Buffers), buf is that buffer, to be recycled when
 // the chunk is dropped; otherwise buf is nil. data is shared with every
 // reader of the key and must never be modified afterwards.
+//
+// A fill takes its buffers with Buffers().Alloc(ctx, n), passing the
+// context it was given: that is how they are admitted under the cache's
+// bound before they are allocated (and how a prefetch is refused instead of
+// waiting). An error from Alloc is the fill's error.
 type FillFunc func(ctx context.Context) (data, buf []byte, err error)
 
 // Chunk is a cached chunk held by a reader. Its bytes stay valid until
@@ -86,6 +100,7 @@ type Stats struct {
 	Misses     int64 // Get had to fill the chunk itself
 	Joined     int64 // Get waited for a fill already under way
 	Prefetched int64 // background fills started by Prefetch
+	Refused    int64 // prefetches dropped for want of room within the bound
 	Evictions  int64
 	FillErrors int64
 	FillBytes  int64 // bytes produced by fills
@@ -122,7 +137,7 @@ type ChunkCache struct {
 	maxPrefetchers int
 	queue          []prefetchReq
 
-	hits, misses, joined, prefetched, evictions, fillErrors, fillBytes atomic.Int64
+	hits, misses, joined, prefetched, refused, evictions, fillErrors, fillBytes atomic.Int64
 }
 
 // fill is a fill under way. waiters counts the Gets that will receive its
@@ -147,16 +162,27 @@ type prefetchReq struct {
 // caller asks again later.
 const maxQueued = 32
 
-// Decoders is how many goroutines at most fill prefetches at once in
-// caches made by New afterwards: one per core the process may use. Zero
-// means GOMAXPROCS. A program that runs with more Ps than cores (so that
-// requests are served while every core decodes) sets it to the cores.
-var Decoders int
+// Option configures a cache made by New.
+type Option func(*options)
 
-// New returns a cache holding at most maxBytes of chunks. Background
-// prefetches run on at most Decoders goroutines.
-func New(maxBytes int64) *ChunkCache {
-	decoders := Decoders
+type options struct {
+	decoders int
+}
+
+// WithDecoders sets how many goroutines at most fill prefetches at once:
+// one per core the process may use. Zero (the default) means GOMAXPROCS; a
+// program that runs with more Ps than cores (so that requests are served
+// while every core decodes) passes the cores.
+func WithDecoders(n int) Option { return func(o *options) { o.decoders = n } }
+
+// New returns a cache holding at most maxBytes of chunks, counting those
+// being decoded and those readers hold (see BufferPool.Alloc).
+func New(maxBytes int64, opts ...Option) *ChunkCache {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	decoders := o.decoders
 	if decoders <= 0 {
 		decoders = runtime.GOMAXPROCS(0)
 	}
@@ -225,7 +251,7 @@ func (c *ChunkCache) Get(ctx context.Context, k Key, fn FillFunc) (*Chunk, error
 	c.misses.Add(1)
 
 	// The fill must not die with this caller: others may be waiting for it.
-	go c.run(context.WithoutCancel(ctx), k, f, fn)
+	go c.run(context.WithoutCancel(ctx), k, f, fn, false)
 	return c.wait(ctx, f)
 }
 
@@ -244,9 +270,10 @@ func (c *ChunkCache) Prefetch(ctx context.Context, k Key, fn FillFunc) bool {
 		c.mu.Unlock()
 		return true
 	}
-	if c.unread >= c.maxBytes/2 {
+	if c.unread >= c.maxBytes/2 || c.buffers.waiting() {
 		// Prefetched chunks nobody has read yet already fill half the
-		// cache: more would evict them before their readers come.
+		// cache: more would evict them before their readers come. Or
+		// readers are waiting for memory: they come first.
 		c.mu.Unlock()
 		return false
 	}
@@ -289,7 +316,14 @@ func (c *ChunkCache) startPrefetch(k Key) *fill {
 // prefetchLoop fills k, then queued requests, until the queue is empty.
 func (c *ChunkCache) prefetchLoop(ctx context.Context, k Key, f *fill, fn FillFunc) {
 	for {
-		c.run(context.WithoutCancel(ctx), k, f, fn)
+		if dropped := c.run(context.WithoutCancel(ctx), k, f, fn, true); dropped {
+			// No room: the queued hints would be refused too.
+			c.mu.Lock()
+			c.refused.Add(int64(len(c.queue)))
+			clear(c.queue)
+			c.queue = c.queue[:0]
+			c.mu.Unlock()
+		}
 		// The reader waiting for this chunk was just made runnable on this
 		// thread, behind us; let it copy the chunk out before the next
 		// fill takes the core for milliseconds (otherwise it waits for
@@ -333,8 +367,26 @@ func (c *ChunkCache) Len(k Key) (int, bool) {
 	return len(ch.data), true
 }
 
-func (c *ChunkCache) run(ctx context.Context, k Key, f *fill, fn FillFunc) {
-	data, buf, err := safeFill(ctx, fn)
+// run fills k for f. Its buffers are admitted under the cache's bound
+// (see BufferPool.Alloc): a prefetch's only if they fit, so a prefetch with
+// no room is dropped (reported by dropped) unless a reader has asked for
+// the chunk meanwhile, in which case it is filled for that reader.
+func (c *ChunkCache) run(ctx context.Context, k Key, f *fill, fn FillFunc, prefetch bool) (dropped bool) {
+	data, buf, err := c.admitted(ctx, fn, prefetch)
+	if prefetch && errors.Is(err, ErrNoRoom) {
+		c.mu.Lock()
+		if f.waiters == 0 {
+			delete(c.inflight, k)
+			f.finished = true
+			f.err = err
+			c.mu.Unlock()
+			c.refused.Add(1)
+			close(f.done)
+			return true
+		}
+		c.mu.Unlock()
+		data, buf, err = c.admitted(ctx, fn, false)
+	}
 	var ch *Chunk
 	if err == nil {
 		ch = &Chunk{data: data, buf: buf, pool: &c.buffers}
@@ -372,6 +424,15 @@ func (c *ChunkCache) run(ctx context.Context, k Key, f *fill, fn FillFunc) {
 		c.fillBytes.Add(int64(len(data)))
 	}
 	close(f.done)
+	return false
+}
+
+// admitted runs fn under a ticket of the pool's admission, which its
+// allocations (BufferPool.Alloc with its context) follow.
+func (c *ChunkCache) admitted(ctx context.Context, fn FillFunc, prefetch bool) (data, buf []byte, err error) {
+	t := &ticket{prefetch: prefetch}
+	defer c.buffers.endTicket(t)
+	return safeFill(withTicket(ctx, t), fn)
 }
 
 // safeFill turns a panic in a fill function into an error, so one bad chunk
@@ -461,6 +522,7 @@ func (c *ChunkCache) Stats() Stats {
 		Misses:     c.misses.Load(),
 		Joined:     c.joined.Load(),
 		Prefetched: c.prefetched.Load(),
+		Refused:    c.refused.Load(),
 		Evictions:  c.evictions.Load(),
 		FillErrors: c.fillErrors.Load(),
 		FillBytes:  c.fillBytes.Load(),

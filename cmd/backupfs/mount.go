@@ -394,7 +394,7 @@ func openSources(ctx context.Context, e *env, plan *mountPlan, by *backupyMountF
 			closeAll()
 		}
 	}()
-	chunks := cache.New(plan.cacheSize)
+	chunks := cache.New(plan.cacheSize, cache.WithDecoders(decoders))
 	filesystem := fusefs.New(plan.fs)
 	for _, s := range plan.bupstash {
 		repo, err := openBupstashSource(ctx, e, s, chunks, plan.remote)

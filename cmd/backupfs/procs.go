@@ -3,8 +3,6 @@ package main
 import (
 	"os"
 	"runtime"
-
-	"github.com/backupfs/backupfs/cache"
 )
 
 // spareProcs are Go Ps beyond one per core. Leaves are decoded ahead of
@@ -16,9 +14,13 @@ import (
 // through a mount on 2 cores took 1.65-3.0 s with 2 Ps, 1.2-1.4 s with 4.
 const spareProcs = 2
 
+// decoders is how many goroutines a chunk cache fills prefetches on: one
+// per core (see cache.WithDecoders).
+var decoders int
+
 func init() {
 	cores := runtime.GOMAXPROCS(0)
-	cache.Decoders = cores
+	decoders = cores
 	if os.Getenv("GOMAXPROCS") == "" {
 		runtime.GOMAXPROCS(cores + spareProcs)
 	}

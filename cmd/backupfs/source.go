@@ -62,7 +62,7 @@ func (f *repoFlags) open(ctx context.Context, e *env) (*bupstash.Repository, err
 		return nil, err
 	}
 	r, err := location.OpenBupstashWith(ctx, loc, key, bupstash.Options{
-		Cache: cache.New(int64(f.cacheSize)), Logger: e.log, LockWait: f.lockWait,
+		Cache: cache.New(int64(f.cacheSize), cache.WithDecoders(decoders)), Logger: e.log, LockWait: f.lockWait,
 	}, remote)
 	if r != nil {
 		// A remote repository's server processes end with the command.

@@ -1,6 +1,7 @@
 package bupstash
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"sync"
@@ -43,14 +44,15 @@ var zstdDecoder = sync.OnceValue(func() *zstd.Decoder {
 // decompress strips b's compression footer and returns the payload. With
 // footer 0 the result aliases b.
 func decompress(b []byte) ([]byte, error) {
-	out, _, err := decompressPooled(b, nil)
+	out, _, err := decompressPooled(context.Background(), b, nil)
 	return out, err
 }
 
 // decompressPooled is decompress with the output in a buffer from pool,
 // returned as buf for recycling (nil when out aliases b, or when the size
-// was not known in advance).
-func decompressPooled(b []byte, pool *cache.BufferPool) (out, buf []byte, err error) {
+// was not known in advance). The buffer is admitted under the cache's
+// bound with ctx (see cache.BufferPool.Alloc).
+func decompressPooled(ctx context.Context, b []byte, pool *cache.BufferPool) (out, buf []byte, err error) {
 	if len(b) == 0 {
 		return nil, nil, fmt.Errorf("%w: empty (no footer)", ErrCompression)
 	}
@@ -66,7 +68,10 @@ func decompressPooled(b []byte, pool *cache.BufferPool) (out, buf []byte, err er
 		if size > maxDecompressedSize {
 			return nil, nil, fmt.Errorf("%w: lz4 size %d exceeds the 64 MiB limit", ErrCompression, size)
 		}
-		out := pool.Get(int(size))
+		out, err := pool.Alloc(ctx, int(size))
+		if err != nil {
+			return nil, nil, err
+		}
 		n, err := lz4.UncompressBlock(payload[:len(payload)-4], out)
 		if err == nil && n != int(size) {
 			err = fmt.Errorf("lz4 gave %d bytes, footer declares %d", n, size)
@@ -86,7 +91,9 @@ func decompressPooled(b []byte, pool *cache.BufferPool) (out, buf []byte, err er
 			if h.FrameContentSize > maxDecompressedSize {
 				return nil, nil, fmt.Errorf("%w: zstd size %d exceeds the 64 MiB limit", ErrCompression, h.FrameContentSize)
 			}
-			buf = pool.Get(int(h.FrameContentSize))
+			if buf, err = pool.Alloc(ctx, int(h.FrameContentSize)); err != nil {
+				return nil, nil, err
+			}
 			dst = buf[:0]
 		}
 		out, err := zstdDecoder().DecodeAll(payload, dst)

@@ -320,7 +320,12 @@ func (d *Dir) ReadChunk(ctx context.Context, ref ChunkRef, pool *cache.BufferPoo
 	if fi.Size() > maxChunkFileSize {
 		return nil, fmt.Errorf("%w: chunk file is %d bytes", ErrCorrupt, fi.Size())
 	}
-	b := pool.Get(int(fi.Size()))
+	// Admitted under the cache's bound before it is allocated: a reader
+	// may wait here for room (see cache.BufferPool.Alloc).
+	b, err := pool.Alloc(ctx, int(fi.Size()))
+	if err != nil {
+		return nil, err
+	}
 	if _, err := io.ReadFull(f, b); err != nil {
 		pool.Put(b)
 		return nil, fmt.Errorf("reading chunk: %w", err)

@@ -62,6 +62,9 @@ type htree struct {
 
 	lengths leafLengths
 
+	probeMu sync.Mutex
+	probes  map[uint64]*probeCall // leaf lengths being probed
+
 	// window remembers the last height-1 node walked, so consecutive
 	// leaves cost no descent.
 	window atomic.Pointer[nodeWindow]
@@ -315,7 +318,7 @@ func (t *htree) leafFill(n uint64, addr Address) cache.FillFunc {
 		}
 		plain, err := t.opener.OpenInPlace(env)
 		if err == nil {
-			data, buf, err = decompressPooled(plain, pool)
+			data, buf, err = decompressPooled(ctx, plain, pool)
 		}
 		switch {
 		case err != nil:
@@ -347,11 +350,68 @@ func (t *htree) leafFill(n uint64, addr Address) cache.FillFunc {
 // decrypted, which hold the decompressed size for every footer except a
 // zstd frame without a content size. On a far source (ChunkPrefetcher)
 // the leaf is decoded instead: a probe would cost its whole transfer,
-// and the read that follows would fetch it again.
+// and the read that follows would fetch it again. Readers locating
+// offsets past the same leaves at once share one probe per leaf: without
+// that, each reader at a distinct offset of a large file read every
+// envelope before it.
 func (t *htree) leafLen(ctx context.Context, n uint64) (int64, error) {
-	if l, ok := t.lengths.get(n); ok {
-		return l, nil
+	for {
+		if l, ok := t.lengths.get(n); ok {
+			return l, nil
+		}
+		t.probeMu.Lock()
+		p, joined := t.probes[n]
+		if !joined {
+			p = &probeCall{done: make(chan struct{})}
+			if t.probes == nil {
+				t.probes = make(map[uint64]*probeCall)
+			}
+			t.probes[n] = p
+		}
+		t.probeMu.Unlock()
+		if !joined {
+			return t.leadProbe(ctx, n, p)
+		}
+		select {
+		case <-p.done:
+		case <-ctx.Done():
+			return 0, context.Cause(ctx)
+		}
+		// The reader that probed may have given up (or panicked): then
+		// look again.
+		if p.err != errProbeAbandoned && !errors.Is(p.err, context.Canceled) && !errors.Is(p.err, context.DeadlineExceeded) {
+			return p.n, p.err
+		}
 	}
+}
+
+// errProbeAbandoned is what readers sharing a probe see if the probe's own
+// reader panicked: they probe again themselves.
+var errProbeAbandoned = errors.New("probe abandoned")
+
+// leadProbe runs the probe others may be waiting for, and lets them go
+// whatever happens to it.
+func (t *htree) leadProbe(ctx context.Context, n uint64, p *probeCall) (int64, error) {
+	p.err = errProbeAbandoned
+	defer func() {
+		t.probeMu.Lock()
+		delete(t.probes, n)
+		t.probeMu.Unlock()
+		close(p.done)
+	}()
+	p.n, p.err = t.learnLen(ctx, n)
+	return p.n, p.err
+}
+
+// probeCall is a probe of one leaf's length under way.
+type probeCall struct {
+	done chan struct{}
+	n    int64
+	err  error
+}
+
+// learnLen finds leaf n's length: from the cache, a probe, or a decode.
+func (t *htree) learnLen(ctx context.Context, n uint64) (int64, error) {
 	addr, err := t.leafAddress(ctx, n)
 	if err != nil {
 		return 0, err

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"runtime"
+	"sync"
 	"testing"
 	"time"
 
@@ -322,4 +323,65 @@ func walkModel(levels [][]uint64, height int, total, n uint64) bool {
 		count = next
 	}
 	return true
+}
+
+// countingStore counts the reads of each chunk.
+type countingStore struct {
+	memStore
+	mu    sync.Mutex
+	reads map[Address]int
+}
+
+func (s *countingStore) ReadChunk(ctx context.Context, ref ChunkRef, pool *cache.BufferPool) ([]byte, error) {
+	s.mu.Lock()
+	s.reads[ref.Addr]++
+	s.mu.Unlock()
+	return s.memStore.ReadChunk(ctx, ref, pool)
+}
+
+// Readers starting at once at distinct offsets far into a file all need
+// the lengths of the leaves before their offsets: each leaf is probed
+// once for all of them, not once per reader (which made N readers of a
+// large item read every envelope N times).
+func TestConcurrentReadersShareLeafProbes(t *testing.T) {
+	f := newForgedTree(t)
+	const leaves, leafLen, readers = 64, 1000, 16
+	var entries []entry
+	var want []byte
+	for i := range leaves {
+		l := bytes.Repeat([]byte{byte('a' + i%26)}, leafLen)
+		l[0] = byte(i)
+		want = append(want, l...)
+		entries = append(entries, entry{1, f.leaf(l)})
+	}
+	root := f.node(entries...)
+	r, it := f.open(HTreeMeta{Height: 1, DataChunkCount: leaves, Address: root}, uint64(len(want)))
+	counting := &countingStore{memStore: f.store, reads: map[Address]int{}}
+	r.src = counting
+	file, err := r.OpenItem(it).Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range readers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			off := int64(leaves-readers+i) * leafLen
+			buf := make([]byte, 10)
+			if _, err := file.NewReader().ReadAt(buf, off); err != nil || !bytes.Equal(buf, want[off:off+10]) {
+				t.Errorf("reader %d: %q, %v", i, buf, err)
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	for i, e := range entries {
+		// A probe, and for the readers' own leaves a decode.
+		if n := counting.reads[e.addr]; n > 2 {
+			t.Errorf("leaf %d read %d times by %d readers", i, n, readers)
+		}
+	}
 }

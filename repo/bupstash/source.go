@@ -66,7 +66,9 @@ type ChunkSource interface {
 	// ReadChunk returns the chunk ref names exactly as it is stored (a
 	// sealed leaf, or an interior node with its footer) in a buffer taken
 	// from pool (a fresh one when pool is nil), which the caller then
-	// owns. Nothing is verified: the caller checks every byte against
+	// owns. The buffer is taken with pool.Alloc(ctx, …) once the size is
+	// known: ctx carries the cache's admission, which keeps chunks being
+	// fetched within the cache's bound. Nothing is verified: the caller checks every byte against
 	// ref.Addr.
 	//
 	// Errors, always wrapped: ErrChunkMissing when the source does not
