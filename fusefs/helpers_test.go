@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/backupfs/backupfs/repo/bupstash/bupstashtest"
+
 	"github.com/backupfs/backupfs/cache"
 	"github.com/backupfs/backupfs/fusefs"
 	"github.com/backupfs/backupfs/internal/fusetest"
@@ -93,7 +95,7 @@ func mountSourcesWith(t *testing.T, opts fusefs.Options, mo fusefs.MountOptions,
 		if !filepath.IsAbs(keyPath) {
 			keyPath = filepath.Join(testdata, keyPath)
 		}
-		k, err := bupstash.LoadKey(keyPath)
+		k, err := bupstashtest.LoadKey(keyPath)
 		if err != nil {
 			t.Fatal(err)
 		}

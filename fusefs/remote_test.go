@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/backupfs/backupfs/repo/bupstash/bupstashtest"
+
 	"github.com/backupfs/backupfs/cache"
 	"github.com/backupfs/backupfs/fusefs"
 	"github.com/backupfs/backupfs/internal/fusetest"
@@ -56,7 +58,7 @@ func mountRemote(t *testing.T, opts fusefs.Options, remote location.Remote, srcs
 	chunks := cache.New(64 << 20)
 	for _, s := range srcs {
 		bin := testtools.Bupstash(t, s.version)
-		k, err := bupstash.LoadKey(filepath.Join(testdata, s.key))
+		k, err := bupstashtest.LoadKey(filepath.Join(testdata, s.key))
 		if err != nil {
 			t.Fatal(err)
 		}

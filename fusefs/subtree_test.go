@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/backupfs/backupfs/repo/bupstash/bupstashtest"
+
 	"github.com/backupfs/backupfs/fusefs"
 	"github.com/backupfs/backupfs/internal/fusetest"
 	"github.com/backupfs/backupfs/repo/bupstash"
@@ -91,7 +93,7 @@ func TestMountRootIsARawItem(t *testing.T) {
 
 // A root that is missing or not a directory is refused before mounting.
 func TestMountRootMustBeADirectory(t *testing.T) {
-	k, err := bupstash.LoadKey(filepath.Join(testdata, "bupstash-0.12.1/keys/primary.key"))
+	k, err := bupstashtest.LoadKey(filepath.Join(testdata, "bupstash-0.12.1/keys/primary.key"))
 	if err != nil {
 		t.Fatal(err)
 	}

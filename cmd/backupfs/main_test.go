@@ -339,11 +339,7 @@ func TestConfigKeepsRepositoryURLs(t *testing.T) {
 // Items of metadata format 1 with format-1 index entries (Bupstash 0.8 and
 // older), which no fixture has, through every command.
 func TestOldFormats(t *testing.T) {
-	key, err := bupstash.LoadKey(primary012)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := bupstashtest.Create(t, filepath.Join(t.TempDir(), "repo"), key, 5)
+	f := bupstashtest.Create(t, filepath.Join(t.TempDir(), "repo"), primary012, 5)
 	content := bytes.Repeat([]byte("0123456789"), 30000)
 	link := "f.bin"
 	id := f.AddSnapshot(bupstashtest.Snapshot{
@@ -393,11 +389,7 @@ func TestOldFormats(t *testing.T) {
 // Items whose hash trees claim impossible leaf counts: one line of error
 // each, never a crash (a count of 2^45 used to abort the process).
 func TestForgedLeafCounts(t *testing.T) {
-	key, err := bupstash.LoadKey(primary012)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := bupstashtest.Create(t, filepath.Join(t.TempDir(), "repo"), key, 8)
+	f := bupstashtest.Create(t, filepath.Join(t.TempDir(), "repo"), primary012, 8)
 	l0 := f.DataLeaf([]byte("leaf zero"), bupstash.CompressionNone)
 	n1 := f.Node(bupstashtest.NodeEntry{Count: 1, Addr: l0})
 	node := func(n uint64) bupstash.Address {

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/backupfs/backupfs/repo/bupstash/bupstashtest"
+
 	"github.com/backupfs/backupfs/cache"
 	"github.com/backupfs/backupfs/internal/testtools"
 	"github.com/backupfs/backupfs/repo/bupstash"
@@ -35,7 +37,7 @@ func serveCopy(t *testing.T, version, repo string, flags ...string) string {
 func commandsFor(t *testing.T, repo, key string) [][]string {
 	t.Helper()
 	ctx := context.Background()
-	k, err := bupstash.LoadKey(key)
+	k, err := bupstashtest.LoadKey(key)
 	if err != nil {
 		t.Fatal(err)
 	}

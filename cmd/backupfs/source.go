@@ -55,7 +55,7 @@ func (f *repoFlags) open(ctx context.Context, e *env) (*bupstash.Repository, err
 		return nil, err
 	}
 	key, err := bupstashKey(ctx, e, f.key, "")
-	if errors.Is(err, bupstash.ErrNoKey) {
+	if errors.Is(err, errNoKey) {
 		return nil, usageError("%v", err)
 	}
 	if err != nil {
@@ -69,18 +69,6 @@ func (f *repoFlags) open(ctx context.Context, e *env) (*bupstash.Repository, err
 		e.atExit(func() { r.Close() })
 	}
 	return r, bupstashOpenError(err)
-}
-
-// bupstashKey loads a key from a file, from a command, or as the Bupstash
-// environment names it.
-func bupstashKey(ctx context.Context, e *env, file, command string) (*bupstash.Key, error) {
-	switch {
-	case file != "":
-		return bupstash.LoadKey(file)
-	case command != "":
-		return bupstash.KeyFromCommand(ctx, command)
-	}
-	return bupstash.KeyFromEnv(ctx, e.getenv)
 }
 
 func firstNonEmpty(s ...string) string {

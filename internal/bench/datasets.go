@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/backupfs/backupfs/internal/untrusted"
+
 	"github.com/backupfs/backupfs/internal/testrepo"
 	"github.com/backupfs/backupfs/repo/bupstash"
 )
@@ -224,6 +226,10 @@ func (g *Generated) checkKey() error {
 	if _, err := os.Stat(g.Repo); errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("dataset %s: %s is missing", g.Name, g.Repo)
 	}
-	_, err := bupstash.LoadKey(g.Key)
+	b, err := untrusted.ReadFile(g.Key, untrusted.Key)
+	if err != nil {
+		return err
+	}
+	_, err = bupstash.ParseKey(b)
 	return err
 }

@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"testing"
 
+	"github.com/backupfs/backupfs/repo/bupstash/bupstashtest"
+
 	"github.com/backupfs/backupfs/cache"
 	"github.com/backupfs/backupfs/internal/dump"
 	"github.com/backupfs/backupfs/repo/bupstash"
@@ -34,7 +36,7 @@ var knownTarChecksums = map[string]string{
 
 func open(t *testing.T, c *cache.ChunkCache) (*bupstash.Repository, []*bupstash.Item) {
 	t.Helper()
-	k, err := bupstash.LoadKey(testdata + "/bupstash-0.12.1/keys/primary.key")
+	k, err := bupstashtest.LoadKey(testdata + "/bupstash-0.12.1/keys/primary.key")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/backupfs/backupfs/internal/bupstashkey"
+
 	"github.com/backupfs/backupfs/cache"
 	"github.com/backupfs/backupfs/internal/dump"
 	"github.com/backupfs/backupfs/repo/bupstash"
@@ -36,13 +38,29 @@ var fixtureTars = map[string]string{
 	"48a22dd86a5d60520ab4a0f6f1c07bef": "0d28a56f4ad2e44bfdcffd0854e8876d584a1d30e7d9f212fe0b538048158bc1",
 }
 
-func loadFixtureKey(t *testing.T, name string) *bupstash.Key {
+// loadFixtureKey reads a fixture key with its secrets, as a writer needs
+// it.
+func loadFixtureKey(t *testing.T, name string) *bupstashkey.Key {
 	t.Helper()
-	k, err := bupstash.LoadKey(filepath.Join(fixtureDir, "keys", name))
+	b, err := os.ReadFile(filepath.Join(fixtureDir, "keys", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := bupstashkey.Parse(b)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return k
+}
+
+// readerKey is k as a reader takes it.
+func readerKey(t testing.TB, k *bupstashkey.Key) *bupstash.Key {
+	t.Helper()
+	rk, err := bupstash.ParseKey(k.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rk
 }
 
 // fixtureEntries reads a snapshot's entries and contents with the reader.
@@ -90,7 +108,7 @@ func TestRegenerateBupstashFixture(t *testing.T) {
 	ctx := context.Background()
 	primary := loadFixtureKey(t, "primary.key")
 	putKey := loadFixtureKey(t, "put.key")
-	fx, err := bupstash.Open(ctx, filepath.Join(fixtureDir, "repo"), primary, bupstash.Options{Cache: cache.New(64 << 20), Logger: quiet, NoLock: true})
+	fx, err := bupstash.Open(ctx, filepath.Join(fixtureDir, "repo"), readerKey(t, primary), bupstash.Options{Cache: cache.New(64 << 20), Logger: quiet, NoLock: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,16 +118,16 @@ func TestRegenerateBupstashFixture(t *testing.T) {
 	}
 	dir := t.TempDir()
 	repos := map[bupstash.Xid]*Repo{}
-	for _, k := range []*bupstash.Key{primary, putKey} {
+	for _, k := range []*bupstashkey.Key{primary, putKey} {
 		for _, comp := range []Compression{Zstd, None, LZ4} {
-			r, err := CreateWithKey(filepath.Join(dir, k.ID.String()+comp.String()), k, &Options{
+			r, err := CreateWithKey(filepath.Join(dir, bupstash.Xid(k.ID).String()+comp.String()), k, &Options{
 				Compression: comp, MaxChunkSize: MaxChunkSizeLimit, SplitBits: 31,
 			})
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer r.Close()
-			repos[k.ID] = r // the last one, for raw items
+			repos[bupstash.Xid(k.ID)] = r // the last one, for raw items
 		}
 	}
 	seen := 0
@@ -118,7 +136,7 @@ func TestRegenerateBupstashFixture(t *testing.T) {
 		t.Run(want, func(t *testing.T) {
 			o := fx.OpenItem(it)
 			key := primary
-			if it.SendKeyID == putKey.ID {
+			if it.SendKeyID == bupstash.Xid(putKey.ID) {
 				key = putKey
 			}
 			comp := Zstd
@@ -128,7 +146,7 @@ func TestRegenerateBupstashFixture(t *testing.T) {
 			case "file-lz4":
 				comp = LZ4
 			}
-			r, err := Open(filepath.Join(dir, key.ID.String()+comp.String()), key, &Options{
+			r, err := Open(filepath.Join(dir, bupstash.Xid(key.ID).String()+comp.String()), key, &Options{
 				Compression: comp, MaxChunkSize: MaxChunkSizeLimit, SplitBits: 31,
 			})
 			if err != nil {
@@ -168,7 +186,7 @@ func TestRegenerateBupstashFixture(t *testing.T) {
 				return
 			}
 			// The regenerated snapshot renders as the same tar as `bupstash get`.
-			rd, err := bupstash.Open(ctx, r.Dir(), primary, bupstash.Options{Cache: cache.New(64 << 20), Logger: quiet})
+			rd, err := bupstash.Open(ctx, r.Dir(), readerKey(t, primary), bupstash.Options{Cache: cache.New(64 << 20), Logger: quiet})
 			if err != nil {
 				t.Fatal(err)
 			}

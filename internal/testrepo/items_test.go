@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/backupfs/backupfs/internal/bupstashkey"
+
 	"github.com/backupfs/backupfs/internal/dump"
 	"github.com/backupfs/backupfs/repo/bupstash"
 	"github.com/backupfs/backupfs/repo/bupstash/bare"
@@ -221,7 +223,11 @@ func TestReopen(t *testing.T) {
 	if _, err := r.AddRaw(ctx, strings.NewReader(""), ItemMeta{}); err == nil {
 		t.Error("add after close succeeded")
 	}
-	key, err := bupstash.LoadKey(keyFile)
+	b, err := os.ReadFile(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := bupstashkey.Parse(b)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -271,11 +277,11 @@ func TestPutKey(t *testing.T) {
 		t.Error("a sub key derived from a sub key")
 	}
 	// Round trip through the key file format.
-	put, err = bupstash.ParseKey(bupstash.EncodeKey(put))
+	put, err = bupstashkey.Parse(put.Encode())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Open(owner.Dir(), &bupstash.Key{ID: put.ID}, nil); err == nil {
+	if _, err := Open(owner.Dir(), &bupstashkey.Key{ID: put.ID}, nil); err == nil {
 		t.Error("a key without put fields was accepted")
 	}
 	owner.Close()
@@ -289,9 +295,9 @@ func TestPutKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rd := openReader(t, r, primary)
+	rd := openReader(t, r, readerKey(t, primary))
 	it := findItem(t, rd, info.ID)
-	if it.SendKeyID != put.ID || it.PrimaryKeyID != primary.ID {
+	if it.SendKeyID != bupstash.Xid(put.ID) || it.PrimaryKeyID != bupstash.Xid(primary.ID) {
 		t.Errorf("sent by %s under %s", it.SendKeyID, it.PrimaryKeyID)
 	}
 	o := rd.OpenItem(it)
@@ -338,15 +344,15 @@ func TestSubKeys(t *testing.T) {
 		{false, false, true, "list-contents sub", true, true},
 		{true, true, true, "list-contents sub", true, true},
 	} {
-		k, err := NewSubKey(primary, c.put, c.list, c.contents)
+		sub, err := NewSubKey(primary, c.put, c.list, c.contents)
 		if err != nil {
 			t.Fatal(err)
 		}
-		k, err = bupstash.ParseKey(bupstash.EncodeKey(k)) // through the key file format
+		k, err := bupstash.ParseKey(sub.Encode()) // through the key file format
 		if err != nil {
 			t.Fatal(err)
 		}
-		if k.Kind() != c.kind || k.CanReadData() || k.PrimaryKeyID != primary.ID {
+		if k.Kind() != c.kind || k.CanReadData() || k.PrimaryKeyID() != bupstash.Xid(primary.ID) {
 			t.Errorf("%+v: kind %q, reads data %v", c, k.Kind(), k.CanReadData())
 		}
 		rd, err := bupstash.Open(ctx, r.Dir(), k, bupstash.Options{Logger: quiet})

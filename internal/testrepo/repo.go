@@ -31,6 +31,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/backupfs/backupfs/internal/bupstashkey"
+	"github.com/backupfs/backupfs/internal/bupstashwrite"
+
 	"github.com/backupfs/backupfs/crypto/box"
 	"github.com/backupfs/backupfs/repo/bupstash"
 	"github.com/backupfs/backupfs/repo/bupstash/bare"
@@ -59,7 +62,7 @@ const (
 // writes finish.
 type Repo struct {
 	dir  string
-	key  *bupstash.Key
+	key  *bupstashkey.Key
 	opts Options
 	gear *[256]uint32
 
@@ -78,7 +81,7 @@ type Repo struct {
 // Create makes a new repository in dir (which must not exist or be empty)
 // with a new primary key, laid out as `bupstash init` lays it out.
 func Create(dir string, opts *Options) (*Repo, error) {
-	key, err := bupstash.NewPrimaryKey()
+	key, err := bupstashkey.NewPrimary()
 	if err != nil {
 		return nil, fmt.Errorf("new key: %w", err)
 	}
@@ -89,7 +92,7 @@ func Create(dir string, opts *Options) (*Repo, error) {
 // with key (a primary key or a put key). With a fixed key, generated
 // repositories are reproducible: chunk boundaries and addresses depend only
 // on the key and the data.
-func CreateWithKey(dir string, key *bupstash.Key, opts *Options) (*Repo, error) {
+func CreateWithKey(dir string, key *bupstashkey.Key, opts *Options) (*Repo, error) {
 	if err := checkPutKey(key); err != nil {
 		return nil, err
 	}
@@ -106,7 +109,7 @@ func CreateWithKey(dir string, key *bupstash.Key, opts *Options) (*Repo, error) 
 
 // Open opens a repository (made by Create, or by Bupstash itself) to add
 // items with key: a primary key, or a put sub key (see NewPutKey).
-func Open(dir string, key *bupstash.Key, opts *Options) (*Repo, error) {
+func Open(dir string, key *bupstashkey.Key, opts *Options) (*Repo, error) {
 	b, err := os.ReadFile(filepath.Join(dir, "meta", "schema_version"))
 	if err != nil {
 		return nil, fmt.Errorf("%s: not a repository: %w", dir, err)
@@ -126,7 +129,7 @@ func Open(dir string, key *bupstash.Key, opts *Options) (*Repo, error) {
 
 // checkPutKey checks that key has what a put needs: the public halves,
 // pre-shared keys and hash keys, and a rollsum key.
-func checkPutKey(key *bupstash.Key) error {
+func checkPutKey(key *bupstashkey.Key) error {
 	if key == nil {
 		return errors.New("no key")
 	}
@@ -142,13 +145,13 @@ func checkPutKey(key *bupstash.Key) error {
 		{key.MetadataPK.OK && key.MetadataPSK.OK, "metadata public key"},
 	} {
 		if !f.ok {
-			return fmt.Errorf("key %s cannot put: it has no %s", key.ID, f.name)
+			return fmt.Errorf("key %s cannot put: it has no %s", bupstash.Xid(key.ID), f.name)
 		}
 	}
 	return nil
 }
 
-func open(dir string, key *bupstash.Key, opts *Options) (*Repo, error) {
+func open(dir string, key *bupstashkey.Key, opts *Options) (*Repo, error) {
 	if err := checkPutKey(key); err != nil {
 		return nil, err
 	}
@@ -233,12 +236,22 @@ func initLayout(dir string) error {
 // Dir returns the repository directory.
 func (r *Repo) Dir() string { return r.dir }
 
-// Key returns the key items are written with.
-func (r *Repo) Key() *bupstash.Key { return r.key }
+// Key returns the key items are written with, secrets and all.
+func (r *Repo) Key() *bupstashkey.Key { return r.key }
+
+// ReaderKey returns the key as a reader (bupstash.Open) takes it: what
+// parsing the file WriteKey writes gives.
+func (r *Repo) ReaderKey() *bupstash.Key {
+	k, err := bupstash.ParseKey(r.key.Encode())
+	if err != nil {
+		panic(err) // an encoded key always parses
+	}
+	return k
+}
 
 // WriteKey writes the key file, armored as Bupstash writes it.
 func (r *Repo) WriteKey(path string) error {
-	if err := os.WriteFile(path, bupstash.EncodeKey(r.key), 0o600); err != nil {
+	if err := os.WriteFile(path, r.key.Encode(), 0o600); err != nil {
 		return fmt.Errorf("writing key: %w", err)
 	}
 	return nil
@@ -261,7 +274,7 @@ func (r *Repo) Close() error {
 // NewPutKey derives a put-only sub key from a primary key, as
 // `bupstash new-sub-key --put` does. Items put with it carry its own
 // hash-key second parts, which the primary key reads from their metadata.
-func NewPutKey(primary *bupstash.Key) (*bupstash.Key, error) {
+func NewPutKey(primary *bupstashkey.Key) (*bupstashkey.Key, error) {
 	return NewSubKey(primary, true, false, false)
 }
 
@@ -272,14 +285,14 @@ func NewPutKey(primary *bupstash.Key) (*bupstash.Key, error) {
 // public keys and first parts; a list key the metadata key pair; a
 // list-contents key also the index key pair and its hash-key first part. No
 // sub key gets data_sk.
-func NewSubKey(primary *bupstash.Key, put, list, listContents bool) (*bupstash.Key, error) {
+func NewSubKey(primary *bupstashkey.Key, put, list, listContents bool) (*bupstashkey.Key, error) {
 	if !primary.Primary {
 		return nil, errors.New("sub keys derive from a primary key")
 	}
 	if !put && !list && !listContents {
 		return nil, errors.New("a sub key needs at least one capability")
 	}
-	k := &bupstash.Key{PrimaryKeyID: primary.ID}
+	k := &bupstashkey.Key{PrimaryKeyID: primary.ID}
 	if _, err := rand.Read(k.ID[:]); err != nil {
 		return nil, err
 	}
@@ -437,7 +450,7 @@ func (r *Repo) commit(info *ItemInfo, meta ItemMeta, data treeRoot, index *treeR
 	}
 	secret.Uint(dataSize)
 	secret.Uint(indexSize)
-	sealed := metaSealer.Seal(nil, bupstash.Compress(secret.Buf, bupstash.CompressionZstd))
+	sealed := metaSealer.Seal(nil, bupstashwrite.Compress(secret.Buf, bupstashwrite.FooterZstd))
 
 	var item bare.Encoder
 	item.Uint(itemFormatV3)

@@ -47,7 +47,7 @@ func newRepo(t testing.TB, o *Options) *Repo {
 func openReader(t testing.TB, r *Repo, k *bupstash.Key) *bupstash.Repository {
 	t.Helper()
 	if k == nil {
-		k = r.Key()
+		k = r.ReaderKey()
 	}
 	rd, err := bupstash.Open(context.Background(), r.Dir(), k, bupstash.Options{Cache: cache.New(32 << 20), Logger: quiet})
 	if err != nil {
@@ -84,7 +84,7 @@ func readAll(t testing.TB, c io.Reader) []byte {
 // checkItemMeta compares the reader's view of an item with ItemInfo.
 func checkItemMeta(t testing.TB, r *Repo, it *bupstash.Item, info *ItemInfo) {
 	t.Helper()
-	if it.Format != 3 || it.PrimaryKeyID != r.Key().PrimaryKeyID || it.SendKeyID != r.Key().ID {
+	if it.Format != 3 || it.PrimaryKeyID != bupstash.Xid(r.Key().PrimaryKeyID) || it.SendKeyID != bupstash.Xid(r.Key().ID) {
 		t.Errorf("item format %d, key %s, sent by %s", it.Format, it.PrimaryKeyID, it.SendKeyID)
 	}
 	if !it.Timestamp.Equal(info.Timestamp) {

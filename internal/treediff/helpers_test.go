@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/backupfs/backupfs/repo/bupstash/bupstashtest"
+
 	"github.com/backupfs/backupfs/cache"
 	"github.com/backupfs/backupfs/repo/bupstash"
 )
@@ -32,7 +34,7 @@ var fixture012 = fixtures[3]
 
 func openRepo(t testing.TB, dir, keyFile string) *bupstash.Repository {
 	t.Helper()
-	k, err := bupstash.LoadKey(keyFile)
+	k, err := bupstashtest.LoadKey(keyFile)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/backupfs/backupfs/internal/bupstashwrite"
+
 	"github.com/backupfs/backupfs/cache"
 	"github.com/backupfs/backupfs/crypto/box"
 	"lukechampine.com/blake3"
@@ -60,18 +62,18 @@ func benchData(n int, seed uint64) []byte {
 // fixture key, under a single interior node (height 1).
 func memRepository(tb testing.TB, leaves [][]byte, c Compression, cacheBytes int64) (*Repository, *Item) {
 	tb.Helper()
-	key, err := LoadKey(testdata + "/bupstash-0.12.1/keys/primary.key")
+	key, err := loadKey(testdata + "/bupstash-0.12.1/keys/primary.key")
 	if err != nil {
 		tb.Fatal(err)
 	}
 	store := memStore{}
-	sealer, err := box.NewSealer(key.DataPK.V, key.DataPSK.V)
+	sealer, err := box.NewSealer(key.k.DataPK.V, key.k.DataPSK.V)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	var part2 [32]byte
 	part2[0] = 7
-	hk := hashKey(key.DataHashKeyPart1.V, part2)
+	hk := hashKey(key.k.DataHashKeyPart1.V, part2)
 	var node []byte
 	var size uint64
 	for _, l := range leaves {
@@ -79,7 +81,7 @@ func memRepository(tb testing.TB, leaves [][]byte, c Compression, cacheBytes int
 		h.Write(l)
 		var a Address
 		h.Sum(a[:0])
-		store[a] = sealer.Seal(nil, Compress(l, c))
+		store[a] = sealer.Seal(nil, bupstashwrite.Compress(l, byte(c)))
 		node = binary.LittleEndian.AppendUint64(node, 1)
 		node = append(node, a[:]...)
 		size += uint64(len(l))
@@ -92,10 +94,10 @@ func memRepository(tb testing.TB, leaves [][]byte, c Compression, cacheBytes int
 		dataOpener: key.dataOpener(),
 	}
 	it := &Item{
-		ID:            Xid{1},
-		DataHTree:     HTreeMeta{Height: 1, DataChunkCount: uint64(len(leaves)), Address: root},
-		DataSize:      size,
-		dataHashPart2: part2,
+		ID:        Xid{1},
+		DataHTree: HTreeMeta{Height: 1, DataChunkCount: uint64(len(leaves)), Address: root},
+		DataSize:  size,
+		secret:    &itemSecret{dataHashPart2: part2},
 	}
 	return r, it
 }

@@ -140,33 +140,3 @@ func decompressedSize(plainLen int, head, tail []byte) (size int64, ok bool, err
 		return 0, false, fmt.Errorf("%w: compression type %d is from a newer bupstash", ErrCompression, tail[len(tail)-1])
 	}
 }
-
-// Compress returns the footer-framed encoding of b: compressed with c if
-// that makes it smaller, else stored with footer 0, as Bupstash's writers
-// do. Used by tests and the test-repository generator.
-func Compress(b []byte, c Compression) []byte {
-	switch c {
-	case CompressionLZ4:
-		out := make([]byte, lz4.CompressBlockBound(len(b))+5)
-		n, err := lz4.CompressBlock(b, out, nil)
-		if err == nil && n > 0 && n+4 < len(b) {
-			out = binary.LittleEndian.AppendUint32(out[:n], uint32(len(b)))
-			return append(out, footerLZ4)
-		}
-	case CompressionZstd:
-		out := zstdEncoder().EncodeAll(b, nil)
-		if len(out) < len(b) {
-			return append(out, footerZstd)
-		}
-	}
-	out := make([]byte, 0, len(b)+1)
-	return append(append(out, b...), footerNone)
-}
-
-var zstdEncoder = sync.OnceValue(func() *zstd.Encoder {
-	e, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderCRC(false))
-	if err != nil {
-		panic(err)
-	}
-	return e
-})

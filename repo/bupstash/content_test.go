@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/backupfs/backupfs/internal/bupstashkey"
+
 	"github.com/backupfs/backupfs/crypto/box"
 	"lukechampine.com/blake3"
 )
@@ -266,7 +268,7 @@ func TestSubKeyCapabilities(t *testing.T) {
 		{"put.key", false, false, false},
 	} {
 		t.Run(tt.key, func(t *testing.T) {
-			k, err := LoadKey(testdata + "/" + keys + tt.key)
+			k, err := loadKey(testdata + "/" + keys + tt.key)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -319,7 +321,7 @@ func TestKeyKinds(t *testing.T) {
 	for key, want := range map[string]string{
 		"primary.key": "primary", "list-contents.key": "list-contents sub", "list.key": "list-only sub", "put.key": "put-only sub",
 	} {
-		k, err := LoadKey(testdata + "/bupstash-0.12.1/keys/" + key)
+		k, err := loadKey(testdata + "/bupstash-0.12.1/keys/" + key)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -327,23 +329,23 @@ func TestKeyKinds(t *testing.T) {
 			t.Errorf("%s: kind %q, want %q", key, k.Kind(), want)
 		}
 		// Re-encoding gives a key that parses to the same fields.
-		k2, err := ParseKey(EncodeKey(k))
-		if err != nil || *k2 != *k {
+		k2, err := ParseKey(k.k.Encode())
+		if err != nil || *k2.k != *k.k {
 			t.Errorf("%s: re-encoded key differs: %v", key, err)
 		}
 	}
-	nk, err := NewPrimaryKey()
+	nk, err := bupstashkey.NewPrimary()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if k2, err := ParseKey(EncodeKey(nk)); err != nil || *k2 != *nk || !k2.CanReadData() {
+	if k2, err := ParseKey(nk.Encode()); err != nil || *k2.k != *nk || !k2.CanReadData() {
 		t.Fatalf("new key does not round-trip: %v", err)
 	}
 	if pk, _ := box.PublicKey(&nk.MetadataSK.V); pk != nk.MetadataPK.V {
 		t.Fatal("new key's public and secret halves do not match")
 	}
-	k, _ := LoadKey(testdata + "/bupstash-0.12.1/keys/put.key")
-	if !strings.Contains(k.PrimaryKeyID.String(), "b4516a10824916f79b9e909e0f8d42b8") {
-		t.Fatalf("put key derived from %s", k.PrimaryKeyID)
+	k, _ := loadKey(testdata + "/bupstash-0.12.1/keys/put.key")
+	if !strings.Contains(k.PrimaryKeyID().String(), "b4516a10824916f79b9e909e0f8d42b8") {
+		t.Fatalf("put key derived from %s", k.PrimaryKeyID())
 	}
 }

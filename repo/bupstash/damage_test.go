@@ -22,7 +22,7 @@ import (
 // bytes for an item.
 func readEverything(dir, keyPath string) (digests map[Xid][32]byte, err error) {
 	digests = map[Xid][32]byte{}
-	k, err := LoadKey(keyPath)
+	k, err := loadKey(keyPath)
 	if err != nil {
 		return nil, err
 	}
@@ -170,7 +170,7 @@ func objectKind(t *testing.T, dir, p string) string {
 	if _, err := parseNode(b, a); err == nil {
 		return "interior node"
 	}
-	k, _ := LoadKey(damageKey)
+	k, _ := loadKey(damageKey)
 	if _, err := k.indexOpener().Open(nil, b); err == nil {
 		return "index leaf"
 	}
@@ -265,7 +265,7 @@ func TestWrongKeys(t *testing.T) {
 	// the listing says so, naming both keys, rather than looking empty.
 	const repoKey, otherKey = "b4516a10824916f79b9e909e0f8d42b8", "0c29c326ba7cc2e9d111980e8aa1a403"
 	var logged bytes.Buffer
-	k, err := LoadKey(filepath.Join(testdata, "bupstash-versions/v0.11.1/primary.key"))
+	k, err := loadKey(filepath.Join(testdata, "bupstash-versions/v0.11.1/primary.key"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,11 +307,11 @@ func TestWrongKeys(t *testing.T) {
 	// The right key id but damaged secret parts: decryption fails.
 	raw, _ := os.ReadFile(damageKey)
 	k, _ = ParseKey(raw)
-	k.MetadataSK.V[5] ^= 1
-	k.DataSK.V[5] ^= 1
-	k.IdxSK.V[5] ^= 1
+	k.k.MetadataSK.V[5] ^= 1
+	k.k.DataSK.V[5] ^= 1
+	k.k.IdxSK.V[5] ^= 1
 	bad := filepath.Join(t.TempDir(), "bad.key")
-	os.WriteFile(bad, EncodeKey(k), 0o600)
+	os.WriteFile(bad, k.k.Encode(), 0o600)
 	if _, err := readEverything(filepath.Join(testdata, damageRepo), bad); !errors.Is(err, box.ErrAuth) {
 		t.Fatalf("damaged key: err = %v, want ErrAuth", err)
 	}

@@ -1,6 +1,10 @@
 package bupstash
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/backupfs/backupfs/internal/bupstashkey"
+)
 
 // Errors reported by this package, tested with errors.Is. Most come
 // wrapped in context (the repository, the item, the file and chunk) or
@@ -19,9 +23,10 @@ var (
 	ErrBadJournal = errors.New("unreadable transaction log; run `bupstash list` once to recover the repository")
 
 	// Keys.
-	ErrNoKey = errors.New("no key: use --key, or set BUPSTASH_KEY or BUPSTASH_KEY_COMMAND")
+	// ErrNoKey reports a repository opened without a key.
+	ErrNoKey = errors.New("no key given")
 	// ErrBadKey reports a key file that cannot be parsed.
-	ErrBadKey     = errors.New("not a valid bupstash key")
+	ErrBadKey     = bupstashkey.ErrBadKey
 	ErrPutOnlyKey = errors.New("put-only key: it can neither list nor read items")
 	// ErrKeyCannotList means the key cannot decrypt item metadata.
 	ErrKeyCannotList = errors.New("this key cannot decrypt item metadata")

@@ -26,18 +26,12 @@ const fixtures = "../../testdata"
 
 var quiet = slog.New(slog.DiscardHandler)
 
-func fixtureKey(t testing.TB) *bupstash.Key {
-	t.Helper()
-	k, err := bupstash.LoadKey(filepath.Join(fixtures, "bupstash-0.12.1/keys/primary.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
+// fixtureKey is the primary key items are forged for.
+var fixtureKey = filepath.Join(fixtures, "bupstash-0.12.1/keys/primary.key")
 
 func newForged(t testing.TB, schema int) *bupstashtest.Repo {
 	t.Helper()
-	return bupstashtest.Create(t, filepath.Join(t.TempDir(), "repo"), fixtureKey(t), schema)
+	return bupstashtest.Create(t, filepath.Join(t.TempDir(), "repo"), fixtureKey, schema)
 }
 
 func openForged(t testing.TB, f *bupstashtest.Repo) *bupstash.Repository {

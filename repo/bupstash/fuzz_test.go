@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/backupfs/backupfs/internal/bupstashwrite"
+
 	"github.com/backupfs/backupfs/repo/bupstash/bare"
 	"lukechampine.com/blake3"
 )
@@ -36,8 +38,8 @@ func FuzzParseKey(f *testing.F) {
 		if err != nil {
 			return
 		}
-		k2, err := ParseKey(EncodeKey(k))
-		if err != nil || *k2 != *k {
+		k2, err := ParseKey(k.k.Encode())
+		if err != nil || *k2.k != *k.k {
 			t.Fatalf("re-encoded key does not round-trip: %v", err)
 		}
 	})
@@ -172,8 +174,8 @@ func fixtureLeaves(f *testing.F, fx fixture, max int64) [][]byte {
 func FuzzDecompress(f *testing.F) {
 	text := bytes.Repeat([]byte("backupfs "), 500)
 	for _, c := range []Compression{CompressionNone, CompressionLZ4, CompressionZstd} {
-		f.Add(Compress(text, c))
-		f.Add(Compress(nil, c))
+		f.Add(bupstashwrite.Compress(text, byte(c)))
+		f.Add(bupstashwrite.Compress(nil, byte(c)))
 	}
 	f.Add([]byte{3})
 	// Genuine payloads: lz4 leaves of 0.10.3, zstd (and uncompressed)
@@ -246,8 +248,8 @@ func encodeSecret(it *Item, hash [32]byte) []byte {
 	var e bare.Encoder
 	e.Fixed(hash[:])
 	e.Fixed(it.SendKeyID[:])
-	e.Fixed(it.indexHashPart2[:])
-	e.Fixed(it.dataHashPart2[:])
+	e.Fixed(it.secret.indexHashPart2[:])
+	e.Fixed(it.secret.dataHashPart2[:])
 	if it.Format == 1 {
 		e.String(it.Timestamp.Format(time.RFC3339Nano))
 	}
@@ -305,7 +307,7 @@ func FuzzDecodeSecret(f *testing.F) {
 		if err := again.decodeSecret(encodeSecret(it, it.plainHash())); err != nil {
 			t.Fatalf("re-encoded secret metadata refused: %v", err)
 		}
-		if again.SendKeyID != it.SendKeyID || again.dataHashPart2 != it.dataHashPart2 || again.indexHashPart2 != it.indexHashPart2 ||
+		if again.SendKeyID != it.SendKeyID || again.secret.dataHashPart2 != it.secret.dataHashPart2 || again.secret.indexHashPart2 != it.secret.indexHashPart2 ||
 			!maps.Equal(again.Tags, it.Tags) || again.DataSize != it.DataSize || again.IndexSize != it.IndexSize ||
 			!again.Timestamp.Equal(it.Timestamp) {
 			t.Fatalf("round trip: %+v, then %+v", it, again)

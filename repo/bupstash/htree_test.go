@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/backupfs/backupfs/internal/bupstashwrite"
+
 	"github.com/backupfs/backupfs/cache"
 	"github.com/backupfs/backupfs/crypto/box"
 	"lukechampine.com/blake3"
@@ -29,11 +31,11 @@ type forgedTree struct {
 
 func newForgedTree(tb testing.TB) *forgedTree {
 	tb.Helper()
-	key, err := LoadKey(testdata + "/bupstash-0.12.1/keys/primary.key")
+	key, err := loadKey(testdata + "/bupstash-0.12.1/keys/primary.key")
 	if err != nil {
 		tb.Fatal(err)
 	}
-	sealer, err := box.NewSealer(key.DataPK.V, key.DataPSK.V)
+	sealer, err := box.NewSealer(key.k.DataPK.V, key.k.DataPSK.V)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -41,12 +43,12 @@ func newForgedTree(tb testing.TB) *forgedTree {
 }
 
 func (f *forgedTree) leaf(plain []byte) Address {
-	hk := hashKey(f.key.DataHashKeyPart1.V, f.part2)
+	hk := hashKey(f.key.k.DataHashKeyPart1.V, f.part2)
 	var a Address
 	h := blake3.New(32, hk[:])
 	h.Write(plain)
 	h.Sum(a[:0])
-	f.store[a] = f.sealer.Seal(nil, Compress(plain, CompressionNone))
+	f.store[a] = f.sealer.Seal(nil, bupstashwrite.Compress(plain, byte(CompressionNone)))
 	return a
 }
 
@@ -74,7 +76,7 @@ func (f *forgedTree) open(meta HTreeMeta, dataSize uint64) (*Repository, *Item) 
 		nodeSpace: cache.NewSpace(), spaces: map[[32]byte]uint64{},
 		dataOpener: f.key.dataOpener(),
 	}
-	return r, &Item{ID: Xid{7}, DataHTree: meta, DataSize: dataSize, dataHashPart2: f.part2}
+	return r, &Item{ID: Xid{7}, DataHTree: meta, DataSize: dataSize, secret: &itemSecret{dataHashPart2: f.part2}}
 }
 
 // The audit's crash: a root node [(1, n1), (2^45, n1)] passes the count

@@ -55,7 +55,23 @@ type Item struct {
 	DataSize  uint64
 	IndexSize uint64
 
+	// secret holds the item's halves of the keyed-BLAKE3 keys its leaves
+	// are addressed with. It is behind a pointer so that printing an Item
+	// (%v, %+v) shows an address, never the bytes.
+	secret *itemSecret
+}
+
+// itemSecret is what an item's secret metadata holds besides its tags.
+type itemSecret struct {
 	dataHashPart2, indexHashPart2 [32]byte
+}
+
+// hashParts returns the item's halves of its trees' hash keys.
+func (it *Item) hashParts() (data, index [32]byte) {
+	if it.secret == nil {
+		return data, index
+	}
+	return it.secret.dataHashPart2, it.secret.indexHashPart2
 }
 
 // HasIndex reports whether the item is a snapshot with a file tree.
@@ -79,7 +95,7 @@ func (r *Repository) decodeItem(id Xid, b []byte) (*Item, error) {
 	if err != nil {
 		return nil, err
 	}
-	if it.PrimaryKeyID != r.key.PrimaryKeyID {
+	if it.PrimaryKeyID != r.key.PrimaryKeyID() {
 		return it, ErrOtherKey
 	}
 
@@ -178,8 +194,9 @@ func (it *Item) decodeSecret(b []byte) error {
 	d := bare.NewDecoder(b)
 	hash := d.Array32()
 	it.SendKeyID = d.Array16()
-	it.indexHashPart2 = d.Array32()
-	it.dataHashPart2 = d.Array32()
+	it.secret = &itemSecret{}
+	it.secret.indexHashPart2 = d.Array32()
+	it.secret.dataHashPart2 = d.Array32()
 	if it.Format == 1 {
 		ts := d.String()
 		if d.Err() == nil {
@@ -400,7 +417,7 @@ func (r *Repository) List(ctx context.Context) (*Listing, error) {
 	defer r.mu.Unlock()
 	r.token = set.Token
 	live := make(map[Xid]bool, len(set.Items))
-	l := &Listing{Items: make([]*Item, 0, len(set.Items)), KeyID: r.key.PrimaryKeyID}
+	l := &Listing{Items: make([]*Item, 0, len(set.Items)), KeyID: r.key.PrimaryKeyID()}
 	for _, raw := range set.Items {
 		id := raw.ID
 		live[id] = true

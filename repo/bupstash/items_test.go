@@ -52,8 +52,8 @@ func TestItemsMatchBupstashList(t *testing.T) {
 				check("id", it.ID.String(), w["id"])
 				check("decryption_key_id", it.PrimaryKeyID.String(), w["decryption_key_id"])
 				check("put_key_id", it.SendKeyID.String(), w["put_key_id"])
-				check("data_hash_key_part", hexOf(it.dataHashPart2[:]), w["data_hash_key_part"])
-				check("index_hash_key_part", hexOf(it.indexHashPart2[:]), w["index_hash_key_part"])
+				check("data_hash_key_part", hexOf(it.secret.dataHashPart2[:]), w["data_hash_key_part"])
+				check("index_hash_key_part", hexOf(it.secret.indexHashPart2[:]), w["index_hash_key_part"])
 				check("unix_timestamp_millis", json.Number(strconv.FormatInt(it.Timestamp.UnixMilli(), 10)), w["unix_timestamp_millis"])
 				check("data_size", json.Number(strconv.FormatUint(it.DataSize, 10)), w["data_size"])
 				check("index_size", json.Number(strconv.FormatUint(it.IndexSize, 10)), w["index_size"])
@@ -137,8 +137,8 @@ func TestItemsMatchMaxbupstListing(t *testing.T) {
 			"datatree.address":          it.DataHTree.Address.String(),
 			"plain_text_hash":           hexOf(h[:]),
 			"send_key_id":               it.SendKeyID.String(),
-			"index_hash_key_part_2":     hexOf(it.indexHashPart2[:]),
-			"data_hash_key_part_2":      hexOf(it.dataHashPart2[:]),
+			"index_hash_key_part_2":     hexOf(it.secret.indexHashPart2[:]),
+			"data_hash_key_part_2":      hexOf(it.secret.dataHashPart2[:]),
 			"data_size":                 strconv.FormatUint(it.DataSize, 10),
 			"index_size":                strconv.FormatUint(it.IndexSize, 10),
 		}
@@ -185,7 +185,7 @@ func TestItemPutWithSubKey(t *testing.T) {
 	if it.Timestamp.UnixMilli() != 1691247544411 || it.Tags["name"] != "foo.txt" || it.FileName() != "foo.txt" {
 		t.Fatalf("item = %+v", it)
 	}
-	if hexOf(it.dataHashPart2[:]) == hexOf(r.key.DataHashKeyPart2.V[:]) {
+	if hexOf(it.secret.dataHashPart2[:]) == hexOf(r.key.k.DataHashKeyPart2.V[:]) {
 		t.Fatal("fixture premise broken: item part 2 equals the key's")
 	}
 	got := readAll(t, r.OpenItem(it))

@@ -25,7 +25,7 @@ func BenchmarkLoadTree(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	key := r.Key()
+	key := r.ReaderKey()
 	if err := r.Close(); err != nil {
 		b.Fatal(err)
 	}

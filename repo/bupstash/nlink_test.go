@@ -99,7 +99,7 @@ func TestNlinkInsideSnapshot(t *testing.T) {
 		t.Fatalf("extraction: %v", extracted)
 	}
 
-	k, err := LoadKey(key)
+	k, err := loadKey(key)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,11 +28,12 @@ type OpenItem struct {
 // reader asks for bytes.
 func (r *Repository) OpenItem(it *Item) *OpenItem {
 	o := &OpenItem{repo: r, item: it}
+	dataPart2, indexPart2 := it.hashParts()
 	if r.dataOpener != nil {
-		o.data = r.newHTree(it, DataKind, it.DataHTree, r.dataOpener, r.key.DataHashKeyPart1.V, it.dataHashPart2)
+		o.data = r.newHTree(it, DataKind, it.DataHTree, r.dataOpener, r.key.dataHashPart1(), dataPart2)
 	}
 	if it.IndexHTree != nil && r.idxOpener != nil {
-		o.index = r.newHTree(it, IndexKind, *it.IndexHTree, r.idxOpener, r.key.IdxHashKeyPart1.V, it.indexHashPart2)
+		o.index = r.newHTree(it, IndexKind, *it.IndexHTree, r.idxOpener, r.key.indexHashPart1(), indexPart2)
 	}
 	return o
 }

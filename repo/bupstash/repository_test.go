@@ -239,29 +239,9 @@ func TestHelperHoldWriteLock(t *testing.T) {
 	os.Stdin.Read(buf) // until the parent closes our stdin
 }
 
-func TestKeyFromEnv(t *testing.T) {
-	keyPath, _ := filepath.Abs(filepath.Join(testdata, "bupstash-0.12.1/keys/list.key"))
-	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
-	ctx := context.Background()
-	k, err := KeyFromEnv(ctx, env(map[string]string{"BUPSTASH_KEY": keyPath}))
-	if err != nil || k.Kind() != "list-only sub" {
-		t.Fatalf("BUPSTASH_KEY: %v %v", k, err)
-	}
-	k, err = KeyFromEnv(ctx, env(map[string]string{"BUPSTASH_KEY_COMMAND": "cat '" + keyPath + "'"}))
-	if err != nil || k.Kind() != "list-only sub" {
-		t.Fatalf("BUPSTASH_KEY_COMMAND: %v %v", k, err)
-	}
-	if _, err := KeyFromEnv(ctx, env(map[string]string{"BUPSTASH_KEY_COMMAND": "false"})); err == nil {
-		t.Fatal("a failing key command was accepted")
-	}
-	if _, err := KeyFromEnv(ctx, env(nil)); !errors.Is(err, ErrNoKey) {
-		t.Fatalf("no key: %v", err)
-	}
-}
-
 func mustLoadKey(t *testing.T, rel string) *Key {
 	t.Helper()
-	k, err := LoadKey(filepath.Join(testdata, rel))
+	k, err := loadKey(filepath.Join(testdata, rel))
 	if err != nil {
 		t.Fatal(err)
 	}

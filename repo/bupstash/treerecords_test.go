@@ -58,7 +58,7 @@ func TestTreeRecordSpills(t *testing.T) {
 	if err := r.Close(); err != nil {
 		t.Fatal(err)
 	}
-	repo, err := bupstash.Open(context.Background(), filepath.Join(dir, "repo"), r.Key(), bupstash.Options{Logger: quiet})
+	repo, err := bupstash.Open(context.Background(), filepath.Join(dir, "repo"), r.ReaderKey(), bupstash.Options{Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}

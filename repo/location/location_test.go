@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/backupfs/backupfs/repo/bupstash/bupstashtest"
+
 	"github.com/backupfs/backupfs/internal/testtools"
 	"github.com/backupfs/backupfs/repo/backupy"
 	"github.com/backupfs/backupfs/repo/backupy/s3store"
@@ -76,7 +78,7 @@ func TestIsURL(t *testing.T) {
 // rest with one clear error.
 func TestOpen(t *testing.T) {
 	ctx := context.Background()
-	key, err := bupstash.LoadKey("../../testdata/bupstash-0.12.1/keys/primary.key")
+	key, err := bupstashtest.LoadKey("../../testdata/bupstash-0.12.1/keys/primary.key")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +138,7 @@ func TestAbsAndDisplay(t *testing.T) {
 func TestOpenCommand(t *testing.T) {
 	bin := testtools.Bupstash(t, "0.12.1")
 	ctx := context.Background()
-	key, err := bupstash.LoadKey("../../testdata/bupstash-0.12.1/keys/primary.key")
+	key, err := bupstashtest.LoadKey("../../testdata/bupstash-0.12.1/keys/primary.key")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,6 +20,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/backupfs/backupfs/internal/bupstashkey"
+	"github.com/backupfs/backupfs/internal/bupstashwrite"
+
 	"github.com/backupfs/backupfs/crypto/box"
 	"github.com/backupfs/backupfs/repo/bupstash"
 	"github.com/backupfs/backupfs/repo/bupstash/bare"
@@ -31,7 +34,8 @@ import (
 type Repo struct {
 	t   testing.TB
 	Dir string
-	Key *bupstash.Key // a primary key: items are sealed for it
+	Key *bupstash.Key // a primary key, as a reader takes it: items are sealed for it
+	key *bupstashkey.Key
 
 	// DataPart2 and IdxPart2 are the hash key second parts that leaves are
 	// addressed with and items record (docs/bupstash-format.md §5.4). They
@@ -43,7 +47,7 @@ type Repo struct {
 
 // Create lays out an empty repository of the given schema (5 to 8) in dir,
 // as `bupstash init` (or a migration to that schema) leaves it.
-func Create(t testing.TB, dir string, key *bupstash.Key, schema int) *Repo {
+func Create(t testing.TB, dir, keyFile string, schema int) *Repo {
 	t.Helper()
 	for _, d := range []string{"items", "data", "meta"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
@@ -69,15 +73,25 @@ func Create(t testing.TB, dir string, key *bupstash.Key, schema int) *Repo {
 			t.Fatal(err)
 		}
 	}
-	return Open(t, dir, key)
+	return Open(t, dir, keyFile)
 }
 
 // Open forges objects into an existing repository (a copy of a fixture,
-// say) for key.
-func Open(t testing.TB, dir string, key *bupstash.Key) *Repo {
+// say) for the primary key in keyFile.
+func Open(t testing.TB, dir, keyFile string) *Repo {
 	t.Helper()
-	r := &Repo{t: t, Dir: dir, Key: key, DataPart2: key.DataHashKeyPart2.V, IdxPart2: key.IdxHashKeyPart2.V}
-	var err error
+	b, err := os.ReadFile(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := bupstashkey.Parse(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &Repo{t: t, Dir: dir, key: key, DataPart2: key.DataHashKeyPart2.V, IdxPart2: key.IdxHashKeyPart2.V}
+	if r.Key, err = bupstash.ParseKey(b); err != nil {
+		t.Fatal(err)
+	}
 	if r.meta, err = box.NewSealer(key.MetadataPK.V, key.MetadataPSK.V); err != nil {
 		t.Fatal(err)
 	}
@@ -93,9 +107,19 @@ func Open(t testing.TB, dir string, key *bupstash.Key) *Repo {
 // WriteKey writes the repository's key file to path.
 func (r *Repo) WriteKey(path string) {
 	r.t.Helper()
-	if err := os.WriteFile(path, bupstash.EncodeKey(r.Key), 0o600); err != nil {
+	if err := os.WriteFile(path, r.key.Encode(), 0o600); err != nil {
 		r.t.Fatal(err)
 	}
+}
+
+// LoadKey reads a key file as a reader takes it. (The program reads key
+// files as untrusted input, in its front end; tests read their fixtures.)
+func LoadKey(path string) (*bupstash.Key, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return bupstash.ParseKey(b)
 }
 
 func hashKey(part1, part2 [32]byte) *[32]byte {
@@ -118,8 +142,8 @@ func (r *Repo) store(addr bupstash.Address, b []byte) {
 // address.
 func (r *Repo) DataLeaf(plain []byte, c bupstash.Compression) bupstash.Address {
 	r.t.Helper()
-	addr := bupstash.Address(keyed(hashKey(r.Key.DataHashKeyPart1.V, r.DataPart2), plain))
-	r.store(addr, r.data.Seal(nil, bupstash.Compress(plain, c)))
+	addr := bupstash.Address(keyed(hashKey(r.key.DataHashKeyPart1.V, r.DataPart2), plain))
+	r.store(addr, r.data.Seal(nil, bupstashwrite.Compress(plain, byte(c))))
 	return addr
 }
 
@@ -127,8 +151,8 @@ func (r *Repo) DataLeaf(plain []byte, c bupstash.Compression) bupstash.Address {
 // address.
 func (r *Repo) IndexLeaf(plain []byte, c bupstash.Compression) bupstash.Address {
 	r.t.Helper()
-	addr := bupstash.Address(keyed(hashKey(r.Key.IdxHashKeyPart1.V, r.IdxPart2), plain))
-	r.store(addr, r.idx.Seal(nil, bupstash.Compress(plain, c)))
+	addr := bupstash.Address(keyed(hashKey(r.key.IdxHashKeyPart1.V, r.IdxPart2), plain))
+	r.store(addr, r.idx.Seal(nil, bupstashwrite.Compress(plain, byte(c))))
 	return addr
 }
 
@@ -228,11 +252,11 @@ func (r *Repo) AddItem(it Item) bupstash.Xid {
 	if it.ID == (bupstash.Xid{}) {
 		rand.Read(it.ID[:])
 	}
-	pk := r.Key.PrimaryKeyID
+	pk := r.Key.PrimaryKeyID()
 	if it.PrimaryKeyID != nil {
 		pk = *it.PrimaryKeyID
 	}
-	send := r.Key.ID
+	send := r.Key.ID()
 	if it.SendKeyID != nil {
 		send = *it.SendKeyID
 	}
@@ -289,7 +313,7 @@ func (r *Repo) AddItem(it Item) bupstash.Xid {
 	var item bare.Encoder
 	item.Uint(uint64(it.Format - 1))
 	item.Fixed(plain.Buf)
-	item.Data(r.meta.Seal(nil, bupstash.Compress(secret.Buf, it.SecretCompression)))
+	item.Data(r.meta.Seal(nil, bupstashwrite.Compress(secret.Buf, byte(it.SecretCompression))))
 
 	if err := os.WriteFile(filepath.Join(r.Dir, "items", it.ID.String()), item.Buf, 0o644); err != nil {
 		r.t.Fatal(err)

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -14,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/backupfs/backupfs/repo/bupstash/bupstashtest"
 
 	"github.com/backupfs/backupfs/internal/testrepo"
 	"github.com/backupfs/backupfs/internal/testtools"
@@ -141,7 +142,7 @@ func TestMatchesGenuineBupstash(t *testing.T) {
 	if err := tr.Close(); err != nil {
 		t.Fatal(err)
 	}
-	key, err := bupstash.LoadKey(keyFile)
+	key, err := bupstashtest.LoadKey(keyFile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +207,7 @@ func TestMatchesGenuineBupstash(t *testing.T) {
 	// decrypted: only id and decryption-key-id, no ages.
 	t.Run("query-encrypted", func(t *testing.T) {
 		g.t = t
-		keyID := hex.EncodeToString(key.PrimaryKeyID[:])
+		keyID := key.PrimaryKeyID().String()
 		for _, args := range [][]string{
 			{"id=*"}, {"id=" + l.Items[3].ID.String()}, {"decryption-key-id=" + keyID}, {"decryption-key-id=0*"},
 			{"v=*"}, {"~v=*"}, {"older-than", "1s"}, {"newer-than", "100y"}, {"~", "older-than", "1s"},
@@ -222,7 +223,7 @@ func TestMatchesGenuineBupstash(t *testing.T) {
 			}
 			var got []string
 			for _, it := range l.Items {
-				if q.MatchForeign(it.ID, key.PrimaryKeyID) {
+				if q.MatchForeign(it.ID, key.PrimaryKeyID()) {
 					got = append(got, it.ID.String())
 				}
 			}
@@ -302,7 +303,7 @@ func TestMatchesGenuineBupstashFixture(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, err := bupstash.LoadKey(keyFile)
+	key, err := bupstashtest.LoadKey(keyFile)
 	if err != nil {
 		t.Fatal(err)
 	}

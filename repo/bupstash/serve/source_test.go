@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/backupfs/backupfs/repo/bupstash/bupstashtest"
+
 	"github.com/backupfs/backupfs/cache"
 	"github.com/backupfs/backupfs/cache/sealed"
 	"github.com/backupfs/backupfs/crypto/box"
@@ -63,7 +65,7 @@ func openRemote(t testing.TB, ctx context.Context, cmd Command, key *bupstash.Ke
 
 func loadKey(t testing.TB, rel string) *bupstash.Key {
 	t.Helper()
-	k, err := bupstash.LoadKey(filepath.Join(moduleRoot(t), rel))
+	k, err := bupstashtest.LoadKey(filepath.Join(moduleRoot(t), rel))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -292,7 +294,7 @@ func shapedRepo(t testing.TB) (dir string, key *bupstash.Key) {
 	if _, err := r.AddRaw(ctx, testrepo.Text(1<<20, 9).Open(), testrepo.ItemMeta{}); err != nil {
 		t.Fatal(err)
 	}
-	key = r.Key()
+	key = r.ReaderKey()
 	if err := r.Close(); err != nil {
 		t.Fatal(err)
 	}

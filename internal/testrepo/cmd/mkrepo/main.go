@@ -30,6 +30,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/backupfs/backupfs/internal/bupstashkey"
+	"github.com/backupfs/backupfs/internal/untrusted"
+
 	"github.com/backupfs/backupfs/internal/testrepo"
 	"github.com/backupfs/backupfs/repo/bupstash"
 )
@@ -172,7 +175,7 @@ func run(args []string, out io.Writer) error {
 	if created {
 		state = "created"
 	}
-	fmt.Fprintf(out, "repository %s (%s), key %s (id %s)\n", c.dir, state, c.keyPath, r.Key().ID)
+	fmt.Fprintf(out, "repository %s (%s), key %s (id %s)\n", c.dir, state, c.keyPath, bupstash.Xid(r.Key().ID))
 	if c.snapshot {
 		fmt.Fprintf(out, "snapshot shape: %d files (%s, %s content), %d per directory, depth %d, huge %s, %d sparse, %d hard links, xattrs every %d, special %v\n",
 			c.shape.Files, c.shape.Sizes, contentName(c.shape.Content), c.shape.FilesPerDir, c.shape.Depth,
@@ -254,7 +257,7 @@ func contentName(k testrepo.ContentKind) string {
 
 func openOrCreate(c *config) (*testrepo.Repo, bool, error) {
 	if _, err := os.Stat(filepath.Join(c.dir, "tx.lock")); err == nil {
-		key, err := bupstash.LoadKey(c.keyPath)
+		key, err := loadKey(c.keyPath)
 		if err != nil {
 			return nil, false, fmt.Errorf("existing repository needs its key: %w", err)
 		}
@@ -354,4 +357,13 @@ func peakRSS() string {
 		}
 	}
 	return "unknown"
+}
+
+// loadKey reads a key file with its secrets, which a writer needs.
+func loadKey(path string) (*bupstashkey.Key, error) {
+	b, err := untrusted.ReadFile(path, untrusted.Key)
+	if err != nil {
+		return nil, err
+	}
+	return bupstashkey.Parse(b)
 }

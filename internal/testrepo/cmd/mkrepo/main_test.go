@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/backupfs/backupfs/repo/bupstash/bupstashtest"
+
 	"github.com/backupfs/backupfs/cache"
 	"github.com/backupfs/backupfs/internal/dump"
 	"github.com/backupfs/backupfs/repo/bupstash"
@@ -32,7 +34,7 @@ func TestMkrepo(t *testing.T) {
 		t.Errorf("output:\n%s", s)
 	}
 
-	key, err := bupstash.LoadKey(dir + ".key")
+	key, err := bupstashtest.LoadKey(dir + ".key")
 	if err != nil {
 		t.Fatal(err)
 	}
