@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/backupfs/backupfs/internal/untrusted"
+
 	"github.com/BurntSushi/toml"
 
 	"github.com/backupfs/backupfs/repo/location"
@@ -156,10 +158,20 @@ func loadConfig(path string, explicit bool) (*config, error) {
 	if path == "" {
 		return &c, nil
 	}
-	md, err := toml.DecodeFile(path, &c)
+	// The file is untrusted input like any other: a FIFO, /dev/zero or a
+	// huge file is refused before anything is read.
+	text, err := untrusted.ReadFile(path, untrusted.Config)
 	if errors.Is(err, fs.ErrNotExist) && !explicit {
 		return &c, nil
 	}
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return nil, fmt.Errorf("config %s: %w", path, pe.Err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	md, err := toml.Decode(string(text), &c)
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
