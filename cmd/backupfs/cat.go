@@ -2,8 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"io"
+	"strings"
 
 	"github.com/backupfs/backupfs/internal/dump"
 	"github.com/backupfs/backupfs/repo/bupstash"
@@ -43,7 +44,10 @@ func runCat(ctx context.Context, e *env, rf *repoFlags, qenv query.Env, args []s
 		return err
 	}
 	o := r.OpenItem(it)
+	asked := target
 	target = cleanPath(target)
+	// "file/" names a directory, as it does for the kernel.
+	wantDir := target != "" && strings.HasSuffix(asked, "/")
 
 	// Progress, for a large item written to a file or a pipe.
 	what := "cat " + it.ID.String()[:8]
@@ -54,6 +58,9 @@ func runCat(ctx context.Context, e *env, rf *repoFlags, qenv query.Env, args []s
 	case !it.HasIndex():
 		if target != "" && target != it.FileName() {
 			return fmt.Errorf("item %s: %s: %w", it.ID, target, errNoSuchPath)
+		}
+		if wantDir {
+			return fmt.Errorf("item %s: %s: %w", it.ID, asked, bupstash.ErrNotDir)
 		}
 		f, err := o.Data()
 		if err != nil {
@@ -75,6 +82,9 @@ func runCat(ctx context.Context, e *env, rf *repoFlags, qenv query.Env, args []s
 	if err != nil {
 		return err
 	}
+	if wantDir && !ent.IsDir() {
+		return fmt.Errorf("item %s: %s: %w", it.ID, asked, bupstash.ErrNotDir)
+	}
 	switch ent.Type() {
 	case bupstash.ModeRegular:
 	case bupstash.ModeDir:
@@ -95,29 +105,16 @@ func runCat(ctx context.Context, e *env, rf *repoFlags, qenv query.Env, args []s
 	return err
 }
 
-// findEntry scans the index for path. The whole index is read, so that a
-// path stored twice resolves to its last entry, as the mount shows it.
+// findEntry finds path in the index as the mount shows it: the first
+// entry of a path counts, and nothing lies below a file (see
+// bupstash.OpenItem.Lookup).
 func findEntry(ctx context.Context, o *bupstash.OpenItem, path string) (*bupstash.IndexEntry, error) {
-	idx, err := o.Index()
-	if err != nil {
-		return nil, fmt.Errorf("item %s: %w", o.Item().ID, err)
-	}
-	defer idx.Close()
-	var found *bupstash.IndexEntry
-	for {
-		ent, err := idx.Next(ctx)
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return nil, err
-		}
-		if string(ent.Path) == path {
-			found = ent
-		}
-	}
-	if found == nil {
+	ent, err := o.Lookup(ctx, path)
+	switch {
+	case errors.Is(err, bupstash.ErrNoEntry):
 		return nil, fmt.Errorf("item %s: %s: %w", o.Item().ID, path, errNoSuchPath)
+	case errors.Is(err, bupstash.ErrNotDir):
+		return nil, fmt.Errorf("item %s: %s: %w", o.Item().ID, path, err)
 	}
-	return found, nil
+	return ent, err // names the item
 }

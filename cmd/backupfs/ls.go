@@ -103,6 +103,10 @@ func runLs(ctx context.Context, e *env, rf *repoFlags, opts lsOptions, args []st
 	// docs/bupstash-format.md §10.10).
 	found := target == ""
 	targetIsDir := target == ""
+	// A forged index may repeat a path or put entries below a file: show
+	// what the mount shows (the first entry of each path).
+	rule := bupstash.NewEntryFilter(target)
+	defer o.ReportHidden(rule)
 	for {
 		ent, err := idx.Next(ctx)
 		if err == io.EOF {
@@ -110,6 +114,9 @@ func runLs(ctx context.Context, e *env, rf *repoFlags, opts lsOptions, args []st
 		}
 		if err != nil {
 			return err
+		}
+		if !rule.Keep(ent) {
+			continue
 		}
 		p := string(ent.Path)
 		switch {

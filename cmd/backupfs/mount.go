@@ -408,7 +408,7 @@ func openSources(ctx context.Context, e *env, plan *mountPlan, by *backupyMountF
 			}
 		}
 		if err := filesystem.AddBupstash(s.name, repo); err != nil {
-			return nil, nil, nil, fmt.Errorf("%s: %w", s.loc, err)
+			return nil, nil, nil, naming(s.loc.String(), err)
 		}
 		if s.loc.Scheme == location.Local {
 			dirs = append(dirs, s.loc.Path)
@@ -544,4 +544,14 @@ func parseConfigSize(key, s string) (int64, error) {
 		return 0, fmt.Errorf("config %s: %w", key, err)
 	}
 	return n, nil
+}
+
+// naming prefixes err with the source it concerns, unless it names it
+// already: a repository's own errors start with its directory, and the
+// mount used to say "backupfs mount: /r: /r: tx.wal: …".
+func naming(where string, err error) error {
+	if strings.HasPrefix(err.Error(), where+": ") {
+		return err
+	}
+	return fmt.Errorf("%s: %w", where, err)
 }

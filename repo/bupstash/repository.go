@@ -49,7 +49,10 @@ type Repository struct {
 	items    map[Xid]*Item       // decoded metadata of the items seen so far
 	foreign  map[Xid]Xid         // items made under another primary key → that key's id
 	reported map[Xid]bool        // items already reported as skipped
-	token    string              // the item set's token when last listed
+	// hiddenReported holds the items whose indexes were reported to hide
+	// entries (see entryrule.go).
+	hiddenReported sync.Map
+	token          string // the item set's token when last listed
 }
 
 // Open opens the repository in the directory dir for reading with key.

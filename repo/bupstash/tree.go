@@ -23,6 +23,7 @@ import (
 // may derive stable inode numbers from them.
 type Tree struct {
 	item   *Item
+	hidden hiddenEntries // entries the index has that the tree does not show
 	nodes  nodeStore
 	names  nameArena
 	kids   []uint32
@@ -121,14 +122,18 @@ func (o *OpenItem) LoadTree(ctx context.Context) (*Tree, error) {
 			return nil, fmt.Errorf("item %s: %q: %w", o.item.ID, e.Path, err)
 		}
 	}
-	return b.finish(), nil
+	t := b.finish()
+	o.repo.reportHidden(o.item.ID, t.hidden)
+	return t, nil
 }
 
 type treeBuilder struct {
-	t      *Tree
-	dirs   map[string]uint32    // directory path → record; "" is the root
-	links  map[[2]uint64]uint32 // (device, inode) of hard-linked files → first record
-	owners map[[2]uint32]uint16 // (uid, gid) → index in t.owners
+	t         *Tree
+	hidden    int                  // entries dropped as they were added
+	firstHide string               // the first of them
+	dirs      map[string]uint32    // directory path → record; "" is the root
+	links     map[[2]uint64]uint32 // (device, inode) of hard-linked files → first record
+	owners    map[[2]uint32]uint16 // (uid, gid) → index in t.owners
 }
 
 func newTreeBuilder(it *Item) *treeBuilder {
@@ -241,6 +246,22 @@ func (b *treeBuilder) add(e *IndexEntry) error {
 	if len(b.t.extras) >= math.MaxUint32-4 {
 		return ErrTooLarge
 	}
+	// The first entry for a path counts (see entryrule.go): a second "."
+	// or a second entry of a directory already described is hidden here;
+	// other duplicates, and entries below a non-directory, when the tree
+	// is finished.
+	switch {
+	case string(e.Path) == ".":
+		if !e.IsDir() || b.t.nodes.at(0).flags&flagSynthetic == 0 {
+			b.hide(e.Path)
+			return nil
+		}
+	case e.IsDir():
+		if i, ok := b.dirs[string(e.Path)]; ok && b.t.nodes.at(i).flags&flagSynthetic == 0 {
+			b.hide(e.Path)
+			return nil
+		}
+	}
 	var n treeNode
 	if err := b.fillNode(&n, e); err != nil {
 		return err
@@ -264,8 +285,9 @@ func (b *treeBuilder) add(e *IndexEntry) error {
 	}
 	n.parent = parent
 	if e.IsDir() {
-		// A directory seen before (implied by an earlier child, or stored
-		// twice) keeps its record: its children already point at it.
+		// A directory implied by an earlier child gets the attributes of
+		// its first entry and keeps its record: its children already
+		// point at it.
 		if i, ok := b.dirs[string(e.Path)]; ok {
 			b.replace(i, n)
 			return nil
@@ -292,6 +314,14 @@ func (b *treeBuilder) add(e *IndexEntry) error {
 		b.dirs[string(e.Path)] = i
 	}
 	return nil
+}
+
+// hide counts an entry the tree will not show.
+func (b *treeBuilder) hide(path []byte) {
+	if b.hidden == 0 {
+		b.firstHide = string(path)
+	}
+	b.hidden++
 }
 
 // replace gives record i the attributes of n, keeping its place in the tree.
@@ -362,8 +392,8 @@ func clamp32(v uint64) uint32 {
 }
 
 // finish links children to their directories, sorts them by name, resolves
-// duplicate names (the later entry wins, as a later write would), and
-// computes link counts.
+// duplicate names (the first entry wins: see entryrule.go), and computes
+// link counts.
 func (b *treeBuilder) finish() *Tree {
 	t := b.t
 	b.dirs = nil
@@ -394,11 +424,12 @@ func (b *treeBuilder) finish() *Tree {
 		if !slices.IsSortedFunc(run, t.compareRecords) {
 			slices.SortStableFunc(run, t.compareRecords)
 		}
-		// Duplicates are adjacent now, in record order: keep the last.
+		// Duplicates are adjacent now, in record order, which is the
+		// order the index took their path in (a directory implied by a
+		// child takes it when the child comes): keep the first.
 		w := 0
 		for r := 0; r < len(run); r++ {
 			if w > 0 && bytes.Equal(t.Name(run[w-1]), t.Name(run[r])) {
-				run[w-1] = run[r]
 				continue
 			}
 			run[w] = run[r]
@@ -425,6 +456,7 @@ func (b *treeBuilder) finish() *Tree {
 			reachable[k] = true
 		}
 	}
+	b.countHidden(reachable)
 	names := map[uint32]uint32{}
 	for i := range n {
 		r := nodes.at(i)
@@ -449,6 +481,25 @@ func (b *treeBuilder) finish() *Tree {
 		}
 	}
 	return t
+}
+
+// countHidden records what the index has that the tree does not show:
+// entries dropped when added, and entries left unreachable (duplicates,
+// entries below a non-directory). Directories the tree made up for
+// entries that did not describe them do not count.
+func (b *treeBuilder) countHidden(reachable []bool) {
+	t := b.t
+	h := hiddenEntries{count: b.hidden, first: b.firstHide}
+	for i, ok := range reachable {
+		if ok || t.nodes.at(uint32(i)).flags&flagSynthetic != 0 {
+			continue
+		}
+		if h.count == 0 {
+			h.first = t.Path(uint32(i))
+		}
+		h.count++
+	}
+	t.hidden = h
 }
 
 func (t *Tree) compareRecords(a, b uint32) int { return bytes.Compare(t.Name(a), t.Name(b)) }

@@ -184,7 +184,7 @@ func TestTreeBuilderOddIndexes(t *testing.T) {
 	add("a/b/c.txt", ModeRegular|0o644, 1) // a and a/b are implied
 	add("a", ModeDir|0o700, 2)             // a described after its child
 	add("z.txt", ModeRegular|0o644, 3)
-	add("z.txt", ModeRegular|0o600, 4) // stored twice: last wins
+	add("z.txt", ModeRegular|0o600, 4) // stored twice: the first counts (entryrule.go)
 	add(".", ModeDir|0o750, 5)
 	tr := b.finish()
 
@@ -200,7 +200,7 @@ func TestTreeBuilderOddIndexes(t *testing.T) {
 		t.Fatal("a/b/c.txt lost")
 	}
 	z, _ := resolve(tr, []byte("z.txt"))
-	if tr.Attr(z).Mode != ModeRegular|0o600 || len(tr.Children(0)) != 2 {
+	if tr.Attr(z).Mode != ModeRegular|0o644 || len(tr.Children(0)) != 2 {
 		t.Fatalf("z.txt: %+v; root has %d children", tr.Attr(z), len(tr.Children(0)))
 	}
 	if tr.Attr(0).Mode != ModeDir|0o750 || tr.Attr(0).Nlink != 3 {
@@ -208,6 +208,9 @@ func TestTreeBuilderOddIndexes(t *testing.T) {
 	}
 	if got := tr.Path(ab); got != "a/b" {
 		t.Fatalf("Path = %q", got)
+	}
+	if n, first := tr.Hidden(); n != 1 || first != "z.txt" {
+		t.Fatalf("Hidden = %d, %q", n, first)
 	}
 }
 
