@@ -17,6 +17,7 @@ type Writer struct {
 	c      *Cipher
 	nonces io.Reader
 	buf    []byte // plaintext collected for the next frame
+	per    int    // plaintext per frame: PlainSize, but for tests
 	out    []byte // sealed frame
 	off    int64  // ciphertext bytes written
 	frame  int64
@@ -37,7 +38,14 @@ func NewWriterNonces(w io.Writer, key []byte, nonces io.Reader) (*Writer, error)
 	if err != nil {
 		return nil, err
 	}
-	return &Writer{w: w, c: c, nonces: nonces, buf: make([]byte, 0, PlainSize)}, nil
+	return newWriterFrames(w, c, nonces, PlainSize), nil
+}
+
+// newWriterFrames is a Writer cutting frames of frame plaintext bytes
+// (at most PlainSize): the agent's layout in miniature, so that fuzzing
+// explores streams of many frames without sealing megabytes each time.
+func newWriterFrames(w io.Writer, c *Cipher, nonces io.Reader, frame int) *Writer {
+	return &Writer{w: w, c: c, nonces: nonces, per: frame, buf: make([]byte, 0, frame)}
 }
 
 // Write buffers p, sealing and writing every full frame.
@@ -50,12 +58,12 @@ func (w *Writer) Write(p []byte) (int, error) {
 	}
 	n := 0
 	for len(p) > 0 {
-		if len(w.buf) == PlainSize {
+		if len(w.buf) == w.per {
 			if err := w.flush(); err != nil {
 				return n, err
 			}
 		}
-		c := copy(w.buf[len(w.buf):PlainSize], p)
+		c := copy(w.buf[len(w.buf):w.per], p)
 		w.buf = w.buf[:len(w.buf)+c]
 		p = p[c:]
 		n += c
@@ -74,12 +82,12 @@ func (w *Writer) ReadFrom(r io.Reader) (int64, error) {
 	}
 	var total int64
 	for {
-		if len(w.buf) == PlainSize {
+		if len(w.buf) == w.per {
 			if err := w.flush(); err != nil {
 				return total, err
 			}
 		}
-		n, err := io.ReadFull(r, w.buf[len(w.buf):PlainSize])
+		n, err := io.ReadFull(r, w.buf[len(w.buf):w.per])
 		w.buf = w.buf[:len(w.buf)+n]
 		total += int64(n)
 		switch {
