@@ -1,10 +1,10 @@
 package cache
 
 import (
+	"flag"
 	"math/bits"
 	"slices"
 	"sync"
-	"testing"
 	"unsafe"
 )
 
@@ -63,8 +63,10 @@ const (
 	DefaultMaxIdle = 8 << 20
 )
 
-// poison makes Put overwrite buffers in test binaries.
-var poison = testing.Testing()
+// poison reports whether Put overwrites buffers: in test binaries, which
+// the flags the testing package registers tell apart (checked on first
+// use, after they are registered) without this package importing it.
+var poison = sync.OnceValue(func() bool { return flag.Lookup("test.v") != nil })
 
 // classSize returns the capacity the pool gives a buffer of n bytes, or
 // false for buffers it does not pool.
@@ -172,7 +174,7 @@ func (p *BufferPool) Put(b []byte) {
 	if size, pooled := classSize(len(b)); !pooled || size != len(b) {
 		return // not one of ours
 	}
-	if poison {
+	if poison() {
 		for i := range b {
 			b[i] = 0xA5
 		}
