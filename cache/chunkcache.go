@@ -258,12 +258,15 @@ func (c *ChunkCache) Get(ctx context.Context, k Key, fn FillFunc) (*Chunk, error
 // Prefetch asks for k to be filled in the background unless it is cached
 // or already being filled. Prefetched chunks that no Get has asked for yet
 // may fill at most half the cache, so that readers sharing the cache do
-// not evict each other's readahead before they read it. Requests run in the order given, on at most
-// Decoders goroutines at once; a goroutine that finishes one takes the
-// next, so prefetching keeps every core busy while the reader that asked
-// waits for an earlier chunk. Prefetch reports false when the queue is
-// full or unread prefetches fill half the cache, so the caller can ask
-// again later; prefetches are hints, and dropping one costs only latency.
+// not evict each other's readahead before they read it. Requests run in
+// the order given, on at most WithDecoders goroutines at once; a goroutine
+// that finishes one takes the next, so prefetching keeps every core busy
+// while the reader that asked waits for an earlier chunk. A prefetch's
+// buffers are admitted only if they fit the bound: without room it is
+// dropped (see run). Prefetch reports false when the queue is full,
+// unread prefetches fill half the cache, or readers are waiting for room,
+// so the caller can ask again later; prefetches are hints, and dropping
+// one costs only latency.
 func (c *ChunkCache) Prefetch(ctx context.Context, k Key, fn FillFunc) bool {
 	c.mu.Lock()
 	if c.present(k) {
