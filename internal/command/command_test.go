@@ -14,7 +14,7 @@ import (
 
 // output runs line with a deadline on the test itself: a command that is
 // not ended as it should be must fail the test, not hang it.
-func output(t *testing.T, ctx context.Context, line string, o Options) ([]byte, error, time.Duration) {
+func output(t *testing.T, ctx context.Context, line string, o Options) ([]byte, time.Duration, error) {
 	t.Helper()
 	type result struct {
 		out []byte
@@ -28,15 +28,15 @@ func output(t *testing.T, ctx context.Context, line string, o Options) ([]byte, 
 	}()
 	select {
 	case r := <-done:
-		return r.out, r.err, time.Since(start)
+		return r.out, time.Since(start), r.err
 	case <-time.After(30 * time.Second):
 		t.Fatalf("%q still running after 30s", line)
-		return nil, nil, 0
+		return nil, 0, nil
 	}
 }
 
 func TestOutput(t *testing.T) {
-	out, err, _ := output(t, context.Background(), `printf 'a key\n'`, Options{Name: "KEY_COMMAND"})
+	out, _, err := output(t, context.Background(), `printf 'a key\n'`, Options{Name: "KEY_COMMAND"})
 	if err != nil || string(out) != "a key\n" {
 		t.Fatalf("%q, %v", out, err)
 	}
@@ -51,12 +51,12 @@ func TestStdinPassedThrough(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	out, err, _ := output(t, context.Background(), "cat", Options{Stdin: f})
+	out, _, err := output(t, context.Background(), "cat", Options{Stdin: f})
 	if err != nil || string(out) != "typed passphrase" {
 		t.Fatalf("%q, %v", out, err)
 	}
 	// Without one, the command reads nothing rather than waiting.
-	out, err, _ = output(t, context.Background(), "cat", Options{})
+	out, _, err = output(t, context.Background(), "cat", Options{})
 	if err != nil || len(out) != 0 {
 		t.Fatalf("no stdin: %q, %v", out, err)
 	}
@@ -67,7 +67,7 @@ func TestStdinPassedThrough(t *testing.T) {
 // the program grow to gigabytes.
 func TestFloodIsCutOff(t *testing.T) {
 	for _, line := range []string{"cat /dev/zero", "yes", "sh -c 'yes & yes'"} {
-		out, err, took := output(t, context.Background(), line, Options{Name: "KEY_COMMAND", OutputLimit: 64 << 10})
+		out, took, err := output(t, context.Background(), line, Options{Name: "KEY_COMMAND", OutputLimit: 64 << 10})
 		if !errors.Is(err, ErrTooMuchOutput) || out != nil {
 			t.Errorf("%s: %d bytes, %v", line, len(out), err)
 			continue
@@ -81,7 +81,7 @@ func TestFloodIsCutOff(t *testing.T) {
 
 // A failing command is one line: its status and the end of its stderr.
 func TestFailureIsOneLine(t *testing.T) {
-	_, err, _ := output(t, context.Background(), `sh -c 'echo "gpg: decryption failed:" >&2; echo "  No secret key" >&2; exit 2'`, Options{Name: "BUPSTASH_KEY_COMMAND"})
+	_, _, err := output(t, context.Background(), `sh -c 'echo "gpg: decryption failed:" >&2; echo "  No secret key" >&2; exit 2'`, Options{Name: "BUPSTASH_KEY_COMMAND"})
 	if !errors.Is(err, ErrFailed) {
 		t.Fatalf("err = %v", err)
 	}
@@ -89,23 +89,23 @@ func TestFailureIsOneLine(t *testing.T) {
 	if err.Error() != want {
 		t.Fatalf("message %q\nwant    %q", err, want)
 	}
-	_, err, _ = output(t, context.Background(), "/nonexistent/program", Options{Name: "BUPSTASH_KEY_COMMAND"})
+	_, _, err = output(t, context.Background(), "/nonexistent/program", Options{Name: "BUPSTASH_KEY_COMMAND"})
 	if err == nil || strings.Contains(err.Error(), "\n") || !strings.Contains(err.Error(), "/nonexistent/program") {
 		t.Fatalf("missing program: %v", err)
 	}
 	for _, line := range []string{"", "  # only a comment", "'unterminated"} {
-		if _, err, _ := output(t, context.Background(), line, Options{}); err == nil {
+		if _, _, err := output(t, context.Background(), line, Options{}); err == nil {
 			t.Errorf("%q ran", line)
 		}
 	}
-	if _, err, _ := output(t, context.Background(), "", Options{}); !errors.Is(err, ErrEmpty) {
+	if _, _, err := output(t, context.Background(), "", Options{}); !errors.Is(err, ErrEmpty) {
 		t.Errorf("empty: %v", err)
 	}
 }
 
 // The program, not its arguments, is named: arguments may hold secrets.
 func TestArgumentsAreNotShown(t *testing.T) {
-	_, err, _ := output(t, context.Background(), "sh -c 'exit 1' --passphrase=hunter2", Options{})
+	_, _, err := output(t, context.Background(), "sh -c 'exit 1' --passphrase=hunter2", Options{})
 	if err == nil || strings.Contains(err.Error(), "hunter2") {
 		t.Fatalf("err = %v", err)
 	}
@@ -159,7 +159,7 @@ func hanging(t *testing.T) (line, pidFile string) {
 // killed with everything it started.
 func TestHangingCommandTimesOut(t *testing.T) {
 	line, pidFile := hanging(t)
-	_, err, took := output(t, context.Background(), line, Options{Name: "KEY_COMMAND", Timeout: 300 * time.Millisecond})
+	_, took, err := output(t, context.Background(), line, Options{Name: "KEY_COMMAND", Timeout: 300 * time.Millisecond})
 	if !errors.Is(err, ErrTimedOut) || !strings.Contains(err.Error(), "did not finish in time (300ms)") {
 		t.Fatalf("err = %v", err)
 	}
@@ -183,7 +183,7 @@ func TestContextEndsTheWait(t *testing.T) {
 		pidsFrom(t, pidFile)
 		cancel()
 	}()
-	_, err, took := output(t, ctx, line, Options{Name: "KEY_COMMAND"})
+	_, took, err := output(t, ctx, line, Options{Name: "KEY_COMMAND"})
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v", err)
 	}
