@@ -37,9 +37,13 @@ var (
 )
 
 // plainBinary is the backupfs binary built without the race detector,
-// whose shadow memory would swamp the RSS being measured.
+// whose shadow memory would swamp the RSS being measured; or the one
+// BACKUPFS_RSS_BINARY names, to measure another build (main's, say).
 func plainBinary(t testing.TB) string {
 	t.Helper()
+	if b := os.Getenv("BACKUPFS_RSS_BINARY"); b != "" {
+		return b
+	}
 	plainOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "backupfs-plain")
 		if err != nil {
@@ -225,7 +229,7 @@ func TestMountMemoryStaysWithinTheCacheBound(t *testing.T) {
 // another size), with --cache-size 1M, 64M and 256M: metric peak-MiB,
 // and over-bound-MiB, how far past --cache-size + 64 MiB (0 when within).
 // Each reader reads 1 MiB. It writes the item once, in a temporary
-// directory; it takes minutes.
+// directory; it takes minutes. BACKUPFS_RSS_BINARY measures another build.
 func BenchmarkMountPeakRSS(b *testing.B) {
 	size := int64(3 << 30)
 	if s := os.Getenv("BACKUPFS_RSS_ITEM"); s != "" {
