@@ -37,36 +37,50 @@ func ParseKey(data []byte) (*Key, error) {
 	return &Key{k: k}, nil
 }
 
+// noKey stands for the parts of a Key not made by ParseKey: none.
+var noKey bupstashkey.Key
+
+// parts returns the key's contents (none for a zero Key).
+func (k *Key) parts() *bupstashkey.Key {
+	if k.k == nil {
+		return &noKey
+	}
+	return k.k
+}
+
 // ID returns the key's id.
-func (k *Key) ID() Xid { return k.k.ID }
+func (k *Key) ID() Xid { return k.parts().ID }
 
 // PrimaryKeyID returns the id of the primary key the key derives from: its
 // own for a primary key. Items record it.
-func (k *Key) PrimaryKeyID() Xid { return k.k.PrimaryKeyID }
+func (k *Key) PrimaryKeyID() Xid { return k.parts().PrimaryKeyID }
 
 // IsPrimary reports whether the key is a primary key.
-func (k *Key) IsPrimary() bool { return k.k.Primary }
+func (k *Key) IsPrimary() bool { return k.parts().Primary }
 
 // CanListItems reports whether the key can decrypt item metadata (tags,
 // timestamps, sizes).
 func (k *Key) CanListItems() bool {
-	return k.k.MetadataSK.OK && k.k.MetadataPSK.OK && k.k.MetadataPK.OK
+	m := k.parts()
+	return m.MetadataSK.OK && m.MetadataPSK.OK && m.MetadataPK.OK
 }
 
 // CanListContents reports whether the key can decrypt and verify item
 // indexes (the saved file trees).
 func (k *Key) CanListContents() bool {
-	return k.CanListItems() && k.k.IdxSK.OK && k.k.IdxPSK.OK && k.k.IdxHashKeyPart1.OK
+	m := k.parts()
+	return k.CanListItems() && m.IdxSK.OK && m.IdxPSK.OK && m.IdxHashKeyPart1.OK
 }
 
 // CanReadData reports whether the key can decrypt file data. In practice
 // only primary keys can.
 func (k *Key) CanReadData() bool {
-	return k.k.DataSK.OK && k.k.DataPSK.OK && k.k.DataHashKeyPart1.OK
+	m := k.parts()
+	return m.DataSK.OK && m.DataPSK.OK && m.DataHashKeyPart1.OK
 }
 
 // Kind describes the key for messages: "primary", "list-only sub", ….
-func (k *Key) Kind() string { return k.k.Kind() }
+func (k *Key) Kind() string { return k.parts().Kind() }
 
 // String returns the key's kind and id, as in
 // "bupstash.Key(primary b4516a10824916f79b9e909e0f8d42b8)".

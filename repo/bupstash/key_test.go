@@ -154,3 +154,14 @@ func TestSecretHoldersNeverPrintTheirSecrets(t *testing.T) {
 	assertNoSecret(t, "Item", formatted(t, *it, structVerbs), itemSecrets)
 	assertNoSecret(t, "*Repository", formatted(t, r, structVerbs), secrets)
 }
+
+// A Key not made by ParseKey holds nothing and can do nothing.
+func TestZeroKey(t *testing.T) {
+	var k Key
+	if k.CanListItems() || k.CanListContents() || k.CanReadData() || k.IsPrimary() || fmt.Sprint(k) != "bupstash.Key(none)" {
+		t.Fatalf("zero key: %v", k)
+	}
+	if _, err := New(memStore{}, &k, Options{}); err == nil {
+		t.Fatal("a repository opened with a zero key")
+	}
+}
