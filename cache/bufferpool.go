@@ -65,8 +65,16 @@ const (
 
 // poison reports whether Put overwrites buffers: in test binaries, which
 // the flags the testing package registers tell apart (checked on first
-// use, after they are registered) without this package importing it.
-var poison = sync.OnceValue(func() bool { return flag.Lookup("test.v") != nil })
+// use, after they are registered) without this package importing it; but
+// not while benchmarks run, which would measure the overwriting (half the
+// time of opening an uncompressed leaf).
+var poison = sync.OnceValue(func() bool {
+	if flag.Lookup("test.v") == nil {
+		return false
+	}
+	bench := flag.Lookup("test.bench")
+	return bench == nil || bench.Value.String() == ""
+})
 
 // classSize returns the capacity the pool gives a buffer of n bytes, or
 // false for buffers it does not pool.
