@@ -60,14 +60,19 @@ func runBinary(t *testing.T, within time.Duration, args ...string) (code int, st
 	cmd.Env = cleanEnv()
 	var out, errb strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	peak := watchPeak(cmd.Process.Pid) // not the wait's rusage: see watchPeak
+	err := cmd.Wait()
+	maxRSS = peak()
 	if ctx.Err() != nil {
 		t.Fatalf("backupfs %s did not finish within %v:\n%s", strings.Join(args, " "), within, errb.String())
 	}
 	if _, ok := err.(*exec.ExitError); err != nil && !ok {
 		t.Fatal(err)
 	}
-	return cmd.ProcessState.ExitCode(), out.String(), errb.String(), cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss
+	return cmd.ProcessState.ExitCode(), out.String(), errb.String(), maxRSS
 }
 
 // backupfs list refuses each bad file in the one error line, lists the

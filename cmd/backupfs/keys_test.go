@@ -169,6 +169,7 @@ func runWithDeadline(t *testing.T, cmd *exec.Cmd, within time.Duration) (int, st
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	peak := watchPeak(cmd.Process.Pid) // not the wait's rusage: see watchPeak
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	select {
@@ -182,7 +183,7 @@ func runWithDeadline(t *testing.T, cmd *exec.Cmd, within time.Duration) (int, st
 		<-done
 		t.Fatalf("%s did not finish within %v:\n%s", strings.Join(cmd.Args, " "), within, stderr.String())
 	}
-	return cmd.ProcessState.ExitCode(), stderr.String(), cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss
+	return cmd.ProcessState.ExitCode(), stderr.String(), peak()
 }
 
 // processGone waits up to 10 s for a process to be gone or a zombie.
