@@ -67,7 +67,12 @@ func (b *Blob) frameFill(key *blobKey, i int64) cache.FillFunc {
 		}
 		defer obj.Close()
 		pool := b.store.chunks.Buffers()
-		buf := pool.Get(gcmframe.FullFrameSize)
+		// Admitted under the cache's bound, like a chunk of a repository:
+		// frames being decoded count before they are allocated.
+		buf, err := pool.Alloc(ctx, gcmframe.FullFrameSize)
+		if err != nil {
+			return nil, nil, err
+		}
 		pt, err := b.index.ReadFrame(objectReaderAt{ctx, obj}, key.cipher, i, buf)
 		if err != nil {
 			pool.Put(buf)
