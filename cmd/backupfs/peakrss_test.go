@@ -1,58 +1,36 @@
 package main
 
 import (
-	"fmt"
-	"os"
-	"strconv"
-	"strings"
+	"testing"
 	"time"
+
+	"github.com/backupfs/backupfs/internal/procstat"
 )
 
-// watchPeak samples a child process's peak RSS (VmHWM, its own address
-// space's high-water mark) until the returned stop is called, and stop
-// returns the most seen, in KiB.
-//
-// The rusage a wait reports (ProcessState.SysUsage's Maxrss) will not do:
-// Go starts children with vfork, sharing the test process's address space
-// until exec, and Linux keeps that space's high-water mark as the child's
-// maxrss, so a child of a test binary grown to 250 MiB "peaks" at 250 MiB
-// whatever it does.
+// watchPeak samples a child process's peak RSS (VmHWM, not the wait's
+// rusage: see internal/procstat) until the returned stop is called, and
+// stop returns the most seen, in KiB.
 func watchPeak(pid int) (stop func() int64) {
-	done := make(chan struct{})
-	result := make(chan int64, 1)
-	go func() {
-		var peak int64
-		t := time.NewTicker(2 * time.Millisecond)
-		defer t.Stop()
-		for {
-			if kb, ok := vmHWM(pid); ok {
-				peak = max(peak, kb)
-			}
-			select {
-			case <-done:
-				result <- peak
-				return
-			case <-t.C:
-			}
-		}
-	}()
-	return func() int64 {
-		close(done)
-		return <-result
-	}
+	peak := procstat.Watch(pid, 2*time.Millisecond)
+	return func() int64 { return peak() >> 10 }
 }
 
-// vmHWM reads a live process's VmHWM in KiB.
-func vmHWM(pid int) (int64, bool) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+// peakOf returns a live process's peak RSS (VmHWM) in bytes.
+func peakOf(t testing.TB, pid int) int64 {
+	t.Helper()
+	v, err := procstat.PeakRSS(pid)
 	if err != nil {
-		return 0, false
+		t.Fatal(err)
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kb, err == nil
-		}
+	return v
+}
+
+// vmRSS returns a field of a live process's /proc status, in KiB.
+func vmRSS(t *testing.T, pid int, field string) int64 {
+	t.Helper()
+	v, err := procstat.Field(pid, field)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return 0, false
+	return v >> 10
 }

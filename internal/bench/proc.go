@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/backupfs/backupfs/internal/procstat"
 )
 
 // A Run is what one finished process cost.
@@ -23,19 +25,19 @@ type Run struct {
 	First time.Duration
 	Out   int64 // bytes written to stdout
 	Lines int64 // lines written to stdout
-	// MaxRSS is the process's peak resident memory, in bytes, from the
-	// kernel's accounting of the finished process.
+	// MaxRSS is the process's peak resident memory (its VmHWM), in
+	// bytes, sampled while it ran (see internal/procstat for why not
+	// the wait's rusage).
 	MaxRSS    int64
 	User, Sys time.Duration
 }
 
-func finished(ps *os.ProcessState, wall time.Duration) Run {
-	r := Run{Wall: wall, User: ps.UserTime(), Sys: ps.SystemTime()}
-	if ru, ok := ps.SysUsage().(*syscall.Rusage); ok {
-		r.MaxRSS = ru.Maxrss << 10 // KiB on Linux
-	}
-	return r
+func finished(ps *os.ProcessState, wall time.Duration, maxRSS int64) Run {
+	return Run{Wall: wall, User: ps.UserTime(), Sys: ps.SystemTime(), MaxRSS: maxRSS}
 }
+
+// rssEvery is how often a running tool's peak RSS is sampled.
+const rssEvery = 2 * time.Millisecond
 
 // runTool runs a command in dir and counts its output; a non-zero exit is
 // an error quoting its stderr.
@@ -52,6 +54,7 @@ func runTool(ctx context.Context, dir string, argv ...string) (Run, error) {
 	if err := cmd.Start(); err != nil {
 		return Run{}, err
 	}
+	peak := procstat.Watch(cmd.Process.Pid, rssEvery)
 	var first time.Duration
 	var n, lines int64
 	buf := make([]byte, 1<<20)
@@ -69,7 +72,7 @@ func runTool(ctx context.Context, dir string, argv ...string) (Run, error) {
 		}
 	}
 	err = cmd.Wait()
-	r := finished(cmd.ProcessState, time.Since(start))
+	r := finished(cmd.ProcessState, time.Since(start), peak())
 	r.First, r.Out, r.Lines = first, n, lines
 	if err != nil {
 		return r, fmt.Errorf("%s: %w: %s", strings.Join(argv, " "), err, firstLine(stderr.String()))
@@ -90,11 +93,12 @@ func runToNull(ctx context.Context, dir string, argv ...string) (Run, error) {
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	start := time.Now()
-	err = cmd.Run()
-	if cmd.ProcessState == nil {
+	if err := cmd.Start(); err != nil {
 		return Run{}, err
 	}
-	r := finished(cmd.ProcessState, time.Since(start))
+	peak := procstat.Watch(cmd.Process.Pid, rssEvery)
+	err = cmd.Wait()
+	r := finished(cmd.ProcessState, time.Since(start), peak())
 	if err != nil {
 		return r, fmt.Errorf("%s: %w: %s", strings.Join(argv, " "), err, firstLine(stderr.String()))
 	}
@@ -173,8 +177,10 @@ func startServerLogging(ctx context.Context, work string, log io.Writer, argv ..
 }
 
 // Stop unmounts by SIGTERM, as a user's Ctrl-C would, and returns what
-// the server process cost over its whole life.
+// the server process cost over its whole life; its peak RSS is read just
+// before, when the work measured is over.
 func (s *Server) Stop() (Run, error) {
+	peak, _ := procstat.PeakRSS(s.cmd.Process.Pid)
 	_ = s.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-s.exited:
@@ -184,7 +190,7 @@ func (s *Server) Stop() (Run, error) {
 		_ = syscall.Unmount(s.Dir, syscall.MNT_DETACH)
 		return Run{}, errors.New("the server did not stop within 30 s of SIGTERM")
 	}
-	r := finished(s.cmd.ProcessState, time.Since(s.start))
+	r := finished(s.cmd.ProcessState, time.Since(s.start), peak)
 	if inMountTable(s.Dir) {
 		_ = syscall.Unmount(s.Dir, syscall.MNT_DETACH)
 		return r, fmt.Errorf("%s was still mounted after the server exited", s.Dir)

@@ -1,0 +1,62 @@
+package procstat
+
+import (
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+)
+
+func TestPeakRSSOfThisProcess(t *testing.T) {
+	before, err := PeakRSS(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 64<<20)
+	for i := range b {
+		b[i] = 1
+	}
+	after, err := PeakRSS(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after < before+60<<20 || after < 64<<20 {
+		t.Fatalf("peak RSS %d MiB after touching 64 MiB (before: %d MiB)", after>>20, before>>20)
+	}
+	rss, err := Field(os.Getpid(), "VmRSS")
+	if err != nil || rss < 60<<20 {
+		t.Fatalf("VmRSS %d, %v; VmHWM %d", rss, err, after)
+	}
+	_ = b[len(b)-1]
+}
+
+// A child's VmHWM is its own, not its parent's high-water mark, which the
+// wait's rusage reports: this process has touched 64 MiB and more above.
+func TestWatchSeesTheChildsOwnPeak(t *testing.T) {
+	b := make([]byte, 96<<20)
+	for i := range b {
+		b[i] = 1
+	}
+	cmd := exec.Command("sleep", "0.2")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stop := Watch(cmd.Process.Pid, time.Millisecond)
+	if err := cmd.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	peak := stop()
+	if peak <= 0 || peak > 32<<20 {
+		t.Fatalf("sleep peaked at %d KiB", peak>>10)
+	}
+	_ = b[len(b)-1]
+}
+
+func TestFieldOfAMissingProcess(t *testing.T) {
+	if _, err := Field(1<<30, "VmHWM"); err == nil {
+		t.Fatal("no error for a process that does not exist")
+	}
+	if _, err := Field(os.Getpid(), "NoSuchField"); err == nil {
+		t.Fatal("no error for a missing field")
+	}
+}
