@@ -58,6 +58,7 @@ type Suite struct {
 	// Medians the targets compare, filled as groups run.
 	pipeline, catMBps, mountColdMBps float64
 	largeRSS                         []int64
+	copyNoted                        bool // the note on where copies go was added
 }
 
 // A Row is one measured figure.
