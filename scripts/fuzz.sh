@@ -19,9 +19,24 @@ for pkg in $(go list ./...); do
 		# not quite deterministic (map order, first-call paths) then
 		# spends the whole run minimizing: FuzzIndexReader ran 16 inputs in
 		# 10 s. A bounded number of tries keeps fuzzing exploring.
-		if ! go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" -fuzzminimizetime "${FUZZMINIMIZE:-200x}" "$pkg"; then
+		dir=$(go list -f '{{.Dir}}' "$pkg")/testdata/fuzz/$target
+		before=$( (ls "$dir" 2>/dev/null || true) | wc -l)
+		log=$(mktemp)
+		if go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" -fuzzminimizetime "${FUZZMINIMIZE:-200x}" "$pkg" 2>&1 | tee "$log"; then
+			rm -f "$log"
+			continue
+		fi
+		# Go 1.26's fuzz coordinator can fail a target with its own
+		# -fuzztime deadline as the time runs out ("context deadline
+		# exceeded", go.dev/issue/75804, fixed in Go 1.27). That is no
+		# finding when no failing input was written; anything else is.
+		after=$( (ls "$dir" 2>/dev/null || true) | wc -l)
+		if [ "$after" -eq "$before" ] && grep -q '^    context deadline exceeded$' "$log" && ! grep -q 'Failing input written' "$log"; then
+			echo "== $target: the toolchain's -fuzztime deadline race (go.dev/issue/75804), no failing input: not a finding"
+		else
 			status=1
 		fi
+		rm -f "$log"
 	done
 done
 exit $status
