@@ -26,17 +26,14 @@ import (
 type cursorPool struct {
 	s *Source
 
-	mu      sync.Mutex
-	conns   []*cursorConn
-	dialing chan struct{}
-	dialErr error
+	mu    sync.Mutex
+	conns []*cursorConn
+	dial  dialSlot
 }
 
 type cursorConn struct {
-	c        *Conn
-	sess     *cursorSession // nil: none
-	inflight int
-	last     time.Time
+	poolConn
+	sess *cursorSession // nil: none
 }
 
 // cursorSession is one partial-data session.
@@ -93,7 +90,7 @@ func (p *cursorPool) fetch(ctx context.Context, ref bupstash.ChunkRef, pool *cac
 				return nil, ctx.Err()
 			}
 			p.mu.Lock()
-			err, n := p.dialErr, len(p.conns)
+			err, n := p.dial.err, len(p.conns)
 			p.mu.Unlock()
 			if err != nil && n == 0 {
 				return nil, err
@@ -230,15 +227,9 @@ func (p *cursorPool) requestLocked(ref bupstash.ChunkRef, pool *cache.BufferPool
 // else the least recently used idle one, else the least busy. It
 // returns a channel to wait on instead when a dial is needed.
 func (p *cursorPool) connForSessionLocked() (*cursorConn, <-chan struct{}) {
+	p.conns = dropBroken(p.conns)
 	var free, lru, least *cursorConn
-	kept := p.conns[:0]
 	for _, cc := range p.conns {
-		if cc.c.Err() != nil {
-			// Its pending fetches fail as its reader ends.
-			go cc.c.Close()
-			continue
-		}
-		kept = append(kept, cc)
 		switch {
 		case cc.inflight == 0 && cc.sess == nil:
 			free = cc
@@ -249,18 +240,16 @@ func (p *cursorPool) connForSessionLocked() (*cursorConn, <-chan struct{}) {
 			least = cc
 		}
 	}
-	clear(p.conns[len(kept):])
-	p.conns = kept
 	// Sessions are kept while the pool may grow: readers of two files
 	// take turns, and each keeps its place.
 	switch {
 	case free != nil:
 		return free, nil
 	case len(p.conns) < p.s.opts.Connections:
-		if p.dialing == nil && !p.startDialLocked() {
+		if p.dial.dialing == nil && !p.startDialLocked() {
 			return nil, closedChan
 		}
-		return nil, p.dialing
+		return nil, p.dial.dialing
 	case lru != nil:
 		return lru, nil
 	}
@@ -271,26 +260,9 @@ func (p *cursorPool) connForSessionLocked() (*cursorConn, <-chan struct{}) {
 var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 func (p *cursorPool) startDialLocked() bool {
-	ch := make(chan struct{})
-	ok := p.s.spawn(func() {
-		c, err := p.s.dialer.dial(p.s.ctx)
-		p.mu.Lock()
-		if err == nil {
-			if p.s.closed.Load() {
-				go closeConn(c)
-			} else {
-				p.conns = append(p.conns, &cursorConn{c: c, last: time.Now()})
-			}
-		}
-		p.dialErr = err
-		p.dialing = nil
-		close(ch)
-		p.mu.Unlock()
+	return p.dial.startLocked(p.s, &p.mu, nil, func(c *Conn) {
+		p.conns = append(p.conns, &cursorConn{poolConn: poolConn{c: c, last: time.Now()}})
 	})
-	if ok {
-		p.dialing = ch
-	}
-	return ok
 }
 
 // askLocked sends a request for one leaf on cc's session and collects
@@ -368,27 +340,16 @@ func (p *cursorPool) prefetch(refs []bupstash.ChunkRef, pool *cache.BufferPool) 
 func (p *cursorPool) takeIdle(cutoff time.Time) []*Conn {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var out []*Conn
-	kept := p.conns[:0]
-	for _, cc := range p.conns {
-		if cc.c.Err() != nil || (cc.inflight == 0 && cc.last.Before(cutoff)) {
-			out = append(out, cc.c)
-			continue
-		}
-		kept = append(kept, cc)
-	}
-	clear(p.conns[len(kept):])
-	p.conns = kept
-	return out
+	var idle []*Conn
+	p.conns, idle = splitIdle(p.conns, cutoff)
+	return idle
 }
 
+// takeAll removes every connection, for Close.
 func (p *cursorPool) takeAll() []*Conn {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var out []*Conn
-	for _, cc := range p.conns {
-		out = append(out, cc.c)
-	}
+	out := connsOf(p.conns)
 	p.conns = nil
 	return out
 }

@@ -17,16 +17,9 @@ import (
 type pullPool struct {
 	s *Source
 
-	mu      sync.Mutex
-	conns   []*pullConn
-	dialing chan struct{} // closed when the dial under way ends; nil if none
-	dialErr error         // the last dial's failure
-}
-
-type pullConn struct {
-	c        *Conn
-	inflight int
-	last     time.Time
+	mu    sync.Mutex
+	conns []*poolConn
+	dial  dialSlot
 }
 
 // pullDepth is how many requests a pull connection carries at once
@@ -35,13 +28,13 @@ const pullDepth = 8
 
 // acquire returns a connection for one more request, dialling one when
 // there is none.
-func (p *pullPool) acquire(ctx context.Context) (*pullConn, error) {
+func (p *pullPool) acquire(ctx context.Context) (*poolConn, error) {
 	for {
 		p.mu.Lock()
 		best := p.leastBusyLocked()
 		canGrow := len(p.conns) < p.s.opts.Connections
-		if best != nil && (best.inflight < pullDepth || !canGrow || p.dialing != nil) {
-			if best.inflight >= pullDepth/2 && canGrow && p.dialing == nil {
+		if best != nil && (best.inflight < pullDepth || !canGrow || p.dial.dialing != nil) {
+			if best.inflight >= pullDepth/2 && canGrow && p.dial.dialing == nil {
 				p.startDialLocked()
 			}
 			best.inflight++
@@ -49,11 +42,11 @@ func (p *pullPool) acquire(ctx context.Context) (*pullConn, error) {
 			p.mu.Unlock()
 			return best, nil
 		}
-		if p.dialing == nil && !p.startDialLocked() {
+		if p.dial.dialing == nil && !p.startDialLocked() {
 			p.mu.Unlock()
 			return nil, ErrClosed
 		}
-		ch := p.dialing
+		ch := p.dial.dialing
 		p.mu.Unlock()
 		select {
 		case <-ch:
@@ -61,7 +54,7 @@ func (p *pullPool) acquire(ctx context.Context) (*pullConn, error) {
 			return nil, ctx.Err()
 		}
 		p.mu.Lock()
-		err, n := p.dialErr, len(p.conns)
+		err, n := p.dial.err, len(p.conns)
 		p.mu.Unlock()
 		if err != nil && n == 0 {
 			return nil, err
@@ -71,59 +64,35 @@ func (p *pullPool) acquire(ctx context.Context) (*pullConn, error) {
 
 // leastBusyLocked returns the working connection with the fewest
 // requests in flight, dropping broken ones.
-func (p *pullPool) leastBusyLocked() *pullConn {
-	var best *pullConn
-	kept := p.conns[:0]
+func (p *pullPool) leastBusyLocked() *poolConn {
+	p.conns = dropBroken(p.conns)
+	var best *poolConn
 	for _, pc := range p.conns {
-		if pc.c.Err() != nil {
-			go pc.c.Close()
-			continue
-		}
-		kept = append(kept, pc)
 		if best == nil || pc.inflight < best.inflight {
 			best = pc
 		}
 	}
-	clear(p.conns[len(kept):])
-	p.conns = kept
 	return best
 }
 
 // startDialLocked dials a connection and opens a pull session on it, in
 // the background.
 func (p *pullPool) startDialLocked() bool {
-	ch := make(chan struct{})
-	ok := p.s.spawn(func() {
-		c, err := p.s.dialer.dial(p.s.ctx)
-		if err == nil {
-			p.s.stats.requests.Add(1)
-			if err = c.BeginPull(p.s.ctx); err != nil {
-				closeConn(c)
-				err = fmt.Errorf("%w: %w", errBeginPull, err)
-			} else {
-				p.s.access.pullWorks()
-			}
+	beginPull := func(c *Conn) error {
+		p.s.stats.requests.Add(1)
+		if err := c.BeginPull(p.s.ctx); err != nil {
+			closeConn(c)
+			return fmt.Errorf("%w: %w", errBeginPull, err)
 		}
-		p.mu.Lock()
-		if err == nil {
-			if p.s.closed.Load() {
-				go closeConn(c)
-			} else {
-				p.conns = append(p.conns, &pullConn{c: c, last: time.Now()})
-			}
-		}
-		p.dialErr = err
-		p.dialing = nil
-		close(ch)
-		p.mu.Unlock()
-	})
-	if ok {
-		p.dialing = ch
+		p.s.access.pullWorks()
+		return nil
 	}
-	return ok
+	return p.dial.startLocked(p.s, &p.mu, beginPull, func(c *Conn) {
+		p.conns = append(p.conns, &poolConn{c: c, last: time.Now()})
+	})
 }
 
-func (p *pullPool) release(pc *pullConn) {
+func (p *pullPool) release(pc *poolConn) {
 	p.mu.Lock()
 	pc.inflight--
 	pc.last = time.Now()
@@ -158,7 +127,7 @@ func (p *pullPool) prefetch(refs []bupstash.ChunkRef, pool *cache.BufferPool) bo
 	p.mu.Lock()
 	best := p.leastBusyLocked()
 	if best == nil || best.inflight >= pullDepth {
-		if len(p.conns) < p.s.opts.Connections && p.dialing == nil {
+		if len(p.conns) < p.s.opts.Connections && p.dial.dialing == nil {
 			p.startDialLocked()
 		}
 		p.mu.Unlock()
@@ -212,28 +181,16 @@ func (p *pullPool) prefetch(refs []bupstash.ChunkRef, pool *cache.BufferPool) bo
 func (p *pullPool) takeIdle(cutoff time.Time) []*Conn {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var out []*Conn
-	kept := p.conns[:0]
-	for _, pc := range p.conns {
-		if pc.c.Err() != nil || (pc.inflight == 0 && pc.last.Before(cutoff)) {
-			out = append(out, pc.c)
-			continue
-		}
-		kept = append(kept, pc)
-	}
-	clear(p.conns[len(kept):])
-	p.conns = kept
-	return out
+	var idle []*Conn
+	p.conns, idle = splitIdle(p.conns, cutoff)
+	return idle
 }
 
 // takeAll removes every connection, for Close.
 func (p *pullPool) takeAll() []*Conn {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var out []*Conn
-	for _, pc := range p.conns {
-		out = append(out, pc.c)
-	}
+	out := connsOf(p.conns)
 	p.conns = nil
 	return out
 }
