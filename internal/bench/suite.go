@@ -408,20 +408,17 @@ func directRandomReads(path string, span, size int64, d time.Duration) (float64,
 // regularFiles lists the paths of d's first item's regular files of the
 // given size.
 func regularFiles(d *Dataset, size int64) ([]string, error) {
-	src := d.ItemShape(0).Source()
+	files, err := filesOf(d)
+	if err != nil {
+		return nil, err
+	}
 	var out []string
-	for {
-		e, err := src.Next()
-		if errors.Is(err, io.EOF) {
-			return out, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		if e.IsRegular() && e.Size() == size {
-			out = append(out, e.Path)
+	for _, f := range files {
+		if f.size == size {
+			out = append(out, f.path)
 		}
 	}
+	return out, nil
 }
 
 func (s *Suite) runMillion(ctx context.Context) error {
