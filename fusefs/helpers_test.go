@@ -121,6 +121,16 @@ func mountSourcesWith(t *testing.T, opts fusefs.Options, mo fusefs.MountOptions,
 // returns the mount and the snapshot's directory in it.
 func mountGenerated(t *testing.T, opts *testrepo.Options, tree *testrepo.Tree) (*mounted, string) {
 	t.Helper()
+	src, id := writeGenerated(t, opts, tree)
+	m := mountSources(t, fsOptions(), src)
+	return m, m.path(src.name, "ids", id)
+}
+
+// writeGenerated writes tree as the one snapshot of a new repository,
+// with leaves cut as opts says, and returns the repository as the source
+// "gen" and the snapshot's id.
+func writeGenerated(t *testing.T, opts *testrepo.Options, tree *testrepo.Tree) (source, string) {
+	t.Helper()
 	dir := t.TempDir()
 	r, err := testrepo.Create(filepath.Join(dir, "repo"), opts)
 	if err != nil {
@@ -136,8 +146,7 @@ func mountGenerated(t *testing.T, opts *testrepo.Options, tree *testrepo.Tree) (
 	if err := r.Close(); err != nil {
 		t.Fatal(err)
 	}
-	m := mountSources(t, fsOptions(), source{"gen", filepath.Join(dir, "repo"), filepath.Join(dir, "key")})
-	return m, m.path("gen", "ids", info.ID.String())
+	return source{"gen", filepath.Join(dir, "repo"), filepath.Join(dir, "key")}, info.ID.String()
 }
 
 // mountFixtures mounts every fixture repository, with its primary key.

@@ -2,7 +2,6 @@ package fusefs_test
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -114,23 +113,10 @@ func TestSmallFilesReadFromPagesFilledAhead(t *testing.T) {
 func TestACLsEnforcedOnlyForOtherUsers(t *testing.T) {
 	for _, allowOther := range []bool{false, true} {
 		tree, want := smallFilesTree(20)
-		dir := t.TempDir()
-		r, err := testrepo.Create(filepath.Join(dir, "repo"), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		info, err := r.AddSnapshot(context.Background(), tree.Source(), testrepo.ItemMeta{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := r.WriteKey(filepath.Join(dir, "key")); err != nil {
-			t.Fatal(err)
-		}
-		r.Close()
-		m := mountSourcesWith(t, fsOptions(), fusefs.MountOptions{AllowOther: allowOther}, nil,
-			source{"gen", filepath.Join(dir, "repo"), filepath.Join(dir, "key")})
+		src, id := writeGenerated(t, nil, tree)
+		m := mountSourcesWith(t, fsOptions(), fusefs.MountOptions{AllowOther: allowOther}, nil, src)
 		for name, b := range want {
-			got, err := os.ReadFile(m.path("gen", "ids", info.ID.String(), name))
+			got, err := os.ReadFile(m.path("gen", "ids", id, name))
 			if err != nil || !bytes.Equal(got, b) {
 				t.Fatalf("%s: %q, %v", name, got, err)
 			}

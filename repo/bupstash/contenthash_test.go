@@ -2,7 +2,6 @@ package bupstash_test
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"io"
 	"strings"
@@ -20,8 +19,7 @@ import (
 func TestContentHashDespiteReordering(t *testing.T) {
 	content := bytes.Repeat([]byte("0123456789abcdef"), 40_000) // 640,000 bytes, several leaves
 	var wrong [32]byte
-	f := newForged(t, 8)
-	f.AddSnapshot(bupstashtest.Snapshot{
+	o, tr := loadForgedSnapshot(t, bupstashtest.Snapshot{
 		Item:        bupstashtest.Item{Format: 3, Timestamp: time.Unix(1700000000, 0)},
 		EntryFormat: 5,
 		Entries: []bupstashtest.Entry{
@@ -32,16 +30,6 @@ func TestContentHashDespiteReordering(t *testing.T) {
 		LeafSize:    100_000,
 		Compression: bupstash.CompressionNone,
 	})
-	r := openForged(t, f)
-	items, err := r.Items(context.Background())
-	if err != nil || len(items) != 1 {
-		t.Fatalf("%d items, %v", len(items), err)
-	}
-	o := r.OpenItem(items[0])
-	tr, err := o.LoadTree(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
 	const piece = 64 << 10
 	order := []int{1, 0, 2, 4, 3, 5, 7, 6, 8, 9} // pieces of the file, as they arrive
 	read := func(name string) error {

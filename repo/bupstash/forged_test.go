@@ -43,6 +43,25 @@ func openForged(t testing.TB, f *bupstashtest.Repo) *bupstash.Repository {
 	return r
 }
 
+// loadForgedSnapshot forges snap as the one item of a new repository
+// (schema 8) and returns it opened, with its tree loaded.
+func loadForgedSnapshot(t testing.TB, snap bupstashtest.Snapshot) (*bupstash.OpenItem, *bupstash.Tree) {
+	t.Helper()
+	f := newForged(t, 8)
+	f.AddSnapshot(snap)
+	r := openForged(t, f)
+	items, err := r.Items(context.Background())
+	if err != nil || len(items) != 1 {
+		t.Fatalf("%d items, %v", len(items), err)
+	}
+	o := r.OpenItem(items[0])
+	tr, err := o.LoadTree(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o, tr
+}
+
 // itemErrs maps the ids of items that failed to decode to their errors.
 func itemErrs(err error) map[bupstash.Xid]error {
 	out := map[bupstash.Xid]error{}

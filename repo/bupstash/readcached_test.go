@@ -18,8 +18,7 @@ import (
 func TestReadCached(t *testing.T) {
 	a, b := []byte("first small file\n"), []byte("second small file\n")
 	var wrong [32]byte
-	f := newForged(t, 8)
-	f.AddSnapshot(bupstashtest.Snapshot{
+	o, tr := loadForgedSnapshot(t, bupstashtest.Snapshot{
 		Item:        bupstashtest.Item{Format: 3, Timestamp: time.Unix(1700000000, 0)},
 		EntryFormat: 5,
 		Entries: []bupstashtest.Entry{
@@ -31,17 +30,7 @@ func TestReadCached(t *testing.T) {
 		LeafSize:    1 << 20,
 		Compression: bupstash.CompressionZstd,
 	})
-	r := openForged(t, f)
 	ctx := context.Background()
-	items, err := r.Items(ctx)
-	if err != nil || len(items) != 1 {
-		t.Fatalf("%d items, %v", len(items), err)
-	}
-	o := r.OpenItem(items[0])
-	tr, err := o.LoadTree(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
 	file := func(name string) *bupstash.File {
 		k, ok := tr.Lookup(0, []byte(name))
 		if !ok {
