@@ -200,23 +200,7 @@ func TestBackgroundMountSignals(t *testing.T) {
 				t.Fatalf("exit %d, stderr %q", code, stderr)
 			}
 			pid := daemonOf(t, mnt)
-			f, err := os.Open(filepath.Join(mnt, "repo", "ids", "fdd75e29487490b4ef3eb1792242fc00", "big.txt"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer f.Close()
-			readerDone := make(chan error, 1)
-			go func() {
-				buf := make([]byte, 4096)
-				for {
-					if _, err := f.Read(buf); err != nil {
-						readerDone <- err
-						return
-					}
-					time.Sleep(time.Millisecond)
-				}
-			}()
-			time.Sleep(100 * time.Millisecond)
+			readerDone := busyReader(t, filepath.Join(mnt, "repo", "ids", "fdd75e29487490b4ef3eb1792242fc00", "big.txt"))
 			syscall.Kill(pid, sig)
 			if code := waitDaemon(t, pid, 20*time.Second); code != 0 {
 				t.Fatalf("the daemon exited %d after %v", code, sig)

@@ -192,23 +192,7 @@ func TestMountFromEnvironmentAndSIGTERM(t *testing.T) {
 func TestSIGTERMWithBusyReader(t *testing.T) {
 	dir := t.TempDir()
 	p := startMount(t, nil, "--repo", abs(t, repo012), "--key", abs(t, primary012), dir)
-	f, err := os.Open(filepath.Join(dir, "repo", "ids", "fdd75e29487490b4ef3eb1792242fc00", "big.txt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	readerDone := make(chan error, 1)
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			if _, err := f.Read(buf); err != nil {
-				readerDone <- err
-				return
-			}
-			time.Sleep(time.Millisecond)
-		}
-	}()
-	time.Sleep(100 * time.Millisecond)
+	readerDone := busyReader(t, filepath.Join(dir, "repo", "ids", "fdd75e29487490b4ef3eb1792242fc00", "big.txt"))
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	if code := p.wait(t, 15*time.Second); code != 0 {
 		t.Fatalf("exit status %d:\n%s", code, p.stderr)
@@ -224,6 +208,30 @@ func TestSIGTERMWithBusyReader(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the reader hangs after the mount went away")
 	}
+}
+
+// busyReader reads path slowly, 4 KiB a millisecond, until a read fails,
+// and sends that failure; it returns once the reading is under way.
+func busyReader(t *testing.T, path string) <-chan error {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	done := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			if _, err := f.Read(buf); err != nil {
+				done <- err
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	time.Sleep(100 * time.Millisecond)
+	return done
 }
 
 func TestExternalUnmount(t *testing.T) {
