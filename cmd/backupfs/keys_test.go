@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/backupfs/backupfs/internal/procstat"
 )
 
 // Keys and the configuration file are untrusted input: what is not a
@@ -153,7 +155,7 @@ func TestHangingKeyCommandEndsWithSIGINT(t *testing.T) {
 	}
 	assertOneLine(t, "SIGINT", stderr.String(), "interrupted")
 	for _, pid := range pids {
-		if !processGone(pid) {
+		if !procstat.WaitGone(pid, 10*time.Second) {
 			t.Errorf("process %d of the key command outlived it", pid)
 			syscall.Kill(pid, syscall.SIGKILL)
 		}
@@ -184,20 +186,6 @@ func runWithDeadline(t *testing.T, cmd *exec.Cmd, within time.Duration) (int, st
 		t.Fatalf("%s did not finish within %v:\n%s", strings.Join(cmd.Args, " "), within, stderr.String())
 	}
 	return cmd.ProcessState.ExitCode(), stderr.String(), peak()
-}
-
-// processGone waits up to 10 s for a process to be gone or a zombie.
-func processGone(pid int) bool {
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-		if err != nil {
-			return true
-		}
-		if f := strings.Fields(string(b)); len(f) > 2 && f[2] == "Z" {
-			return true
-		}
-	}
-	return false
 }
 
 // Keys come from --key, key_command, BUPSTASH_KEY or BUPSTASH_KEY_COMMAND,

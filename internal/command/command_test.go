@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/backupfs/backupfs/internal/procstat"
 )
 
 // output runs line with a deadline on the test itself: a command that is
@@ -133,21 +135,6 @@ func pidsFrom(t *testing.T, file string) []int {
 	}
 }
 
-// gone waits for a process to be gone (or a zombie of its own parent).
-func gone(pid int) bool {
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-		if err != nil {
-			return true
-		}
-		// Field 3 is the state; Z is a zombie nobody has reaped yet.
-		if f := strings.Fields(string(b)); len(f) > 2 && f[2] == "Z" {
-			return true
-		}
-	}
-	return false
-}
-
 // hanging starts a shell that starts a grandchild and both wait forever,
 // writing their pids to a file.
 func hanging(t *testing.T) (line, pidFile string) {
@@ -167,7 +154,7 @@ func TestHangingCommandTimesOut(t *testing.T) {
 		t.Errorf("reported after %v", took)
 	}
 	for _, pid := range pidsFrom(t, pidFile) {
-		if !gone(pid) {
+		if !procstat.WaitGone(pid, 10*time.Second) {
 			t.Errorf("process %d outlived its command", pid)
 			syscall.Kill(pid, syscall.SIGKILL)
 		}
@@ -191,7 +178,7 @@ func TestContextEndsTheWait(t *testing.T) {
 		t.Errorf("returned %v after the start", took)
 	}
 	for _, pid := range pidsFrom(t, pidFile) {
-		if !gone(pid) {
+		if !procstat.WaitGone(pid, 10*time.Second) {
 			t.Errorf("process %d outlived its command", pid)
 			syscall.Kill(pid, syscall.SIGKILL)
 		}

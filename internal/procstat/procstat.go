@@ -71,3 +71,32 @@ func Watch(pid int, every time.Duration) (stop func() int64) {
 		return <-result
 	}
 }
+
+// State returns a live process's state letter from /proc/PID/stat (R,
+// S, D, Z, …).
+func State(pid int) (byte, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name, in parentheses, may hold spaces and parentheses:
+	// the state is the field after its last ')'.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return 0, fmt.Errorf("/proc/%d/stat: no state in %q", pid, b)
+	}
+	return b[i+2], nil
+}
+
+// WaitGone waits up to within for process pid to be gone, or a zombie
+// its parent has not reaped yet, and reports whether it was.
+func WaitGone(pid int, within time.Duration) bool {
+	for deadline := time.Now().Add(within); ; time.Sleep(10 * time.Millisecond) {
+		if st, err := State(pid); err != nil || st == 'Z' {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+}

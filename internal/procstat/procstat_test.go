@@ -57,3 +57,25 @@ func TestFieldOfAMissingProcess(t *testing.T) {
 		t.Fatal("no error for a missing field")
 	}
 }
+
+func TestStateAndWaitGone(t *testing.T) {
+	if st, err := State(os.Getpid()); err != nil || st != 'R' {
+		t.Fatalf("this process's state %q, %v; want R", st, err)
+	}
+	cmd := exec.Command("sleep", "10")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	if WaitGone(pid, 50*time.Millisecond) {
+		t.Fatal("a sleeping process counted as gone")
+	}
+	cmd.Process.Kill()
+	if !WaitGone(pid, 10*time.Second) { // a zombie until waited for
+		t.Fatal("a killed process did not count as gone")
+	}
+	cmd.Wait()
+	if !WaitGone(pid, 0) {
+		t.Fatal("a reaped process did not count as gone")
+	}
+}
