@@ -5,11 +5,8 @@ import (
 	"time"
 )
 
-// What the pull and cursor pools share: connections with the requests in
-// flight on each and when each was last used, broken ones dropped, idle
-// ones handed back for closing, and one background dial at a time.
-
-// poolConn is one connection of a pool.
+// poolConn is one connection of a pool: its requests in flight and when
+// it was last used.
 type poolConn struct {
 	c        *Conn
 	inflight int
@@ -22,27 +19,40 @@ func (pc *poolConn) pooled() *poolConn { return pc }
 // one.
 type pooledConn interface{ pooled() *poolConn }
 
-// dropBroken returns conns without the connections that failed, closing
-// those in the background (requests pending on them fail as their
-// readers end).
-func dropBroken[T pooledConn](conns []T) []T {
-	kept := conns[:0]
-	for _, x := range conns {
+// connSet is what the pull and cursor pools share: their lock, their
+// connections (broken ones dropped, idle ones handed back for closing),
+// and one background dial at a time. A pool embeds it; its lock guards
+// the pool's own state too.
+type connSet[T pooledConn] struct {
+	mu      sync.Mutex
+	conns   []T
+	dialing chan struct{} // closed when the dial under way ends; nil if none
+	dialErr error         // the last dial's failure
+}
+
+// dropBrokenLocked removes the connections that failed, closing them in
+// the background (requests pending on them fail as their readers end).
+func (cs *connSet[T]) dropBrokenLocked() {
+	kept := cs.conns[:0]
+	for _, x := range cs.conns {
 		if c := x.pooled().c; c.Err() != nil {
 			go c.Close()
 			continue
 		}
 		kept = append(kept, x)
 	}
-	clear(conns[len(kept):])
-	return kept
+	clear(cs.conns[len(kept):])
+	cs.conns = kept
 }
 
-// splitIdle returns conns without the connections idle since before
-// cutoff (and broken ones), and those, for the caller to close.
-func splitIdle[T pooledConn](conns []T, cutoff time.Time) (kept []T, idle []*Conn) {
-	kept = conns[:0]
-	for _, x := range conns {
+// takeIdle removes the connections idle since before cutoff (and broken
+// ones), for the caller to close.
+func (cs *connSet[T]) takeIdle(cutoff time.Time) []*Conn {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	var idle []*Conn
+	kept := cs.conns[:0]
+	for _, x := range cs.conns {
 		pc := x.pooled()
 		if pc.c.Err() != nil || (pc.inflight == 0 && pc.last.Before(cutoff)) {
 			idle = append(idle, pc.c)
@@ -50,53 +60,61 @@ func splitIdle[T pooledConn](conns []T, cutoff time.Time) (kept []T, idle []*Con
 		}
 		kept = append(kept, x)
 	}
-	clear(conns[len(kept):])
-	return kept, idle
+	clear(cs.conns[len(kept):])
+	cs.conns = kept
+	return idle
 }
 
-// connsOf returns the connections of conns.
-func connsOf[T pooledConn](conns []T) []*Conn {
-	out := make([]*Conn, 0, len(conns))
-	for _, x := range conns {
+// takeAll removes every connection, for Close.
+func (cs *connSet[T]) takeAll() []*Conn {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	out := make([]*Conn, 0, len(cs.conns))
+	for _, x := range cs.conns {
 		out = append(out, x.pooled().c)
 	}
+	cs.conns = nil
 	return out
 }
 
-// dialSlot is a pool's one dial at a time; its fields are guarded by the
-// pool's lock.
-type dialSlot struct {
-	dialing chan struct{} // closed when the dial under way ends; nil if none
-	err     error         // the last dial's failure
+// dialFailed returns the last dial's failure if it left the set without
+// a connection: a caller that waited for the dial gives up then, and
+// otherwise tries again.
+func (cs *connSet[T]) dialFailed() error {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if cs.dialErr != nil && len(cs.conns) == 0 {
+		return cs.dialErr
+	}
+	return nil
 }
 
-// startLocked dials in the background with s's dialer, readies the
-// connection (prepare, unless nil, outside the lock) and hands it to add
-// under mu, the pool's lock, which the caller holds now. A connection
-// dialled as s closes is closed instead. It reports false when s is
-// closing and nothing was started.
-func (d *dialSlot) startLocked(s *Source, mu *sync.Mutex, prepare func(*Conn) error, add func(*Conn)) bool {
+// startDialLocked dials in the background with s's dialer, readies the
+// connection (prepare, unless nil, outside the lock) and adds it as wrap
+// makes it; a connection dialled as s closes is closed instead. It
+// reports false when s is closing and nothing was started.
+func (cs *connSet[T]) startDialLocked(s *Source, prepare func(*Conn) error, wrap func(*Conn) T) bool {
 	ch := make(chan struct{})
 	ok := s.spawn(func() {
 		c, err := s.dialer.dial(s.ctx)
 		if err == nil && prepare != nil {
 			err = prepare(c)
 		}
-		mu.Lock()
+		cs.mu.Lock()
 		if err == nil {
 			if s.closed.Load() {
 				go closeConn(c)
 			} else {
-				add(c)
+				cs.conns = append(cs.conns, wrap(c))
 			}
 		}
-		d.err = err
-		d.dialing = nil
+		cs.dialErr = err
+		cs.dialing = nil
 		close(ch)
-		mu.Unlock()
+		cs.mu.Unlock()
 	})
 	if ok {
-		d.dialing = ch
+		cs.dialing = ch
 	}
 	return ok
 }

@@ -26,9 +26,7 @@ import (
 type cursorPool struct {
 	s *Source
 
-	mu    sync.Mutex
-	conns []*cursorConn
-	dial  dialSlot
+	connSet[*cursorConn]
 }
 
 type cursorConn struct {
@@ -89,10 +87,7 @@ func (p *cursorPool) fetch(ctx context.Context, ref bupstash.ChunkRef, pool *cac
 			case <-ctx.Done():
 				return nil, ctx.Err()
 			}
-			p.mu.Lock()
-			err, n := p.dial.err, len(p.conns)
-			p.mu.Unlock()
-			if err != nil && n == 0 {
+			if err := p.dialFailed(); err != nil {
 				return nil, err
 			}
 			continue
@@ -227,7 +222,7 @@ func (p *cursorPool) requestLocked(ref bupstash.ChunkRef, pool *cache.BufferPool
 // else the least recently used idle one, else the least busy. It
 // returns a channel to wait on instead when a dial is needed.
 func (p *cursorPool) connForSessionLocked() (*cursorConn, <-chan struct{}) {
-	p.conns = dropBroken(p.conns)
+	p.dropBrokenLocked()
 	var free, lru, least *cursorConn
 	for _, cc := range p.conns {
 		switch {
@@ -246,10 +241,10 @@ func (p *cursorPool) connForSessionLocked() (*cursorConn, <-chan struct{}) {
 	case free != nil:
 		return free, nil
 	case len(p.conns) < p.s.opts.Connections:
-		if p.dial.dialing == nil && !p.startDialLocked() {
+		if p.dialing == nil && !p.startDialLocked() {
 			return nil, closedChan
 		}
-		return nil, p.dial.dialing
+		return nil, p.dialing
 	case lru != nil:
 		return lru, nil
 	}
@@ -260,8 +255,8 @@ func (p *cursorPool) connForSessionLocked() (*cursorConn, <-chan struct{}) {
 var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 func (p *cursorPool) startDialLocked() bool {
-	return p.dial.startLocked(p.s, &p.mu, nil, func(c *Conn) {
-		p.conns = append(p.conns, &cursorConn{poolConn: poolConn{c: c, last: time.Now()}})
+	return p.connSet.startDialLocked(p.s, nil, func(c *Conn) *cursorConn {
+		return &cursorConn{poolConn: poolConn{c: c, last: time.Now()}}
 	})
 }
 
@@ -333,23 +328,4 @@ func (p *cursorPool) prefetch(refs []bupstash.ChunkRef, pool *cache.BufferPool) 
 		}
 	}
 	return len(refs)
-}
-
-// takeIdle removes the connections idle since before cutoff (and broken
-// ones), for the caller to close.
-func (p *cursorPool) takeIdle(cutoff time.Time) []*Conn {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	var idle []*Conn
-	p.conns, idle = splitIdle(p.conns, cutoff)
-	return idle
-}
-
-// takeAll removes every connection, for Close.
-func (p *cursorPool) takeAll() []*Conn {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	out := connsOf(p.conns)
-	p.conns = nil
-	return out
 }

@@ -3,7 +3,6 @@ package serve
 import (
 	"context"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/backupfs/backupfs/cache"
@@ -17,9 +16,7 @@ import (
 type pullPool struct {
 	s *Source
 
-	mu    sync.Mutex
-	conns []*poolConn
-	dial  dialSlot
+	connSet[*poolConn]
 }
 
 // pullDepth is how many requests a pull connection carries at once
@@ -33,8 +30,8 @@ func (p *pullPool) acquire(ctx context.Context) (*poolConn, error) {
 		p.mu.Lock()
 		best := p.leastBusyLocked()
 		canGrow := len(p.conns) < p.s.opts.Connections
-		if best != nil && (best.inflight < pullDepth || !canGrow || p.dial.dialing != nil) {
-			if best.inflight >= pullDepth/2 && canGrow && p.dial.dialing == nil {
+		if best != nil && (best.inflight < pullDepth || !canGrow || p.dialing != nil) {
+			if best.inflight >= pullDepth/2 && canGrow && p.dialing == nil {
 				p.startDialLocked()
 			}
 			best.inflight++
@@ -42,21 +39,18 @@ func (p *pullPool) acquire(ctx context.Context) (*poolConn, error) {
 			p.mu.Unlock()
 			return best, nil
 		}
-		if p.dial.dialing == nil && !p.startDialLocked() {
+		if p.dialing == nil && !p.startDialLocked() {
 			p.mu.Unlock()
 			return nil, ErrClosed
 		}
-		ch := p.dial.dialing
+		ch := p.dialing
 		p.mu.Unlock()
 		select {
 		case <-ch:
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
-		p.mu.Lock()
-		err, n := p.dial.err, len(p.conns)
-		p.mu.Unlock()
-		if err != nil && n == 0 {
+		if err := p.dialFailed(); err != nil {
 			return nil, err
 		}
 	}
@@ -65,7 +59,7 @@ func (p *pullPool) acquire(ctx context.Context) (*poolConn, error) {
 // leastBusyLocked returns the working connection with the fewest
 // requests in flight, dropping broken ones.
 func (p *pullPool) leastBusyLocked() *poolConn {
-	p.conns = dropBroken(p.conns)
+	p.dropBrokenLocked()
 	var best *poolConn
 	for _, pc := range p.conns {
 		if best == nil || pc.inflight < best.inflight {
@@ -87,8 +81,8 @@ func (p *pullPool) startDialLocked() bool {
 		p.s.access.pullWorks()
 		return nil
 	}
-	return p.dial.startLocked(p.s, &p.mu, beginPull, func(c *Conn) {
-		p.conns = append(p.conns, &poolConn{c: c, last: time.Now()})
+	return p.connSet.startDialLocked(p.s, beginPull, func(c *Conn) *poolConn {
+		return &poolConn{c: c, last: time.Now()}
 	})
 }
 
@@ -127,7 +121,7 @@ func (p *pullPool) prefetch(refs []bupstash.ChunkRef, pool *cache.BufferPool) bo
 	p.mu.Lock()
 	best := p.leastBusyLocked()
 	if best == nil || best.inflight >= pullDepth {
-		if len(p.conns) < p.s.opts.Connections && p.dial.dialing == nil {
+		if len(p.conns) < p.s.opts.Connections && p.dialing == nil {
 			p.startDialLocked()
 		}
 		p.mu.Unlock()
@@ -174,23 +168,4 @@ func (p *pullPool) prefetch(refs []bupstash.ChunkRef, pool *cache.BufferPool) bo
 		}
 	}
 	return true
-}
-
-// takeIdle removes the connections idle since before cutoff (and broken
-// ones), for the caller to close.
-func (p *pullPool) takeIdle(cutoff time.Time) []*Conn {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	var idle []*Conn
-	p.conns, idle = splitIdle(p.conns, cutoff)
-	return idle
-}
-
-// takeAll removes every connection, for Close.
-func (p *pullPool) takeAll() []*Conn {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	out := connsOf(p.conns)
-	p.conns = nil
-	return out
 }
