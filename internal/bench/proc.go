@@ -36,8 +36,11 @@ func finished(ps *os.ProcessState, wall time.Duration, maxRSS int64) Run {
 	return Run{Wall: wall, User: ps.UserTime(), Sys: ps.SystemTime(), MaxRSS: maxRSS}
 }
 
-// rssEvery is how often a running tool's peak RSS is sampled.
-const rssEvery = 2 * time.Millisecond
+// rssEvery is how often a running tool's peak RSS is sampled: rarely
+// enough to cost the timed run nothing measurable (a read of its /proc
+// status a 10 ms), and the high-water mark only grows, so only what a
+// tool adds in its last 10 ms can be missed.
+const rssEvery = 10 * time.Millisecond
 
 // runTool runs a command in dir and counts its output; a non-zero exit is
 // an error quoting its stderr.

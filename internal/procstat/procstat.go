@@ -10,7 +10,6 @@
 package procstat
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"os"
@@ -25,9 +24,8 @@ func Field(pid int, name string) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		v, ok := bytes.CutPrefix(sc.Bytes(), []byte(name+":"))
+	for line := range bytes.Lines(b) {
+		v, ok := bytes.CutPrefix(line, []byte(name+":"))
 		if !ok {
 			continue
 		}
