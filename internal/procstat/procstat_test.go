@@ -59,14 +59,24 @@ func TestFieldOfAMissingProcess(t *testing.T) {
 }
 
 func TestStateAndWaitGone(t *testing.T) {
-	if st, err := State(os.Getpid()); err != nil || st != 'R' {
-		t.Fatalf("this process's state %q, %v; want R", st, err)
+	// The main thread's state: running, or asleep while another runs.
+	if st, err := State(os.Getpid()); err != nil || (st != 'R' && st != 'S') {
+		t.Fatalf("this process's state %q, %v; want R or S", st, err)
 	}
 	cmd := exec.Command("sleep", "10")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	pid := cmd.Process.Pid
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		st, err := State(pid)
+		if err == nil && st == 'S' {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sleep's state %q, %v; want S", st, err)
+		}
+	}
 	if WaitGone(pid, 50*time.Millisecond) {
 		t.Fatal("a sleeping process counted as gone")
 	}
