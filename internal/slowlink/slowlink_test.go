@@ -29,6 +29,24 @@ func echoServer(t *testing.T) string {
 	return ln.Addr().String()
 }
 
+// dialLink puts a link with delay and rate in front of an echo server
+// and connects through it; both end with the test (a test may close
+// them sooner).
+func dialLink(t *testing.T, delay time.Duration, rate int64) (*Link, net.Conn) {
+	t.Helper()
+	l, err := Listen(echoServer(t), delay, rate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	c, err := net.Dial("tcp", l.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return l, c
+}
+
 // TestDelayAndRate: a round trip takes at least twice the delay, and a
 // transfer at least its size over the rate; the bytes arrive intact and
 // in order. (Lower bounds only: the machine may be slower, never the
@@ -36,16 +54,7 @@ func echoServer(t *testing.T) string {
 func TestDelayAndRate(t *testing.T) {
 	const delay = 20 * time.Millisecond
 	const rate = 4 << 20 // bytes per second
-	l, err := Listen(echoServer(t), delay, rate)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	c, err := net.Dial("tcp", l.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	l, c := dialLink(t, delay, rate)
 	c.SetDeadline(time.Now().Add(30 * time.Second))
 
 	start := time.Now()
@@ -85,15 +94,7 @@ func TestDelayAndRate(t *testing.T) {
 
 // TestClose ends connections in progress and does not hang.
 func TestClose(t *testing.T) {
-	l, err := Listen(echoServer(t), time.Millisecond, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := net.Dial("tcp", l.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	l, c := dialLink(t, time.Millisecond, 0)
 	c.Write([]byte("x"))
 	io.ReadFull(c, make([]byte, 1))
 	done := make(chan struct{})
@@ -112,16 +113,7 @@ func TestClose(t *testing.T) {
 // TestHalfClose: the end of one direction reaches the far end after the
 // data, and the other direction still works.
 func TestHalfClose(t *testing.T) {
-	l, err := Listen(echoServer(t), 5*time.Millisecond, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	c, err := net.Dial("tcp", l.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	_, c := dialLink(t, 5*time.Millisecond, 0)
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	c.Write([]byte("last words"))
 	c.(*net.TCPConn).CloseWrite()
@@ -134,16 +126,7 @@ func TestHalfClose(t *testing.T) {
 // TestTurns: each time the client starts sending after it has received
 // (or at first) is a turn; requests written back to back are one.
 func TestTurns(t *testing.T) {
-	l, err := Listen(echoServer(t), time.Millisecond, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	c, err := net.Dial("tcp", l.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	l, c := dialLink(t, time.Millisecond, 0)
 	roundTrip := func(msgs ...string) {
 		t.Helper()
 		want := ""
