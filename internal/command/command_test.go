@@ -142,6 +142,18 @@ func hanging(t *testing.T) (line, pidFile string) {
 	return `sh -c 'sleep 1000 & echo $! $$ > ` + pidFile + `; wait'`, pidFile
 }
 
+// requireGone checks that the processes a hanging command started (their
+// pids in pidFile) are gone, killing any that is not.
+func requireGone(t *testing.T, pidFile string) {
+	t.Helper()
+	for _, pid := range pidsFrom(t, pidFile) {
+		if !procstat.WaitGone(pid, 10*time.Second) {
+			t.Errorf("process %d outlived its command", pid)
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+}
+
 // A command that does not finish is reported after the timeout, and it is
 // killed with everything it started.
 func TestHangingCommandTimesOut(t *testing.T) {
@@ -153,12 +165,7 @@ func TestHangingCommandTimesOut(t *testing.T) {
 	if took > 10*time.Second {
 		t.Errorf("reported after %v", took)
 	}
-	for _, pid := range pidsFrom(t, pidFile) {
-		if !procstat.WaitGone(pid, 10*time.Second) {
-			t.Errorf("process %d outlived its command", pid)
-			syscall.Kill(pid, syscall.SIGKILL)
-		}
-	}
+	requireGone(t, pidFile)
 }
 
 // The context (SIGINT, SIGTERM in the program) ends the wait at once, and
@@ -177,12 +184,7 @@ func TestContextEndsTheWait(t *testing.T) {
 	if took > 10*time.Second {
 		t.Errorf("returned %v after the start", took)
 	}
-	for _, pid := range pidsFrom(t, pidFile) {
-		if !procstat.WaitGone(pid, 10*time.Second) {
-			t.Errorf("process %d outlived its command", pid)
-			syscall.Kill(pid, syscall.SIGKILL)
-		}
-	}
+	requireGone(t, pidFile)
 }
 
 func TestTailBuffer(t *testing.T) {
