@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/backupfs/backupfs/internal/fusetest"
+	"golang.org/x/sys/unix"
 )
 
 // These tests run the real binary: signals, exit statuses and what a
@@ -107,11 +108,14 @@ func startMountStdin(t *testing.T, stdin []byte, env []string, args ...string) *
 		}
 	})
 	// Mounted, and answering: its FUSE INIT is done and the mount is ours,
-	// not a stale one left by an earlier process.
+	// not a stale one left by an earlier process (which fails the listing),
+	// nor the bare directory under it, seen in the moment between this
+	// process detaching the stale mount and mounting its own.
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		if fusetest.Mounted(p.dir) {
-			if _, err := os.ReadDir(p.dir); err == nil {
+			var st unix.Statfs_t
+			if _, err := os.ReadDir(p.dir); err == nil && unix.Statfs(p.dir, &st) == nil && st.Type == unix.FUSE_SUPER_MAGIC {
 				return p
 			}
 		}
